@@ -1,0 +1,82 @@
+"""mm_hub: image + text fusion models as Hugging Face `PreTrainedModel`s.
+
+Importing the package registers the config, models, processor and pipeline with transformers' Auto classes and
+pipeline registry, and marks them for `register_for_auto_class` so saved or pushed folders carry their code.
+"""
+
+from collections import OrderedDict
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .configuration_mm_hub import MMHubConfig
+from .modeling_mm_hub import (
+    FUSION_REGISTRY,
+    ImageTextClassifierOutput,
+    ImageTextRetrievalOutput,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+    MMHubModel,
+    MMHubModelOutput,
+    MMHubPreTrainedModel,
+)
+from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
+from .processing_mm_hub import MMHubProcessor, load_rgb_image
+
+__version__ = "0.1.0"
+
+
+class AutoModelForImageTextClassification(_BaseAutoModelClass):
+    """Auto class for (image, text) -> label heads; transformers has none, so mm_hub defines it."""
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
+    """Auto class for image-text dual encoders with a contrastive head."""
+
+    _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
+
+
+def _register() -> None:
+    """Register with the Auto classes (local use) and mark every class for `register_for_auto_class`."""
+    AutoConfig.register(MMHubConfig.model_type, MMHubConfig, exist_ok=True)
+    AutoModel.register(MMHubConfig, MMHubModel, exist_ok=True)
+    AutoModelForImageTextClassification.register(MMHubConfig, MMHubForImageTextClassification, exist_ok=True)
+    AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
+    AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK,
+        pipeline_class=ImageTextClassificationPipeline,
+        pt_model=AutoModelForImageTextClassification,
+        type="multimodal",
+    )
+    # Saved folders map "AutoModel" to the class that saved them, so `AutoModel.from_pretrained(path,
+    # trust_remote_code=True)` returns the head that was trained, on a machine without mm_hub.
+    MMHubConfig.register_for_auto_class()
+    for model_class in (MMHubModel, MMHubForImageTextClassification, MMHubForImageTextRetrieval):
+        model_class.register_for_auto_class("AutoModel")
+    MMHubProcessor.register_for_auto_class()
+
+
+_register()
+
+__all__ = [
+    "FUSION_REGISTRY",
+    "PIPELINE_TASK",
+    "AutoModelForImageTextClassification",
+    "AutoModelForImageTextRetrieval",
+    "ImageTextClassificationPipeline",
+    "ImageTextClassifierOutput",
+    "ImageTextRetrievalOutput",
+    "MMHubConfig",
+    "MMHubForImageTextClassification",
+    "MMHubForImageTextRetrieval",
+    "MMHubModel",
+    "MMHubModelOutput",
+    "MMHubPreTrainedModel",
+    "MMHubProcessor",
+    "load_rgb_image",
+]

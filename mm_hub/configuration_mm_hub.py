@@ -1,0 +1,148 @@
+"""Configuration of mm_hub image+text fusion models.
+
+This file travels with pushed models (``trust_remote_code``): it may import only third-party packages and
+same-folder modules, and it must not import torch.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# ResNet-18 shape: BasicBlock stages of depth 2 (the `microsoft/resnet-18` architecture).
+RESNET18_KWARGS = {
+    "layer_type": "basic",
+    "depths": [2, 2, 2, 2],
+    "hidden_sizes": [64, 128, 256, 512],
+    "embedding_size": 64,
+}
+# all-MiniLM-L6-v2 shape: the default pretrained text encoder of the project.
+MINILM_KWARGS = {
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+}
+TEXT_ENCODER_TYPES = ("transformer", "lstm")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+@strict
+class MMHubConfig(PreTrainedConfig):
+    r"""Configuration of an mm_hub model: an image encoder and a text encoder joined by a fusion module.
+
+    Args:
+        vision_config (`PreTrainedConfig` or `dict`, *optional*):
+            Config of the image encoder, any vision model whose ``last_hidden_state`` is a feature grid
+            ``(B, C, H, W)`` (ResNet, ConvNeXt) or a token sequence ``(B, N, D)`` (ViT). Defaults to ResNet-18.
+        text_encoder_type (`str`, *optional*, defaults to `"transformer"`):
+            ``"transformer"``: a pretrained transformer text encoder described by ``text_config``.
+            ``"lstm"``: a 2-layer bidirectional LSTM over the tokenizer's vocabulary (``vocab_size``).
+        text_config (`PreTrainedConfig` or `dict`, *optional*):
+            Config of the transformer text encoder (any BERT-family config). Defaults to the MiniLM-L6 shape.
+            Unused when ``text_encoder_type="lstm"``.
+        vocab_size (`int`, *optional*):
+            Vocabulary size of the tokenizer; required for the LSTM encoder.
+        pad_token_id (`int`, *optional*, defaults to 0):
+            Padding token id of the tokenizer (the LSTM embedding's ``padding_idx``).
+        lstm_embedding_size (`int`, *optional*, defaults to 384):
+            Token embedding size of the LSTM encoder (the pretrained embedding size when initialised from one).
+        lstm_hidden_size (`int`, *optional*, defaults to 256):
+            Hidden size of each LSTM direction; the encoder outputs ``2 * lstm_hidden_size`` features per token.
+        lstm_num_layers (`int`, *optional*, defaults to 2):
+            Number of stacked bidirectional LSTM layers.
+        fusion_type (`str`, *optional*, defaults to `"concat"`):
+            Name of the fusion module (see ``modeling_mm_hub.FUSION_REGISTRY``): ``"concat"``, ``"gated"``,
+            ``"attention"`` or ``"sequence"``. Checked when the model is built.
+        fusion_hidden_size (`int`, *optional*, defaults to 256):
+            Width both modalities are projected to before fusion, and size of the fused embedding.
+        fusion_num_layers (`int`, *optional*, defaults to 1):
+            Number of (cross-)attention blocks of the ``attention`` and ``sequence`` fusions.
+        fusion_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads of those blocks; must divide ``fusion_hidden_size``.
+        fusion_max_positions (`int`, *optional*, defaults to 1024):
+            Longest joint sequence (1 + image tokens + text tokens) the ``sequence`` fusion accepts.
+        projection_dim (`int`, *optional*, defaults to 256):
+            Size of the shared image-text embedding space of the retrieval head.
+        logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
+            Initial log-temperature of the retrieval head's contrastive loss (CLIP's ``log(1 / 0.07)``).
+        dropout (`float`, *optional*, defaults to 0.1):
+            Dropout of the fusion module and the classification head.
+        freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
+            Freeze the image encoder's weights (and keep its BatchNorm statistics fixed).
+        freeze_text_encoder (`bool`, *optional*, defaults to `False`):
+            Freeze the text encoder's weights.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialiser of new layers.
+
+    Example:
+
+    ```python
+    >>> from mm_hub import MMHubConfig, MMHubForImageTextClassification
+    >>> config = MMHubConfig(fusion_type="gated", num_labels=3)
+    >>> model = MMHubForImageTextClassification(config)
+    ```
+    """
+
+    model_type = "mm_hub"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet", init_kwargs=RESNET18_KWARGS),
+        "text_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="bert", init_kwargs=MINILM_KWARGS, optional=True
+        ),
+    }
+
+    vision_config: PreTrainedConfig | dict | None = None
+    text_encoder_type: str = "transformer"
+    text_config: PreTrainedConfig | dict | None = None
+    vocab_size: int | None = None
+    pad_token_id: int | None = 0
+    lstm_embedding_size: int = 384
+    lstm_hidden_size: int = 256
+    lstm_num_layers: int = 2
+    fusion_type: str = "concat"
+    fusion_hidden_size: int = 256
+    fusion_num_layers: int = 1
+    fusion_num_heads: int = 4
+    fusion_max_positions: int = 1024
+    projection_dim: int = 256
+    logit_scale_init_value: float = 2.6592
+    dropout: float = 0.1
+    freeze_vision_encoder: bool = False
+    freeze_text_encoder: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.text_encoder_type not in TEXT_ENCODER_TYPES:
+            raise ValueError(
+                f"text_encoder_type={self.text_encoder_type!r} is not supported; choose one of {TEXT_ENCODER_TYPES}."
+            )
+        # The transformer text side always needs a config; the LSTM side never reads one.
+        if self.text_encoder_type == "transformer" and self.text_config is None:
+            self.text_config = {"model_type": "bert", **MINILM_KWARGS}
+        if self.text_encoder_type == "lstm":
+            self.text_config = None
+        super().__post_init__(**kwargs)
+        # Checked here rather than in `validate_*` hooks so that users get a plain ValueError.
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Check the sizes and probabilities the modules are built from."""
+        if self.text_encoder_type == "lstm" and (self.vocab_size is None or self.vocab_size < 1):
+            raise ValueError(
+                f"text_encoder_type='lstm' needs vocab_size (the tokenizer's vocabulary size), got {self.vocab_size!r}."
+            )
+        if self.fusion_hidden_size % self.fusion_num_heads != 0:
+            raise ValueError(
+                f"fusion_hidden_size={self.fusion_hidden_size} must be divisible by "
+                f"fusion_num_heads={self.fusion_num_heads}."
+            )
+        for name in ("fusion_hidden_size", "fusion_num_layers", "projection_dim", "lstm_hidden_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}.")
+
+
+__all__ = ["MMHubConfig"]
