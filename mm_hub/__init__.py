@@ -43,7 +43,11 @@ class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
 def _register() -> None:
     """Register with the Auto classes (local use) and mark every class for `register_for_auto_class`."""
     AutoConfig.register(MMHubConfig.model_type, MMHubConfig, exist_ok=True)
-    AutoModel.register(MMHubConfig, MMHubModel, exist_ok=True)
+    # A tuple: `AutoModel` picks the class named in the saved config's `architectures` (the base model for a
+    # fresh config), so it returns the same head with mm_hub installed as the auto_map gives without it.
+    AutoModel.register(
+        MMHubConfig, (MMHubModel, MMHubForImageTextClassification, MMHubForImageTextRetrieval), exist_ok=True
+    )
     AutoModelForImageTextClassification.register(MMHubConfig, MMHubForImageTextClassification, exist_ok=True)
     AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)
