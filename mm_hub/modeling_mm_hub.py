@@ -146,13 +146,14 @@ class FeedForward(nn.Sequential):
 
 
 class FusionBlock(nn.Module):
-    """Pre-LayerNorm transformer block: attention of ``x`` over ``context`` (itself when None), then an MLP."""
+    """Pre-LayerNorm transformer block: attention of ``x`` over a ``context`` sequence (cross-attention) or over
+    itself (``cross=False``), then an MLP."""
 
-    def __init__(self, config: MMHubConfig):
+    def __init__(self, config: MMHubConfig, cross: bool):
         super().__init__()
         size = config.fusion_hidden_size
         self.norm_query = nn.LayerNorm(size)
-        self.norm_context = nn.LayerNorm(size)
+        self.norm_context = nn.LayerNorm(size) if cross else None
         self.attention = nn.MultiheadAttention(size, config.fusion_num_heads, dropout=config.dropout, batch_first=True)
         self.norm_mlp = nn.LayerNorm(size)
         self.mlp = FeedForward(size, config.dropout)
@@ -165,9 +166,12 @@ class FusionBlock(nn.Module):
         context_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, Q, D) attends to context (B, K, D) whose mask (B, K) is 1 at real tokens -> (B, Q, D), (B, h, Q, K)."""
+        """x (B, Q, D) attends to context (B, K, D), or to itself (K = Q), whose mask (B, K) is 1 at real tokens.
+
+        Returns the new states (B, Q, D) and, with ``output_attentions``, the weights (B, heads, Q, K).
+        """
         query = self.norm_query(x)
-        context = query if context is None else self.norm_context(context)
+        context = query if self.norm_context is None else self.norm_context(context)
         padding = None if context_mask is None else context_mask == 0  # True where the key must be ignored
         attended, weights = self.attention(
             query, context, context, key_padding_mask=padding, need_weights=output_attentions, average_attn_weights=False
@@ -222,8 +226,8 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
-        self.text_blocks = nn.ModuleList(FusionBlock(config) for _ in range(config.fusion_num_layers))
-        self.image_blocks = nn.ModuleList(FusionBlock(config) for _ in range(config.fusion_num_layers))
+        self.text_blocks = nn.ModuleList(FusionBlock(config, cross=True) for _ in range(config.fusion_num_layers))
+        self.image_blocks = nn.ModuleList(FusionBlock(config, cross=True) for _ in range(config.fusion_num_layers))
         size = config.fusion_hidden_size
         self.output = nn.Sequential(nn.Linear(2 * size, size), nn.GELU(), nn.LayerNorm(size))
 
@@ -254,7 +258,7 @@ class SequenceFusion(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, size))
         self.modality_embeddings = nn.Embedding(3, size)  # 0: [CLS], 1: image, 2: text
         self.position_embeddings = nn.Embedding(config.fusion_max_positions, size)
-        self.blocks = nn.ModuleList(FusionBlock(config) for _ in range(config.fusion_num_layers))
+        self.blocks = nn.ModuleList(FusionBlock(config, cross=False) for _ in range(config.fusion_num_layers))
         self.norm = nn.LayerNorm(size)
 
     def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
