@@ -1,0 +1,112 @@
+"""The built-in shapes dataset: deterministic, balanced, compositional held-out split, captions true/false as labelled."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from mm_hub.shapes import COLOURS, HELDOUT_PAIRS, LABELS, ShapeSpec, make_shapes_dataset, render_scene
+
+CAPTION = re.compile(r"a (\w+) (\w+)(?: (?:on|in) the (\w+))?$")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return make_shapes_dataset(num_train=120, num_eval=40, num_heldout=40, image_size=48, seed=3)
+
+
+def dominant_colours(image) -> dict[str, set[str]]:
+    """Colours found in each third of a rendered scene (exact palette pixels)."""
+    array = np.asarray(image)
+    third = array.shape[1] // 3
+    found = {}
+    for index, position in enumerate(("left", "center", "right")):
+        cell = array[:, index * third : (index + 1) * third].reshape(-1, 3)
+        found[position] = {name for name, rgb in COLOURS.items() if (cell == rgb).all(axis=1).sum() > 10}
+    return found
+
+
+def test_splits_columns_and_balance(shapes):
+    assert set(shapes) == {"train", "eval", "heldout"}
+    assert shapes["train"].num_rows == 120 and shapes["heldout"].num_rows == 40
+    assert shapes["train"].features["label"].names == LABELS
+    assert Counter(shapes["train"]["label"]) == {0: 60, 1: 60}
+    assert shapes["train"][0]["image"].size == (48, 48)
+
+
+def test_deterministic(shapes):
+    again = make_shapes_dataset(num_train=120, num_eval=40, num_heldout=40, image_size=48, seed=3)
+    assert again["train"]["text"] == shapes["train"]["text"]
+    assert np.array_equal(np.asarray(again["heldout"][7]["image"]), np.asarray(shapes["heldout"][7]["image"]))
+    other = make_shapes_dataset(num_train=120, num_eval=0, num_heldout=0, image_size=48, seed=4)
+    assert other["train"]["text"] != shapes["train"]["text"]
+
+
+def test_heldout_pairs_never_named_in_training(shapes):
+    for split, heldout in (("train", False), ("eval", False), ("heldout", True)):
+        for text in shapes[split]["text"]:
+            colour, shape, _ = CAPTION.match(text).groups()
+            assert ((colour, shape) in HELDOUT_PAIRS) == heldout, (split, text)
+
+
+def test_text_alone_does_not_tell_the_label(shapes):
+    # Each caption wording appears with both labels across the training split far more than by chance would allow
+    # if the text decided the label; a text-only majority vote stays near chance.
+    by_text: dict[str, Counter] = {}
+    for text, label in zip(shapes["train"]["text"], shapes["train"]["label"]):
+        by_text.setdefault(re.sub(r" (on|in) the \w+", "", text), Counter())[label] += 1
+    majority = sum(max(counts.values()) for counts in by_text.values())
+    assert majority / shapes["train"].num_rows < 0.75
+
+
+def test_captions_are_true_exactly_when_labelled_match(shapes):
+    for row in shapes["eval"]:
+        colour, shape, position = CAPTION.match(row["text"]).groups()
+        cells = dominant_colours(row["image"])
+        colour_present = any(colour in colours for colours in cells.values()) if position is None else colour in cells[position]
+        if row["label"] == 1:
+            assert colour_present, row["text"]
+
+
+def test_render_scene_places_colours_in_their_cells():
+    image = render_scene([("red", "circle", "left"), ShapeSpec("blue", "square", "right")], image_size=60, seed=1)
+    cells = dominant_colours(image)
+    assert cells["left"] == {"red"} and cells["right"] == {"blue"} and cells["center"] == set()
+    assert np.array_equal(np.asarray(image), np.asarray(render_scene([("red", "circle", "left"), ("blue", "square", "right")], 60, 1)))
+
+
+def test_retrieval_variant_has_several_true_captions():
+    data = make_shapes_dataset(num_train=10, num_eval=4, num_heldout=0, task="retrieval", captions_per_image=3)
+    assert data["train"].column_names == ["image", "captions"]
+    for row in data["train"]:
+        assert len(row["captions"]) == 3
+        cells = dominant_colours(row["image"])
+        for caption in row["captions"]:
+            for part in caption.split(" and "):
+                colour, _, position = CAPTION.match(part).groups()
+                assert colour in (cells[position] if position else set().union(*cells.values()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"task": "ranking"}, "task must be one of"),
+        ({"num_train": -1}, "num_train must be a non-negative integer"),
+        ({"num_train": 0, "num_eval": 0, "num_heldout": 0}, "at least one row"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_shapes_dataset(**kwargs)
+
+
+def test_bad_scene():
+    with pytest.raises(ValueError, match="Unknown colour 'purple'"):
+        render_scene([("purple", "circle", "left")])
+    with pytest.raises(ValueError, match="share a position"):
+        render_scene([("red", "circle", "left"), ("blue", "square", "left")])
+    with pytest.raises(TypeError, match="Expected a ShapeSpec"):
+        render_scene(["red circle"])
