@@ -39,6 +39,7 @@ os.environ.update(
     HF_DATASETS_CACHE=str(_HF_HOME / "datasets"),
     HF_XET_CACHE=str(_HF_HOME / "xet"),
     HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_XET="1",  # the test Hub speaks LFS, not Xet
     HF_HUB_DISABLE_IMPLICIT_TOKEN="0",
 )
 # The suite talks to the local server only; inherited offline switches would make every Hub test meaningless.

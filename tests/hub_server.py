@@ -7,12 +7,16 @@ create repos, commit files, read repo info / trees / refs and download files, fo
 Storage: file contents live in a temp folder as content-addressed blobs (git blob sha1); repos, branches, tags and
 commits live in memory. Access rules follow the Hub: writes need a valid token (401 otherwise), private repos are
 invisible without one (401 + `X-Error-Code: RepoNotFound`), unknown revisions / files answer 404 with
-`X-Error-Code: RevisionNotFound` / `EntryNotFound`. Every file is served as a regular (non-LFS, non-Xet) file.
+`X-Error-Code: RevisionNotFound` / `EntryNotFound`. Uploads follow the Hub's split: small text files travel inline in the commit ("regular"), files matching the
+repo's LFS patterns (weights, parquet shards, images) or over 10 MB go through the LFS batch API first (basic
+transfer), which `datasets.push_to_hub` relies on. Xet is not spoken: the tests set `HF_HUB_DISABLE_XET=1`.
+Downloads serve every file directly (no CDN redirect).
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import re
@@ -26,9 +30,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import yaml
 
 REPO_TYPES = ("model", "dataset", "space")
-GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.parquet filter=lfs diff=lfs merge=lfs -text\n"
+# The patterns a new Hub repo stores through LFS (a subset of the Hub's default `.gitattributes`).
+LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.parquet", "*.arrow", "*.npy", "*.npz",
+                "*.pkl", "*.faiss", "*.zip", "*.tar", "*.gz", "*.png", "*.jpg", "*.jpeg", "*.webp")
+GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
+LFS_THRESHOLD = 10 * 1024 * 1024  # bytes; bigger files go through LFS whatever their name
 _API = re.compile(r"^/api/(models|datasets|spaces)/([^/]+)/([^/]+)(?:/(.*))?$")
 _RESOLVE = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)$")
+_LFS_BATCH = re.compile(r"^/(?:(datasets|spaces)/)?([^/]+)/([^/]+)\.git/info/lfs/objects/batch$")
+_LFS_OBJECT = re.compile(r"^/__lfs/([0-9a-f]{64})$")
 
 
 def git_blob_sha(content: bytes) -> str:
@@ -80,6 +90,7 @@ class HubServer:
     def __init__(self, root: str | Path, token: str = "hf_mmhub_test_token", user: str = "mm-tester") -> None:
         self.root = Path(root)
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        (self.root / "lfs").mkdir(parents=True, exist_ok=True)
         self.token, self.user = token, user
         self.lock = threading.RLock()
         self._repos: dict[tuple[str, str], Repo] = {}
@@ -143,11 +154,11 @@ class HubServer:
     def _blob(self, sha: str) -> bytes:
         return (self.root / "blobs" / sha).read_bytes()
 
-    def _put_blob(self, content: bytes) -> str:
-        sha = git_blob_sha(content)
-        path = self.root / "blobs" / sha
+    def _put_blob(self, content: bytes, folder: str = "blobs", sha: str | None = None) -> str:
+        sha = sha or git_blob_sha(content)
+        path = self.root / folder / sha
         if not path.exists():
-            tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp = path.with_name(f"{sha}.tmp{threading.get_ident()}")
             tmp.write_bytes(content)
             tmp.replace(path)
         return sha
@@ -216,8 +227,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         hub = self.server_hub
         parts = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        self.body = self.rfile.read(length) if length else b""
+        self.body = self._read_body()
         try:
             with hub.lock:
                 self._route(method, parts.path)
@@ -231,11 +241,23 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._send(500, {"error": f"{type(err).__name__}: {err}"})
         hub.requests.append((method, self.path, self._status))
 
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
     def _send(self, status: int, payload, headers: dict[str, str] | None = None, head: bool = False) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self._status = status
         self.send_response(status)
-        if not isinstance(payload, bytes):
+        if not isinstance(payload, bytes) and "Content-Type" not in (headers or {}):
             self.send_header("Content-Type", "application/json")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -287,6 +309,12 @@ class _HubHandler(BaseHTTPRequestHandler):
             plural, namespace, name, rest = match.groups()
             repo = self._repo(plural[:-1], f"{unquote(namespace)}/{unquote(name)}")
             return self._api(method, repo, [unquote(p) for p in rest.split("/")] if rest else [])
+        if (match := _LFS_BATCH.match(path)) and method == "POST":
+            plural, namespace, name = match.groups()
+            self._repo(plural[:-1] if plural else "model", f"{unquote(namespace)}/{unquote(name)}")
+            return self._lfs_batch()
+        if (match := _LFS_OBJECT.match(path)) and method == "PUT":
+            return self._lfs_put(match.group(1))
         if (match := _RESOLVE.match(path)) and method in ("GET", "HEAD"):
             plural, namespace, name, revision, file_path = match.groups()
             repo = self._repo(plural[:-1] if plural else "model", f"{unquote(namespace)}/{unquote(name)}")
@@ -426,10 +454,36 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _preupload(self, repo: Repo, revision: str) -> None:
         self._require_write()
+        hub = self.server_hub
         files = self._json().get("files", [])
-        existing = self.server_hub._commit_at(repo, revision).files if revision in repo.branches else {}
-        self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                    "oid": existing.get(f["path"])} for f in files]})
+        existing = hub._commit_at(repo, revision).files if revision in repo.branches else {}
+        answers = []
+        for f in files:
+            lfs = f.get("size", 0) > LFS_THRESHOLD or any(
+                fnmatch.fnmatch(f["path"].rsplit("/", 1)[-1], pattern) for pattern in LFS_PATTERNS
+            )
+            oid = existing.get(f["path"])
+            if oid is not None and lfs:  # LFS files are compared by the sha256 of their content
+                oid = hashlib.sha256(hub._blob(oid)).hexdigest()
+            answers.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                            "oid": oid})
+        self._send(200, {"files": answers})
+
+    def _lfs_batch(self) -> None:
+        self._require_write()
+        objects = []
+        for obj in self._json().get("objects", []):
+            entry = {"oid": obj["oid"], "size": obj["size"]}
+            if not (self.server_hub.root / "lfs" / obj["oid"]).exists():
+                entry["actions"] = {"upload": {"href": f"{self.server_hub.url}/__lfs/{obj['oid']}"}}
+            objects.append(entry)
+        self._send(200, {"transfer": "basic", "objects": objects}, {"Content-Type": "application/vnd.git-lfs+json"})
+
+    def _lfs_put(self, oid: str) -> None:
+        if hashlib.sha256(self.body).hexdigest() != oid:
+            raise HubError(400, f"LFS upload does not match its oid {oid}")
+        self.server_hub._put_blob(self.body, "lfs", oid)
+        self._send(200, {})
 
     def _commit(self, repo: Repo, revision: str) -> None:
         hub = self.server_hub
@@ -447,6 +501,11 @@ class _HubHandler(BaseHTTPRequestHandler):
                 content = value["content"]
                 data = base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
                 files[value["path"]] = hub._put_blob(data)
+            elif key == "lfsFile":
+                lfs_path = hub.root / "lfs" / value["oid"]
+                if not lfs_path.exists():
+                    raise HubError(422, f"LFS object {value['oid']} for {value['path']} was never uploaded")
+                files[value["path"]] = hub._put_blob(lfs_path.read_bytes())
             elif key == "deletedFile":
                 if files.pop(value["path"], None) is None:
                     raise HubError(404, f"A file with this name doesn't exist: {value['path']}", "EntryNotFound")
