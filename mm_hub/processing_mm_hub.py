@@ -5,14 +5,16 @@ This file travels with pushed models (``trust_remote_code``): third-party import
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin
-from transformers.image_utils import load_image
 
 ACCEPTED_IMAGES = "a PIL.Image, a numpy array (H, W), (H, W, C) or (C, H, W), a torch tensor, or a file path / URL"
 
@@ -61,29 +63,46 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open_source(source: str) -> Image.Image:
+    """Open an image from an http(s) URL, a ``data:image/...;base64,`` URI or a file path."""
+    if source.startswith(("http://", "https://")):
+        response = httpx.get(source, timeout=30.0, follow_redirects=True)
+        response.raise_for_status()
+        return Image.open(io.BytesIO(response.content))
+    if source.startswith("data:image/"):
+        return Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+    return Image.open(source)
+
+
 def load_rgb_image(image: Any) -> Image.Image:
-    """Turn one image of any accepted kind into an RGB PIL image.
+    """Turn one image of any accepted kind into an RGB PIL image (EXIF rotation applied, alpha over white).
 
     Raises:
         TypeError: for objects that are not images (naming the type received).
-        ValueError: for files that cannot be read or arrays of the wrong shape.
+        ValueError: for files or URLs that cannot be read, truncated or oversized (decompression-bomb) images, and
+            arrays of the wrong shape.
     """
-    if isinstance(image, Image.Image):
-        pil = image
-    elif isinstance(image, (str, os.PathLike)):
+    if isinstance(image, (str, os.PathLike)):
+        name = str(image)
         try:
-            pil = load_image(str(image))
-        except Exception as error:  # PIL/requests raise many types; the user needs to know which file failed
-            raise ValueError(f"Cannot read an image from {str(image)[:200]!r}: {error}") from error
-    elif isinstance(image, np.ndarray):
-        pil = _array_to_pil(image)
-    elif type(image).__module__.startswith("torch"):
-        pil = _array_to_pil(image.detach().cpu().numpy())
+            image = _open_source(name)
+        except Exception as error:  # PIL, httpx and the OS raise many types; say which source failed and why
+            raise ValueError(f"Cannot read an image from {name[:200]!r}: {error}") from error
     else:
+        name = None
+    if isinstance(image, np.ndarray):
+        image = _array_to_pil(image)
+    elif type(image).__module__.startswith("torch"):
+        image = _array_to_pil(image.detach().cpu().numpy())
+    elif not isinstance(image, Image.Image):
         raise TypeError(f"Expected an image ({ACCEPTED_IMAGES}), got {type(image).__name__}.")
-    if 0 in pil.size:
-        raise ValueError(f"The image has an empty side (size {pil.size}).")
-    return to_rgb(pil)
+    if 0 in image.size:
+        raise ValueError(f"The image has an empty side (size {image.size}).")
+    try:  # decoding is lazy in PIL: truncated files fail here
+        return to_rgb(ImageOps.exif_transpose(image))
+    except (OSError, ValueError, SyntaxError) as error:
+        where = f" from {name[:200]!r}" if name else ""
+        raise ValueError(f"Cannot read an image{where}: {error}") from error
 
 
 def _as_list(value: Any, kinds: tuple[type, ...]) -> list[Any]:
