@@ -1,0 +1,157 @@
+"""Explanations of mm_hub classifiers: image heatmaps from fusion attention, per-word importance, and ablation inputs.
+
+Pure tensor / image helpers; `mm_hub.predictor.Predictor.explain` runs the model and calls them. Not a remote-code
+file: pushed models never import it.
+
+- ``attention`` fusion: the heatmap is the text -> image cross-attention (mean over layers, heads and the
+  caption's word tokens); word importance is the image -> text attention each token receives (mean over layers,
+  heads and image cells).
+- ``sequence`` fusion: the heatmap is the attention from the [CLS] row and the caption's word rows to the image
+  columns of the joint sequence; word importance is the [CLS] row's attention to each text column.
+- every fusion: word importance by leave-one-out (the drop in the predicted score when a token is deleted) when the
+  fusion has no attention to read, and the modality ablation with the neutral inputs of `neutral_pixel_values`
+  and `EMPTY_TEXT`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+# The neutral text of the "image only" ablation: the tokenizer turns it into just [CLS] [SEP].
+EMPTY_TEXT = ""
+
+
+def neutral_pixel_values(pixel_values: torch.Tensor) -> torch.Tensor:
+    """The neutral image of the "text only" ablation: a flat image of the image processor's mean colour, i.e.
+    all-zero pixel values after normalisation (the same for every input image), shaped like ``pixel_values``."""
+    return torch.zeros_like(pixel_values)
+
+
+def grid_shape(num_tokens: int, height: int, width: int) -> tuple[int, int, int]:
+    """Arrange ``num_tokens`` image tokens as a grid with the aspect ratio of the (H, W) pixel input.
+
+    Returns ``(skip, rows, cols)``: ``skip`` leading tokens (1 for a ViT's [CLS] token) are not grid cells.
+
+    Raises:
+        ValueError: when neither ``num_tokens`` nor ``num_tokens - 1`` factors into a grid of that aspect ratio.
+    """
+    for skip in (0, 1):
+        cells = num_tokens - skip
+        if cells < 1:
+            continue
+        rows = max(1, round(math.sqrt(cells * height / width)))
+        for candidate in sorted(range(1, cells + 1), key=lambda r: abs(r - rows)):
+            if cells % candidate == 0 and abs(math.log((cells // candidate) / candidate * height / width)) < 0.7:
+                return skip, candidate, cells // candidate
+    raise ValueError(f"Cannot lay out {num_tokens} image tokens as a grid for a {height}x{width} pixel input.")
+
+
+def word_positions(tokens: list[str], special_tokens: set[str]) -> list[int]:
+    """Indices of the real word pieces of a tokenised caption (no [CLS]/[SEP]/[PAD] and other special tokens)."""
+    return [i for i, token in enumerate(tokens) if token not in special_tokens]
+
+
+def merge_word_pieces(tokens: list[str], scores: list[float]) -> list[tuple[str, float]]:
+    """Join WordPiece continuations (``##xy``) to their word, keeping the largest score of its pieces."""
+    words: list[tuple[str, float]] = []
+    for token, score in zip(tokens, scores):
+        if token.startswith("##") and words:
+            word, best = words[-1]
+            words[-1] = (word + token[2:], max(best, score))
+        else:
+            words.append((token, score))
+    return words
+
+
+def _mean_over_layers(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean over layers and heads of per-layer (1, heads, Q, K) attention -> (Q, K)."""
+    return torch.stack([layer[0].float() for layer in layers]).mean(dim=(0, 1))
+
+
+def attention_explanation(
+    fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_image_tokens: int, words: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image-cell and word scores from the fusion attention of ONE example.
+
+    Args:
+        fusion_type: ``"attention"`` or ``"sequence"``.
+        attentions: the model output's ``fusion_attentions`` (batch of one).
+        num_image_tokens: N, the number of image tokens.
+        words: positions (in the text sequence) of the caption's word pieces; [CLS]-like positions excluded.
+
+    Returns:
+        ``(image_scores (N,), word_scores (len(words),))``, each summing to 1 (or all zero when empty).
+    """
+    if fusion_type == "attention":
+        text_to_image = _mean_over_layers(attentions["text_to_image"])  # (T, N)
+        image_to_text = _mean_over_layers(attentions["image_to_text"])  # (N, T)
+        rows = words or list(range(text_to_image.shape[0]))
+        image_scores = text_to_image[rows].mean(dim=0)  # (N,)
+        word_scores = image_to_text[:, words].mean(dim=0) if words else torch.zeros(0)
+    elif fusion_type == "sequence":
+        joint = _mean_over_layers(attentions["self"])  # (S, S), S = 1 + N + T
+        first_text = 1 + num_image_tokens
+        rows = [0] + [first_text + w for w in words]  # [CLS] and the caption's words
+        image_scores = joint[rows, 1:first_text].mean(dim=0)  # (N,)
+        word_scores = joint[0, [first_text + w for w in words]] if words else torch.zeros(0)
+    else:
+        raise ValueError(f"Attention explanations need fusion_type 'attention' or 'sequence', got {fusion_type!r}.")
+    return _normalise(image_scores.numpy()), _normalise(word_scores.numpy())
+
+
+def _normalise(scores: np.ndarray) -> np.ndarray:
+    """Scale non-negative scores to sum to 1 (zeros stay zeros)."""
+    total = float(scores.sum())
+    return scores / total if total > 0 else scores
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (H, W) -> RGB uint8 (H, W, 3) on a blue -> cyan -> yellow -> red scale ("jet"-like)."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    anchors = np.array([0.0, 0.35, 0.65, 1.0])
+    colours = np.array([[30, 60, 200], [40, 200, 220], [250, 230, 60], [220, 30, 30]], dtype=np.float64)
+    rgb = np.stack([np.interp(v[..., 0], anchors, colours[:, c]) for c in range(3)], axis=-1)
+    return rgb.astype(np.uint8)
+
+
+def pixels_to_image(pixel_values: torch.Tensor, mean: list[float], std: list[float]) -> Image.Image:
+    """Undo the image processor's normalisation of one (3, H, W) input: the (resized, cropped) image the model saw."""
+    pixels = pixel_values.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    array = (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def heatmap_overlay(
+    image: Image.Image, cell_scores: np.ndarray, rows: int, cols: int, min_side: int = 320, alpha: float = 0.5
+) -> Image.Image:
+    """Blend a (rows x cols) grid of scores, upsampled smoothly, over ``image`` (the model's view of the input,
+    enlarged so its short side is at least ``min_side`` pixels for display).
+
+    The scores are min-max scaled, so the colours show where attention is relatively high within this image.
+    """
+    shown = image.convert("RGB")
+    scale = max(1.0, min_side / min(shown.size))
+    shown = shown.resize((round(shown.width * scale), round(shown.height * scale)), Image.Resampling.BICUBIC)
+    grid = cell_scores.reshape(rows, cols).astype(np.float32)
+    span = float(grid.max() - grid.min())
+    grid = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
+    upsampled = np.asarray(Image.fromarray(grid, mode="F").resize(shown.size, Image.Resampling.BILINEAR))
+    heat = Image.fromarray(colormap(upsampled))
+    return Image.blend(shown, heat, alpha)
+
+
+__all__ = [
+    "EMPTY_TEXT",
+    "attention_explanation",
+    "colormap",
+    "grid_shape",
+    "heatmap_overlay",
+    "merge_word_pieces",
+    "neutral_pixel_values",
+    "pixels_to_image",
+    "word_positions",
+]
