@@ -1,0 +1,84 @@
+"""pipeline("image-text-classification") tests, with mm_hub installed (the remote-code case is in test_remote_code)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import pipeline
+
+from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassification
+from tests.helpers import random_images, tiny_config, tiny_processor
+
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+
+
+def _classifier(**config_kwargs) -> ImageTextClassificationPipeline:
+    config = tiny_config("attention", id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, **config_kwargs)
+    model = MMHubForImageTextClassification(config).eval()
+    return ImageTextClassificationPipeline(model=model, processor=tiny_processor())
+
+
+@pytest.fixture(scope="module")
+def classifier() -> ImageTextClassificationPipeline:
+    return _classifier()
+
+
+def test_single_input_gives_sorted_softmax_scores(classifier):
+    image = random_images(1)[0]
+    result = classifier({"image": image, "text": "a small bird"})
+    assert [item["label"] for item in result] and {item["label"] for item in result} == set(LABELS.values())
+    scores = [item["score"] for item in result]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-5)
+    # The same numbers as running the model by hand.
+    inputs = classifier.processor(images=image, text="a small bird")
+    with torch.no_grad():
+        probs = classifier.model(**inputs).logits.softmax(-1)[0]
+    assert result[0]["score"] == pytest.approx(probs.max().item(), abs=1e-6)
+    assert result[0]["label"] == LABELS[int(probs.argmax())]
+
+
+def test_lists_and_top_k(classifier):
+    inputs = [{"image": image, "text": text} for image, text in zip(random_images(3), ["a", "b c", "d e f"])]
+    results = classifier(inputs, top_k=2)
+    assert len(results) == 3 and all(len(result) == 2 for result in results)
+    assert len(classifier(inputs[0], top_k=10)) == 3  # capped at the number of labels
+
+
+def test_multi_label_scores_are_independent_sigmoids():
+    classifier = _classifier(problem_type="multi_label_classification")
+    scores = [item["score"] for item in classifier({"image": random_images(1)[0], "text": "x"})]
+    assert all(0 < s < 1 for s in scores) and sum(scores) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_regression_returns_the_raw_value():
+    config = tiny_config(num_labels=1, problem_type="regression", id2label={0: "price"}, label2id={"price": 0})
+    model = MMHubForImageTextClassification(config).eval()
+    classifier = ImageTextClassificationPipeline(model=model, processor=tiny_processor())
+    image = random_images(1)[0]
+    (result,) = classifier({"image": image, "text": "x"})
+    with torch.no_grad():
+        value = model(**classifier.processor(images=image, text="x")).logits[0, 0].item()
+    assert result == {"label": "price", "score": pytest.approx(value, abs=1e-6)}
+
+
+@pytest.mark.parametrize(
+    ("inputs", "kwargs", "message"),
+    [
+        ("just text", {}, 'must be a dict with an "image" and a "text" key.*got str'),
+        ({"image": None}, {}, r"got dict with keys \['image'\]"),
+        ({"image": "x", "text": "y"}, {"top_k": 0}, "top_k must be a positive int, got 0"),
+    ],
+)
+def test_bad_inputs_raise_value_error(classifier, inputs, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        classifier(inputs, **kwargs)
+
+
+def test_pipeline_factory_loads_a_saved_folder(classifier, tmp_path):
+    classifier.model.save_pretrained(tmp_path)
+    classifier.processor.save_pretrained(tmp_path)
+    loaded = pipeline("image-text-classification", model=str(tmp_path), trust_remote_code=True)
+    image = random_images(1)[0]
+    expected = classifier({"image": image, "text": "a dog"})
+    assert loaded({"image": image, "text": "a dog"}) == expected

@@ -1,0 +1,95 @@
+"""Saved folders load with `trust_remote_code=True` in a Python process where mm_hub cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mm_hub import FUSION_REGISTRY, MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+
+# Runs in a fresh interpreter. `sys.modules["mm_hub"] = None` makes any `import mm_hub` fail, so only the code
+# saved in each folder can be used.
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["mm_hub"] = None
+    import torch
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    cases = json.loads(sys.argv[1])
+    results = {}
+    for case in cases:
+        folder, texts = case["folder"], case["texts"]
+        model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+        inputs = processor(images=case["images"], text=texts)
+        with torch.no_grad():
+            out = model(**inputs)
+        entry = {"class": type(model).__name__, "processor": type(processor).__name__}
+        if case["head"] == "classification":
+            entry["logits"] = out.logits.tolist()
+            classifier = pipeline(model=folder, trust_remote_code=True)
+            entry["pipeline"] = classifier({"image": case["images"][0], "text": texts[0]}, top_k=1)
+        else:
+            entry["logits"] = out.logits_per_image.tolist()
+        results[folder] = entry
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+
+def test_saved_models_load_without_mm_hub(tmp_path):
+    images = random_images(2)
+    image_paths = []
+    for i, image in enumerate(images):
+        image_paths.append(str(tmp_path / f"image{i}.png"))
+        image.save(image_paths[-1])
+    texts = ["a red circle", "two squares side by side"]
+    processor = tiny_processor()
+    inputs = processor(images=image_paths, text=texts)
+
+    cases, expected = [], {}
+    heads = [(MMHubForImageTextClassification, fusion, text) for fusion in FUSION_REGISTRY for text in TEXT_ENCODER_TYPES]
+    heads += [(MMHubForImageTextRetrieval, "concat", text) for text in TEXT_ENCODER_TYPES]
+    for model_class, fusion, text_encoder in heads:
+        folder = str(tmp_path / f"{model_class.__name__}-{fusion}-{text_encoder}")
+        model = model_class(tiny_config(fusion, text_encoder, id2label={0: "a", 1: "b", 2: "c"})).eval()
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        with torch.no_grad():
+            out = model(**inputs)
+        is_classifier = model_class is MMHubForImageTextClassification
+        expected[folder] = (model_class.__name__, out.logits if is_classifier else out.logits_per_image)
+        cases.append(
+            {"folder": folder, "texts": texts, "images": image_paths, "head": "classification" if is_classifier else "retrieval"}
+        )
+
+    # Run from an empty folder so the repository checkout is not importable through the working directory.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, json.dumps(cases)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS", 1)[1])
+    for folder, (class_name, logits) in expected.items():
+        entry = results[folder]
+        assert entry["class"] == class_name
+        assert entry["processor"] == "MMHubProcessor"
+        assert torch.allclose(torch.tensor(entry["logits"]), logits, atol=1e-5), folder
+        if "pipeline" in entry:
+            best = int(logits[0].argmax())
+            assert entry["pipeline"][0]["label"] == "abc"[best]
+            assert entry["pipeline"][0]["score"] == pytest.approx(logits[0].softmax(-1)[best].item(), abs=1e-5)
