@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 from transformers import AutoTokenizer, BertConfig, ConvNextImageProcessor, ResNetConfig
@@ -62,3 +65,13 @@ def random_images(count: int, seed: int = 0) -> list[Image.Image]:
     return [
         Image.fromarray(rng.integers(0, 256, size=(24 + 4 * i, 40, 3), dtype=np.uint8)) for i in range(count)
     ]
+
+
+def readme_code_blocks(section: str, language: str = "python") -> list[str]:
+    """The fenced ``language`` blocks between ``<!-- section:NAME -->`` and ``<!-- /section:NAME -->`` in README.md,
+    so tests can run exactly what the README shows."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(rf"<!-- section:{section} -->(.*?)<!-- /section:{section} -->", text, re.S)
+    if match is None:
+        raise ValueError(f"README.md has no section {section!r}")
+    return re.findall(rf"```{language}\n(.*?)```", match.group(1), re.S)
