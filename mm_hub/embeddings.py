@@ -1,0 +1,309 @@
+"""Batched, resumable embedding pass of a dataset through an mm_hub retrieval model (dual encoder).
+
+Rows are embedded in chunks of ``chunk_size``; each finished chunk (its rows plus their embeddings) is written to
+``work_dir`` atomically, so a killed run restarts at the first missing chunk. Works on map-style and streaming
+(`IterableDataset`) datasets. Not a remote-code file: pushed models never import it.
+
+Embedding columns (unit-length float32 vectors of the model's ``projection_dim``):
+    ``image_embeds``: the image's embedding.
+    ``text_embeds``: the text's embedding; a row holding a list of captions gets the normalised mean of its
+        captions' embeddings (one vector per item, so every row stays one search result).
+    ``item_embeds`` (rows with both): ``normalize(image_embeds + text_embeds)``. With unit-length inputs this is
+        the direction halfway between the two, so an item's score against a query is proportional to the mean of
+        its image's and its text's cosine similarity: neither modality dominates, and image-only or text-only
+        queries still find items. Used by ``MultimodalIndex.search`` and ``mm_hub.recommend``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets, load_from_disk
+from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from tqdm.auto import tqdm
+
+EMBEDDING_COLUMNS = {"image": "image_embeds", "text": "text_embeds", "item": "item_embeds"}
+# Fixed inputs whose embeddings identify a model's weights (and its processor) beyond its config.
+PROBE_TEXTS = ["a red circle above a blue square", "mm_hub index probe"]
+# Config keys that change when the same model is saved, moved or reloaded: left out of the config hash.
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
+_MANIFEST = "manifest.json"
+
+
+def probe_image() -> np.ndarray:
+    """A deterministic 64x64 RGB gradient with a square in it, the image half of the model fingerprint."""
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
+    image[16:40, 20:44] = (250, 30, 30)
+    return image
+
+
+def check_retrieval_model(model: Any) -> None:
+    """Raise a TypeError unless ``model`` is a dual encoder with ``get_image_features``/``get_text_features``.
+
+    Duck-typed, because a model loaded with ``trust_remote_code`` is a `transformers_modules` class.
+    """
+    if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+        raise TypeError(
+            f"Expected an image-text retrieval model (MMHubForImageTextRetrieval, e.g. from "
+            f"mm_hub.AutoModelForImageTextRetrieval.from_pretrained(...)), got {type(model).__name__}."
+        )
+
+
+@torch.inference_mode()
+def embed_images(model: Any, processor: Any, images: list[Any]) -> np.ndarray:
+    """(N,) images of any kind the processor accepts -> (N, D) unit-length float32 embeddings."""
+    model.eval()
+    pixel_values = processor(images=images)["pixel_values"].to(model.device, model.dtype)
+    return model.get_image_features(pixel_values).float().cpu().numpy()
+
+
+@torch.inference_mode()
+def embed_texts(model: Any, processor: Any, texts: list[str]) -> np.ndarray:
+    """(N,) strings -> (N, D) unit-length float32 embeddings."""
+    model.eval()
+    batch = processor(text=texts).to(model.device)
+    return model.get_text_features(batch["input_ids"], batch["attention_mask"]).float().cpu().numpy()
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def model_fingerprint(model: Any, processor: Any, model_id: str | None = None, revision: str | None = None) -> dict:
+    """What identifies the model an index was built with: id, revision, config hash, embedding size, and the
+    embeddings of fixed probe inputs (they differ when the weights or the processor differ, even under one config).
+
+    Args:
+        model: the retrieval model.
+        processor: its `MMHubProcessor`.
+        model_id: Hub id or path to record; defaults to ``model.name_or_path``.
+        revision: revision to record (e.g. the branch or commit the model was loaded from).
+    """
+    check_retrieval_model(model)
+    config = {key: value for key, value in model.config.to_dict().items() if key not in _VOLATILE_CONFIG_KEYS}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {
+        "model_id": model_id or getattr(model, "name_or_path", None) or None,
+        "revision": revision,
+        "config_hash": config_hash,
+        "embedding_dim": int(model.config.projection_dim),
+        "probe_text_embeds": np.round(embed_texts(model, processor, PROBE_TEXTS), 6).tolist(),
+        "probe_image_embeds": np.round(embed_images(model, processor, [probe_image()]), 6).tolist(),
+    }
+
+
+def _dataset_identity(dataset: Dataset | IterableDataset, dataset_id: str | None) -> str:
+    """A string that changes when the rows to embed change (fingerprint for map-style datasets)."""
+    if isinstance(dataset, Dataset):
+        return f"{dataset_id}|{dataset._fingerprint}|{len(dataset)}"
+    info = dataset.info
+    return f"{dataset_id}|{info.dataset_name}|{info.config_name}|{dataset.split}|{dataset.features}"
+
+
+def _check_columns(dataset: Dataset | IterableDataset, image_column: str | None, text_column: str | None) -> None:
+    """Raise a ValueError for an unusable column choice."""
+    if image_column is None and text_column is None:
+        raise ValueError("Give an image_column, a text_column, or both; got neither.")
+    names = dataset.column_names
+    if names is None:  # streaming datasets without known features
+        return
+    for kind, column in (("image", image_column), ("text", text_column)):
+        if column is not None and column not in names:
+            raise ValueError(f"{kind}_column={column!r} is not a column of the dataset; its columns are {names}.")
+    clashes = sorted(set(names) & set(EMBEDDING_COLUMNS.values()))
+    if clashes:
+        raise ValueError(f"The dataset already has column(s) {clashes}; mm_hub writes its embeddings there.")
+
+
+def caption_list(value: Any, row: int | str) -> list[str]:
+    """A text cell (a string or a list of captions) as a non-empty list of strings."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        raise TypeError(
+            f"{row if isinstance(row, str) else f'Row {row}'}: a text cell must be a string or a non-empty list of strings, got {type(value).__name__} "
+            f"{str(value)[:80]!r}."
+        )
+    return list(texts)
+
+
+def _embed_chunk(
+    model: Any, processor: Any, rows: Dataset, start: int, image_column: str | None, text_column: str | None,
+    batch_size: int, bar: tqdm,
+) -> dict[str, np.ndarray]:
+    """Embed one chunk of rows in batches; returns {embedding column: (rows, D)}."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "text")}
+    for offset in range(0, len(rows), batch_size):
+        batch = rows[offset : offset + batch_size]
+        count = len(next(iter(batch.values())))
+        if image_column is not None:
+            images = batch[image_column]
+            for i, image in enumerate(images):
+                if image is None:
+                    raise ValueError(f"Row {start + offset + i} has no image in column {image_column!r}.")
+            out["image"].append(embed_images(model, processor, images))
+        if text_column is not None:
+            per_row = [caption_list(value, start + offset + i) for i, value in enumerate(batch[text_column])]
+            flat = embed_texts(model, processor, [text for texts in per_row for text in texts])
+            bounds = np.cumsum([0] + [len(texts) for texts in per_row])
+            out["text"].append(normalize(np.stack([flat[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])))
+        bar.update(count)
+    result = {EMBEDDING_COLUMNS[kind]: np.concatenate(parts) for kind, parts in out.items() if parts}
+    if len(result) == 2:
+        result[EMBEDDING_COLUMNS["item"]] = normalize(result["image_embeds"] + result["text_embeds"])
+    return result
+
+
+def _chunks(dataset: Dataset | IterableDataset, start_row: int, chunk_size: int) -> Iterator[Dataset]:
+    """Yield the rows from ``start_row`` on as map-style `Dataset` chunks of ``chunk_size`` rows."""
+    if isinstance(dataset, Dataset):
+        for start in range(start_row, len(dataset), chunk_size):
+            yield dataset.select(range(start, min(start + chunk_size, len(dataset))))
+        return
+    rows = iter(dataset.skip(start_row) if start_row else dataset)
+    while batch := list(islice(rows, chunk_size)):
+        yield Dataset.from_list(batch, features=dataset.features)
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hide `datasets`' own per-operation progress bars (mm_hub shows one bar for the whole pass)."""
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def _save_atomic(chunk: Dataset, path: Path) -> None:
+    """Write a chunk to ``path`` through a temporary folder, so a killed run never leaves half a chunk."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    chunk.save_to_disk(str(tmp))
+    os.replace(tmp, path)
+
+
+def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
+    """Create or reuse ``work_dir``; return the finished chunk folders (a mismatched manifest is an error)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = work_dir / _MANIFEST
+    if manifest_path.exists():
+        previous = json.loads(manifest_path.read_text())
+        if previous != manifest:
+            changed = sorted(key for key in manifest if previous.get(key) != manifest[key])
+            raise ValueError(
+                f"{work_dir} holds chunks of a different embedding run (differs in {changed}); delete it or choose "
+                "another work_dir."
+            )
+    else:
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, manifest_path)
+    for leftover in work_dir.glob("chunk-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    done = sorted(work_dir.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]"))
+    # Chunks are written in order; keep only the unbroken run from chunk 0.
+    return [path for i, path in enumerate(done) if path.name == f"chunk-{i:06d}"]
+
+
+def embed_dataset(
+    model: Any,
+    processor: Any,
+    dataset: Dataset | IterableDataset,
+    work_dir: str | os.PathLike,
+    *,
+    image_column: str | None = "image",
+    text_column: str | None = "text",
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    dataset_id: str | None = None,
+    num_rows: int | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Embed every row's image and/or text; resumable through the chunks kept in ``work_dir``.
+
+    Args:
+        model: an `MMHubForImageTextRetrieval` (or any model with ``get_image_features``/``get_text_features``).
+        processor: its `MMHubProcessor`.
+        dataset: a `datasets.Dataset` or a streaming `datasets.IterableDataset`.
+        work_dir: folder for the finished chunks; running again with the same folder, model and data resumes.
+        image_column: column holding images (None: embed texts only).
+        text_column: column holding a caption or a list of captions (None: embed images only).
+        batch_size: rows per forward pass.
+        chunk_size: rows per saved chunk (the most work a killed run loses).
+        dataset_id: name of the data, recorded in the resume manifest (streaming data has no fingerprint).
+        num_rows: length of a streaming dataset, for the progress bar only.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The rows with ``image_embeds`` / ``text_embeds`` / ``item_embeds`` columns (see the module docstring).
+
+    Raises:
+        ValueError: no rows, unknown columns, a missing image, or a work_dir holding another run.
+        TypeError: a model that is not a retrieval model, or a text cell that is not a string (list).
+    """
+    check_retrieval_model(model)
+    if not isinstance(dataset, (Dataset, IterableDataset)):
+        raise TypeError(f"Expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    _check_columns(dataset, image_column, text_column)
+    if isinstance(dataset, Dataset):
+        if len(dataset) == 0:
+            raise ValueError("The dataset is empty: there is nothing to embed or index.")
+        num_rows = len(dataset)
+    fingerprint = model_fingerprint(model, processor)
+    manifest = {
+        "model": {key: fingerprint[key] for key in ("config_hash", "probe_text_embeds", "probe_image_embeds")},
+        "dataset": _dataset_identity(dataset, dataset_id),
+        "image_column": image_column,
+        "text_column": text_column,
+        "chunk_size": chunk_size,
+    }
+    work_dir = Path(work_dir)
+    done = _prepare_work_dir(work_dir, manifest)
+    start_row = len(done) * chunk_size
+    dim = fingerprint["embedding_dim"]
+    bar = tqdm(total=num_rows, initial=start_row, unit="row", desc="Embedding", disable=not progress)
+    with bar, quiet_datasets():
+        for number, rows in enumerate(_chunks(dataset, start_row, chunk_size), start=len(done)):
+            vectors = _embed_chunk(
+                model, processor, rows, number * chunk_size, image_column, text_column, batch_size, bar
+            )
+            features = Features({name: List(Value("float32"), length=dim) for name in vectors})
+            embeds = Dataset.from_dict(vectors, features=features)
+            path = work_dir / f"chunk-{number:06d}"
+            _save_atomic(concatenate_datasets([rows, embeds], axis=1), path)
+            done.append(path)
+    if not done:
+        raise ValueError("The dataset is empty: there is nothing to embed or index.")
+    with quiet_datasets():
+        return concatenate_datasets([load_from_disk(str(path)) for path in done])
+
+
+__all__ = [
+    "EMBEDDING_COLUMNS",
+    "caption_list",
+    "check_retrieval_model",
+    "embed_dataset",
+    "embed_images",
+    "embed_texts",
+    "model_fingerprint",
+    "normalize",
+    "quiet_datasets",
+]

@@ -1,0 +1,476 @@
+"""Multimodal search index: a `datasets.Dataset` with embedding columns and FAISS indexes over them.
+
+Build it from a retrieval model (dual encoder) and its processor over any dataset of images and/or texts, then:
+
+- ``search_text(query, k)``: text -> the rows whose *images* match best;
+- ``search_image(image, k)``: image -> the rows whose *texts* match best;
+- ``search(image=..., text=..., k)``: either or both -> the rows whose fused *items* match best;
+- ``mm_hub.recommend(index, item, k)``: items like an item (see `mm_hub.recommend`).
+
+Each result is a dict with ``score`` (cosine similarity), ``row`` (row number in the dataset) and the dataset's
+own columns. Saved folders are Hub datasets: ``data/*.parquet`` (rows + embeddings), ``faiss/<column>.faiss``,
+``mm_hub_index.json`` (model fingerprint, columns, index parameters) and a README card.
+Not a remote-code file: pushed models never import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, IterableDataset
+
+from .embeddings import (
+    EMBEDDING_COLUMNS,
+    check_retrieval_model,
+    embed_dataset,
+    embed_images,
+    embed_texts,
+    model_fingerprint,
+    normalize,
+    quiet_datasets,
+)
+from .faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "mm_hub_index.json"
+FORMAT_VERSION = 1
+# Probe embeddings of the query model must match the stored ones this closely (cosine) to count as the same model.
+_PROBE_TOLERANCE = 1e-3
+_SHARD_BYTES = 500 * 2**20
+
+
+class MultimodalIndex:
+    """Rows of a dataset with their image/text/item embeddings and a FAISS index per embedding column.
+
+    Build with `MultimodalIndex.build`, reopen with `MultimodalIndex.load` (a folder or a Hub dataset id).
+
+    Attributes:
+        dataset: the rows with embedding columns, each embedding column carrying a FAISS index of the same name
+            (so ``index.dataset.get_nearest_examples("image_embeds", vector, k)`` works too).
+        metadata: the model fingerprint, column names and index parameters saved in ``mm_hub_index.json``.
+    """
+
+    def __init__(
+        self,
+        rows: Dataset,
+        metadata: dict,
+        model: Any = None,
+        processor: Any = None,
+        *,
+        faiss_indexes: dict[str, Any] | None = None,
+        faiss_dir: str | os.PathLike | None = None,
+    ):
+        """Wrap embedded rows; use `build` or `load` rather than calling this directly.
+
+        Args:
+            rows: the dataset with embedding columns.
+            metadata: as written by `build` (``embedding_columns``, ``index_params``, ``model`` fingerprint, ...).
+            model, processor: the query model (checked by `attach_model`).
+            faiss_indexes: {embedding column: trained, empty FAISS index} to fill from the rows (when building), or
+            faiss_dir: the folder of saved ``<column>.faiss`` files (when loading).
+        """
+        self._rows = rows  # no FAISS index attached: `datasets` forbids select/shard on indexed datasets
+        self.dataset = rows.with_format(None)
+        for column in metadata["embedding_columns"]:
+            with quiet_datasets():
+                if faiss_dir is not None:
+                    self.dataset.load_faiss_index(column, Path(faiss_dir) / f"{column}.faiss")
+                elif faiss_indexes is not None:
+                    self.dataset.add_faiss_index(column, custom_index=faiss_indexes[column], batch_size=10_000)
+                else:
+                    raise ValueError("Give faiss_indexes (to build) or faiss_dir (to load).")
+            configure_faiss_index(self.dataset.get_index(column).faiss_index, metadata["index_params"])
+        self.metadata = metadata
+        self.model = None
+        self.processor = None
+        self._work_dir = None
+        payload = [name for name in rows.column_names if name not in EMBEDDING_COLUMNS.values()]
+        self._payload = rows.select_columns(payload)
+        if model is not None or processor is not None:
+            self.attach_model(model, processor)
+
+    # ----------------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        processor: Any,
+        dataset: Dataset | IterableDataset,
+        *,
+        image_column: str | None = "image",
+        text_column: str | None = "text",
+        index_type: str = "flat",
+        batch_size: int = 32,
+        chunk_size: int = 1024,
+        work_dir: str | os.PathLike | None = None,
+        model_id: str | None = None,
+        model_revision: str | None = None,
+        dataset_id: str | None = None,
+        num_rows: int | None = None,
+        progress: bool = True,
+        **index_kwargs: Any,
+    ) -> MultimodalIndex:
+        """Embed a dataset (see `mm_hub.embeddings.embed_dataset`) and index every embedding column.
+
+        Args:
+            model, processor: an `MMHubForImageTextRetrieval` and its `MMHubProcessor`.
+            dataset: a `datasets.Dataset` or a streaming `IterableDataset`.
+            image_column, text_column: columns to embed (None skips that modality; a text cell may be a list of
+                captions).
+            index_type: ``"flat"`` (exact inner product, the default), ``"ivf"`` or ``"hnsw"`` (approximate,
+                for large collections; see `mm_hub.faiss_index.new_faiss_index`).
+            batch_size, chunk_size, num_rows, progress: as in `embed_dataset`.
+            work_dir: where finished chunks are kept so that an interrupted build resumes; default: a temporary
+                folder that lives as long as this index.
+            model_id, model_revision: recorded in the metadata (default ``model.name_or_path``); `load` uses them
+                to reload the model.
+            dataset_id: name of the data, recorded in the metadata and the card.
+            **index_kwargs: ``nlist``, ``nprobe`` (IVF), ``hnsw_m``, ``ef_construction``, ``ef_search`` (HNSW).
+
+        Raises:
+            ValueError: empty dataset, unknown column or index type; TypeError: not a retrieval model.
+        """
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type={index_type!r} is not supported; choose one of {INDEX_TYPES}.")
+        check_retrieval_model(model)
+        temporary = None
+        if work_dir is None:
+            temporary = tempfile.TemporaryDirectory(prefix="mm_hub_index_")
+            work_dir = temporary.name
+        started = time.perf_counter()
+        rows = embed_dataset(
+            model, processor, dataset, work_dir, image_column=image_column, text_column=text_column,
+            batch_size=batch_size, chunk_size=chunk_size, dataset_id=dataset_id, num_rows=num_rows, progress=progress,
+        )
+        faiss_indexes = {}
+        for column in (name for name in EMBEDDING_COLUMNS.values() if name in rows.column_names):
+            faiss_indexes[column], params = new_faiss_index(_column_matrix(rows, column), index_type, **index_kwargs)
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "model": model_fingerprint(model, processor, model_id, model_revision),
+            "dataset": dataset_id,
+            "image_column": image_column,
+            "text_column": text_column,
+            "embedding_columns": list(faiss_indexes),
+            "num_rows": len(rows),
+            "index_type": index_type,
+            "index_params": params,
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+        index = cls(rows, metadata, model, processor, faiss_indexes=faiss_indexes)
+        index._work_dir = temporary  # keeps the memory-mapped chunks alive as long as the index
+        return index
+
+    def __len__(self) -> int:
+        """Number of indexed rows."""
+        return len(self._rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"MultimodalIndex(rows={len(self)}, columns={self.metadata['embedding_columns']}, "
+            f"index_type={self.metadata['index_type']!r}, model={self.metadata['model']['model_id']!r})"
+        )
+
+    # ------------------------------------------------------------------------------------------ model checks
+    def attach_model(self, model: Any, processor: Any) -> None:
+        """Use this model + processor to embed queries, after checking it is the one the index was built with.
+
+        Raises:
+            ValueError: a different embedding size, config or weights (the message names both models).
+            TypeError: not a retrieval model.
+        """
+        if model is None or processor is None:
+            raise ValueError("Give both the retrieval model and its processor.")
+        check_retrieval_model(model)
+        stored = self.metadata["model"]
+        given_id = getattr(model, "name_or_path", None) or "<unsaved model>"
+        names = f"the index was built with {stored['model_id']!r}, the query model is {given_id!r}"
+        dim = int(model.config.projection_dim)
+        if dim != stored["embedding_dim"]:
+            raise ValueError(
+                f"Model mismatch: the index holds {stored['embedding_dim']}-d embeddings but the query model makes "
+                f"{dim}-d ones ({names}). Query with the model the index was built with, or rebuild the index."
+            )
+        current = model_fingerprint(model, processor)
+        if current["config_hash"] != stored["config_hash"]:
+            raise ValueError(
+                f"Model mismatch: the query model's config differs from the index's ({names}; config hash "
+                f"{current['config_hash']} vs {stored['config_hash']}). Rebuild the index with this model."
+            )
+        for key in ("probe_text_embeds", "probe_image_embeds"):
+            similarity = (np.asarray(current[key]) * np.asarray(stored[key])).sum(-1).min()
+            if similarity < 1 - _PROBE_TOLERANCE:
+                raise ValueError(
+                    f"Model mismatch: the query model has the same config but different weights or preprocessing "
+                    f"({names}; its embeddings of a fixed probe input have cosine {similarity:.4f} with the stored "
+                    "ones). Query with the model the index was built with, or rebuild the index."
+                )
+        if stored["model_id"] and given_id != stored["model_id"]:
+            logger.info("Query model %r has the same config and weights as %r.", given_id, stored["model_id"])
+        self.model, self.processor = model, processor
+
+    def _require_model(self) -> None:
+        """Load the model recorded in the metadata when none is attached."""
+        if self.model is not None:
+            return
+        stored = self.metadata["model"]
+        if not stored.get("model_id"):
+            raise ValueError("This index has no query model: call attach_model(model, processor) first.")
+        from . import AutoModelForImageTextRetrieval, MMHubProcessor
+
+        try:
+            model = AutoModelForImageTextRetrieval.from_pretrained(stored["model_id"], revision=stored["revision"])
+            processor = MMHubProcessor.from_pretrained(stored["model_id"], revision=stored["revision"])
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"Cannot load the index's model {stored['model_id']!r} (revision {stored['revision']!r}): {error}. "
+                "Call attach_model(model, processor) with it."
+            ) from error
+        self.attach_model(model, processor)
+
+    # --------------------------------------------------------------------------------------------- queries
+    def embed_query(self, image: Any = None, text: str | None = None) -> np.ndarray:
+        """(D,) query embedding: the image's, the text's, or the normalised sum of both (the item embedding)."""
+        if image is None and text is None:
+            raise ValueError("Give an image, a text, or both.")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}.")
+        if text is not None and not text.strip():
+            raise ValueError("text is empty; give a non-empty query.")
+        self._require_model()
+        parts = []
+        if image is not None:
+            parts.append(embed_images(self.model, self.processor, [image])[0])
+        if text is not None:
+            parts.append(embed_texts(self.model, self.processor, [text])[0])
+        return normalize(np.sum(parts, axis=0))
+
+    def search_text(self, query: str, k: int = 10) -> list[dict]:
+        """Text -> the ``k`` rows whose images match it best (needs an image column)."""
+        return self.search_embedding(self.embed_query(text=query), "image_embeds", k)
+
+    def search_image(self, image: Any, k: int = 10) -> list[dict]:
+        """Image -> the ``k`` rows whose texts match it best (needs a text column)."""
+        if image is None:
+            raise ValueError("Give an image to search with.")
+        return self.search_embedding(self.embed_query(image=image), "text_embeds", k)
+
+    def search(self, image: Any = None, text: str | None = None, k: int = 10) -> list[dict]:
+        """(image and/or text) -> the ``k`` rows whose fused item embeddings match best (needs both columns)."""
+        return self.search_embedding(self.embed_query(image=image, text=text), "item_embeds", k)
+
+    def search_embedding(
+        self,
+        embedding: np.ndarray,
+        column: str,
+        k: int = 10,
+        *,
+        exclude_rows: tuple[int, ...] | list[int] = (),
+        filter: dict[str, Any] | None = None,
+    ) -> list[dict]:
+        """Nearest rows to a query embedding in one embedding column.
+
+        Args:
+            embedding: (D,) unit-length query vector.
+            column: ``"image_embeds"``, ``"text_embeds"`` or ``"item_embeds"``.
+            k: number of results (fewer when fewer rows qualify).
+            exclude_rows: row numbers never returned (e.g. the query item).
+            filter: ``{column: value}`` or ``{column: [values]}``; only rows matching every entry are returned.
+                Filtered queries are exact over the matching rows (an approximate index could miss them when a
+                filter leaves few).
+
+        Returns:
+            Up to ``k`` dicts ``{"score", "row", <dataset columns>}``, best first.
+        """
+        if column not in self.metadata["embedding_columns"]:
+            needs = {"image_embeds": "an image column", "text_embeds": "a text column",
+                     "item_embeds": "both an image and a text column"}
+            raise ValueError(
+                f"This index has no {column!r} (that query needs {needs.get(column, 'it')}); it has "
+                f"{self.metadata['embedding_columns']}."
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self.metadata["model"]["embedding_dim"]:
+            raise ValueError(
+                f"The query embedding has {query.shape[0]} dimensions; this index holds "
+                f"{self.metadata['model']['embedding_dim']}-d embeddings."
+            )
+        excluded = {int(row) for row in exclude_rows}
+        if filter:
+            allowed = np.flatnonzero(self._filter_mask(filter))
+            allowed = allowed[~np.isin(allowed, list(excluded))]
+            vectors = _column_matrix(self._rows, column, allowed)
+            scores = vectors @ query
+            order = np.argsort(-scores, kind="stable")[:k]
+            hits = [(float(scores[i]), int(allowed[i])) for i in order]
+        else:
+            want = min(k + len(excluded), len(self))
+            result = self.dataset.search(column, query, k=want)
+            hits = [(float(s), int(r)) for s, r in zip(result.scores, result.indices) if r >= 0 and r not in excluded]
+        return [{"score": score, "row": row, **self._payload[row]} for score, row in hits[:k]]
+
+    def embedding(self, row: int, column: str = "item_embeds") -> np.ndarray:
+        """(D,) stored embedding of one row in one embedding column."""
+        if column not in self.metadata["embedding_columns"]:
+            raise ValueError(f"{column!r} is not one of this index's embedding columns {self.metadata['embedding_columns']}.")
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(self):
+            raise ValueError(f"Row {row!r} is out of range: the index has rows 0..{len(self) - 1}.")
+        return _column_matrix(self._rows, column, np.array([row]))[0]
+
+    def _filter_mask(self, filter: dict[str, Any]) -> np.ndarray:
+        """(N,) bool: rows whose columns hold the wanted value(s)."""
+        if not isinstance(filter, dict):
+            raise TypeError(f"filter must be a dict {{column: value or list of values}}, got {type(filter).__name__}.")
+        mask = np.ones(len(self), dtype=bool)
+        for name, wanted in filter.items():
+            if name not in self._payload.column_names:
+                raise ValueError(f"Cannot filter on {name!r}: not a column; the columns are {self._payload.column_names}.")
+            values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+            data = self._rows.data.column(name)
+            try:
+                matches = pc.is_in(data, value_set=pa.array(values, type=data.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+                raise ValueError(f"Cannot filter column {name!r} ({data.type}) by {values!r}: {error}") from error
+            mask &= matches.to_numpy(zero_copy_only=False).astype(bool)
+        return mask
+
+    # ------------------------------------------------------------------------------------ save / load / push
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index as a Hub-dataset folder, atomically (a temp folder replaces ``directory`` at the end).
+
+        Returns:
+            The folder.
+        """
+        directory = Path(directory).resolve()
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            self._write(tmp)
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    def _write(self, folder: Path) -> None:
+        """Parquet shards (images embedded as bytes, as `push_to_hub` does), FAISS files, metadata and card."""
+        from .index_card import index_card
+
+        (folder / "data").mkdir()
+        with quiet_datasets():
+            self._write_shards(folder / "data")
+        (folder / "faiss").mkdir()
+        for column in self.metadata["embedding_columns"]:
+            self.dataset.save_faiss_index(column, folder / "faiss" / f"{column}.faiss")
+        (folder / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
+        (folder / "README.md").write_text(index_card(self.metadata, self._payload.features))
+
+    def _write_shards(self, folder: Path) -> None:
+        """Rows as parquet shards of at most ~500 MB, external image files embedded as bytes."""
+        from datasets.table import embed_table_storage
+
+        shards = max(1, math.ceil(self._rows.data.nbytes / _SHARD_BYTES))
+        for number in range(shards):
+            shard = self._rows.shard(num_shards=shards, index=number, contiguous=True).with_format("arrow")
+            shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
+            shard.to_parquet(str(folder / f"train-{number:05d}-of-{shards:05d}.parquet"))
+
+    @classmethod
+    def load(
+        cls,
+        path_or_repo_id: str | os.PathLike,
+        model: Any = None,
+        processor: Any = None,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+    ) -> MultimodalIndex:
+        """Open a saved index folder, or download a pushed one (a Hub dataset repo id).
+
+        Args:
+            path_or_repo_id: a folder written by `save`, or ``"org/name"`` of a dataset pushed by `push_to_hub`.
+            model, processor: the query model; checked against the stored fingerprint. Without them the model
+                recorded in the metadata is loaded at the first query.
+            revision, token: for a Hub repo.
+
+        Raises:
+            ValueError: not an mm_hub index, or a mismatched model.
+        """
+        folder = Path(path_or_repo_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(
+                snapshot_download(str(path_or_repo_id), repo_type="dataset", revision=revision, token=token)
+            )
+        metadata_path = folder / METADATA_FILE
+        if not metadata_path.exists():
+            raise ValueError(f"{path_or_repo_id} is not an mm_hub index: it has no {METADATA_FILE}.")
+        metadata = json.loads(metadata_path.read_text())
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path_or_repo_id} has index format {metadata.get('format_version')!r}; this mm_hub reads "
+                f"{FORMAT_VERSION}."
+            )
+        files = sorted(str(path) for path in (folder / "data").glob("*.parquet"))
+        with quiet_datasets():
+            rows = Dataset.from_parquet(files)
+        return cls(rows, metadata, model, processor, faiss_dir=folder / "faiss")
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Upload the index as a Hub dataset (rows, FAISS files, metadata, card) in one commit.
+
+        Returns:
+            The commit id.
+        """
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mm_hub_index_push_") as tmp:
+            self._write(Path(tmp))
+            info = api.upload_folder(
+                folder_path=tmp, repo_id=repo_id, repo_type="dataset", revision=revision,
+                commit_message=commit_message or f"Upload mm_hub index ({len(self)} rows)",
+            )
+        return info.oid
+
+
+def _column_matrix(rows: Dataset, column: str, ids: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) float32 matrix of a fixed-size-list embedding column (or of the rows ``ids``)."""
+    data = rows.data.column(column)
+    if ids is not None:
+        data = data.take(pa.array(ids, type=pa.int64()))
+    values = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    dim = values.type.list_size
+    return np.ascontiguousarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+
+
+__all__ = ["METADATA_FILE", "MultimodalIndex"]
