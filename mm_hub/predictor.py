@@ -3,25 +3,21 @@
 `app.py` only lays out the UI and turns `InputError` into `gr.Error`; this module holds the logic and is unit-tested
 directly. Not a remote-code file: pushed models never import it.
 
-Model resolution (first that is set wins): an explicit model id / path (the app's ``--model`` flag) > the
-``MM_HUB_MODEL`` (and ``MM_HUB_REVISION``) environment variables > a ``space_config.json`` beside ``app.py``
-(``{"model": "org/name", "revision": "main" or null}``, written by ``mm_hub``'s Space command) > the built-in demo
-model (``training.demo.ensure_demo_model()``, trained once and cached).
+Model resolution and input checks live in `mm_hub.predictor_io` (re-exported here).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from transformers import AutoConfig
+from PIL import Image
 
 from .explain import (
     EMPTY_TEXT,
@@ -33,172 +29,24 @@ from .explain import (
     pixels_to_image,
     word_positions,
 )
-from .modeling_mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
-from .processing_mm_hub import MMHubProcessor, to_rgb
+from .predictor_io import (
+    MAX_IMAGE_PIXELS,
+    MAX_TEXT_CHARS,
+    InputError,
+    ModelLoadError,
+    ModelSource,
+    check_k,
+    check_text,
+    example_pairs,
+    is_saved_index,
+    load_model,
+    load_rows,
+    read_image,
+    resolve_model_source,
+)
 
-# Inputs larger than this are refused before decoding (a small PNG can decode to gigabytes: a decompression bomb).
-MAX_IMAGE_PIXELS = 40_000_000
-# Captions longer than this many characters are refused; shorter ones are truncated to the processor's max_length.
-MAX_TEXT_CHARS = 1000
-# Leave-one-out word importance runs the model on this many variants per forward pass.
 _LOO_CHUNK = 16
 ABLATIONS = ("image + text", "image only", "text only")
-SPACE_CONFIG = "space_config.json"
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be found, reached or read: one message for the person starting the app."""
-
-
-class InputError(ValueError):
-    """An image or text the model cannot take; the message says what was wrong and what is accepted."""
-
-
-@dataclass
-class ModelSource:
-    """Where the app's model comes from: ``model`` None means the built-in demo model."""
-
-    model: str | None
-    revision: str | None = None
-    origin: str = "demo"  # "argument" | "env" | "space_config" | "demo"
-
-
-def resolve_model_source(
-    model: str | None = None, revision: str | None = None, app_dir: str | os.PathLike | None = None
-) -> ModelSource:
-    """Pick the model to serve: ``model`` argument > ``$MM_HUB_MODEL`` > ``app_dir/space_config.json`` > demo.
-
-    Raises:
-        ModelLoadError: ``space_config.json`` exists but is not a JSON object with a string ``"model"``.
-    """
-    if model:
-        return ModelSource(model, revision, "argument")
-    if os.environ.get("MM_HUB_MODEL"):
-        return ModelSource(os.environ["MM_HUB_MODEL"], revision or os.environ.get("MM_HUB_REVISION") or None, "env")
-    config_path = Path(app_dir) / SPACE_CONFIG if app_dir is not None else None
-    if config_path is not None and config_path.exists():
-        try:
-            data = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ModelLoadError(f"{config_path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
-            raise ModelLoadError(
-                f'{config_path} must be a JSON object like {{"model": "org/name", "revision": null}}, got {data!r}.'
-            )
-        return ModelSource(data["model"], revision or data.get("revision") or None, "space_config")
-    return ModelSource(None, None, "demo")
-
-
-def _load_error_message(model_id: str, revision: str | None, error: BaseException) -> str:
-    """One readable paragraph: what failed, why (the first line of the cause), and what to check."""
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return (
-        f"Could not load the model {model_id!r} (revision {revision or 'main'!r}): {type(error).__name__}: {reason}\n"
-        f"Check that the Hub id or local folder is right and holds an mm_hub model, that the revision exists, that "
-        f"this machine can reach {endpoint} (or has the model in its cache), and, for a private repo, that HF_TOKEN "
-        "is set."
-    )
-
-
-def load_model(
-    model_id: str | os.PathLike, revision: str | None = None, token: str | None = None
-) -> tuple[MMHubForImageTextClassification | MMHubForImageTextRetrieval, MMHubProcessor]:
-    """Load a saved or pushed mm_hub model (the head named in its config's ``architectures``) and its processor.
-
-    Raises:
-        ModelLoadError: the id/folder does not exist, cannot be reached, or is not an mm_hub model.
-    """
-    model_id = str(model_id)
-    try:
-        config = AutoConfig.from_pretrained(model_id, revision=revision, token=token)
-    except Exception as error:  # hub, network and file errors come in many types; the user needs one message
-        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
-    if config.model_type != "mm_hub":
-        raise ModelLoadError(
-            f"{model_id!r} is a {config.model_type!r} model; this app serves mm_hub image+text models "
-            "(config model_type 'mm_hub')."
-        )
-    retrieval = "MMHubForImageTextRetrieval" in (config.architectures or [])
-    head = MMHubForImageTextRetrieval if retrieval else MMHubForImageTextClassification
-    try:
-        model = head.from_pretrained(model_id, revision=revision, token=token)
-        processor = MMHubProcessor.from_pretrained(model_id, revision=revision, token=token)
-    except Exception as error:
-        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
-    return model.eval(), processor
-
-
-def read_image(image: Any) -> Image.Image:
-    """Open an uploaded image safely and return it as RGB.
-
-    Accepts a file path, a Gradio file payload (a dict with ``"path"``), a PIL image or a numpy array. The size is
-    checked from the header before the pixels are decoded, EXIF rotation is applied, and any mode (palette, 16-bit,
-    CMYK, with alpha, ...) becomes RGB.
-
-    Raises:
-        InputError: nothing given, an empty or unreadable file, or more than `MAX_IMAGE_PIXELS` pixels.
-    """
-    if isinstance(image, dict):
-        image = image.get("path")
-    if image is None or (isinstance(image, str) and not image.strip()):
-        raise InputError("No image was given: upload an image (PNG, JPEG, WebP, GIF, BMP, TIFF) or take a photo.")
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image) if image.size else None
-        if image is None:
-            raise InputError("The image is empty (an array with no pixels).")
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(f"The image file {path.name!r} was not found.")
-        if path.stat().st_size == 0:
-            raise InputError(f"The file {path.name!r} is empty (0 bytes); upload an image file.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                opened = Image.open(path)
-        except Image.DecompressionBombError as error:
-            raise InputError(f"The image is too large to process: {error}. The limit is {MAX_IMAGE_PIXELS:,} pixels.")
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(
-                f"The file {path.name!r} could not be read as an image ({type(error).__name__}); upload a PNG, JPEG, "
-                "WebP, GIF, BMP or TIFF file."
-            ) from error
-        image = opened
-    if not isinstance(image, Image.Image):
-        raise InputError(f"Expected an image file, got {type(image).__name__}.")
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(
-            f"The image is too large: {width} x {height} = {width * height:,} pixels; the limit is "
-            f"{MAX_IMAGE_PIXELS:,} pixels. Resize it and try again."
-        )
-    if width == 0 or height == 0:
-        raise InputError(f"The image is empty (size {width} x {height}).")
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"The image file is damaged or truncated and could not be decoded ({error}).") from error
-
-
-def check_text(text: Any) -> str:
-    """Return the stripped caption.
-
-    Raises:
-        InputError: not a string, empty, or longer than `MAX_TEXT_CHARS` characters.
-    """
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise InputError(f"The text must be a string, got {type(text).__name__}.")
-    text = text.strip()
-    if not text:
-        raise InputError("The text is empty: type a caption or question about the image.")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"The text has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}. Shorten it.")
-    return text
 
 
 def scores_from_logits(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
@@ -212,6 +60,18 @@ def scores_from_logits(logits: torch.Tensor, problem_type: str | None) -> torch.
     return logits.softmax(dim=-1)
 
 
+def _scale_word_scores(scores: np.ndarray, signed: bool) -> list[float]:
+    """Signed scores (leave-one-out) -> divided by the largest magnitude, in [-1, 1]; attention shares -> min-max
+    scaled to [0, 1], so the words the fusion attended to most stand out even when attention is nearly uniform."""
+    if not len(scores):
+        return []
+    if signed:
+        peak = float(np.abs(scores).max())
+        return [float(s) / peak if peak > 0 else 0.0 for s in scores]
+    span = float(scores.max() - scores.min())
+    return [float(s - scores.min()) / span if span > 0 else 0.0 for s in scores]
+
+
 @dataclass
 class Explanation:
     """What `Predictor.explain` returns.
@@ -220,7 +80,8 @@ class Explanation:
         predicted: the label whose score the word importance and ablation follow (the top one).
         heatmap: the model's view of the image with the text->image attention blended over it (attention and
             sequence fusion), else None.
-        words: ``(word, score)`` pairs, scores in [-1, 1] scaled by the largest magnitude.
+        words: ``(word, score)`` pairs: leave-one-out drops divided by the largest magnitude (in [-1, 1], negative
+            = the word spoke against the prediction), or attention min-max scaled to [0, 1].
         word_method: ``"attention"`` or ``"leave-one-out"`` (how ``words`` were scored).
         ablation: ``{"image + text" | "image only" | "text only": {label: score}}``.
     """
@@ -301,7 +162,9 @@ class Predictor:
         """Model id, revision (and resolved commit), head, fusion, encoders, labels and size, for the UI."""
         config = self.config
         vision = config.vision_config
-        vision_desc = f"{vision.model_type} (hidden sizes {getattr(vision, 'hidden_sizes', None) or vision.hidden_size})"
+        vision_desc = (
+            f"{vision.model_type} (hidden sizes {getattr(vision, 'hidden_sizes', None) or vision.hidden_size})"
+        )
         if config.text_encoder_type == "lstm":
             text_desc = f"BiLSTM ({config.lstm_num_layers} layers x {config.lstm_hidden_size} per direction)"
         else:
@@ -333,6 +196,111 @@ class Predictor:
         if info["labels"]:
             lines.append("**Labels** " + ", ".join(f"`{label}`" for label in info["labels"]))
         return "  \n".join(lines)
+
+    # ---- search ------------------------------------------------------------------------------------------------
+
+    @property
+    def can_search(self) -> bool:
+        """True when the model can embed and an index is attached (see `build_search_index`)."""
+        return self.can_embed and self.index is not None
+
+    def build_search_index(
+        self,
+        dataset: str | os.PathLike | None = None,
+        split: str | None = None,
+        image_column: str = "image",
+        text_column: str | None = None,
+        max_rows: int | None = None,
+        cache: bool = True,
+        progress: bool = True,
+    ) -> Any:
+        """Index a dataset for the Search tab with `mm_hub.index.MultimodalIndex`, once: the index is saved under
+        ``cache_dir() / "indexes"`` keyed by the model's fingerprint and the dataset, and reopened on later starts.
+
+        Args:
+            dataset: a saved or pushed mm_hub index (folder or Hub dataset id with ``mm_hub_index.json``, used as
+                is), any Hub dataset id or local dataset folder (``datasets.load_dataset``), or None for the
+                built-in shapes retrieval data (200 generated scenes with 3 captions each).
+            split: split to index (default ``"train"``; ``"eval"`` for the shapes data).
+            image_column: the image column.
+            text_column: the text column (a string or a list of captions); default ``"text"``, ``"caption"`` or
+                ``"captions"``, whichever exists.
+            max_rows: index only the first rows.
+            cache: reuse / write the cached index.
+            progress: show the embedding progress bar.
+
+        Raises:
+            InputError: the model cannot embed, or the dataset has no usable columns.
+        """
+        from .defaults import cache_dir
+        from .embeddings import model_fingerprint
+        from .index import METADATA_FILE, MultimodalIndex
+
+        if not self.can_embed:
+            raise InputError("Only retrieval (dual-encoder) models can search; this model is a classifier.")
+        if dataset is not None and is_saved_index(str(dataset), METADATA_FILE):
+            self.index = MultimodalIndex.load(str(dataset), self.model, self.processor)
+            return self.index
+        fingerprint = model_fingerprint(self.model, self.processor)
+        spec = {"dataset": str(dataset), "split": split, "image": image_column, "text": text_column, "rows": max_rows}
+        key = hashlib.sha256(
+            json.dumps([spec, fingerprint["config_hash"], fingerprint["probe_image_embeds"]]).encode()
+        ).hexdigest()[:20]
+        folder = cache_dir() / "indexes" / key
+        if cache and (folder / METADATA_FILE).exists():
+            try:
+                self.index = MultimodalIndex.load(folder, self.model, self.processor)
+                return self.index
+            except ValueError as error:  # a stale or damaged cache entry is rebuilt rather than trusted
+                warnings.warn(f"Rebuilding the cached search index {folder}: {error}")
+        rows, dataset_id = load_rows(dataset, split, max_rows)
+        text_column = text_column or next((c for c in ("text", "caption", "captions") if c in rows.column_names), None)
+        if image_column not in rows.column_names or text_column not in rows.column_names:
+            raise InputError(
+                f"Cannot search {dataset_id}: it needs an image column ({image_column!r}) and a text column (text, "
+                f"caption or captions); its columns are {rows.column_names}."
+            )
+        self.index = MultimodalIndex.build(
+            self.model,
+            self.processor,
+            rows,
+            image_column=image_column,
+            text_column=text_column,
+            model_id=self.model_id,
+            model_revision=self.revision,
+            dataset_id=dataset_id,
+            progress=progress,
+        )
+        if cache:
+            self.index.save(folder)
+        return self.index
+
+    def _hit(self, hit: dict[str, Any]) -> dict[str, Any]:
+        """A search result as ``{"score", "row", "image", "caption"}`` (the first caption of a list)."""
+        metadata = self.index.metadata
+        caption = hit.get(metadata.get("text_column") or "", "")
+        if isinstance(caption, list):
+            caption = caption[0] if caption else ""
+        return {
+            "score": hit["score"],
+            "row": hit["row"],
+            "image": hit.get(metadata.get("image_column") or ""),
+            "caption": str(caption),
+        }
+
+    def _require_index(self) -> None:
+        if not self.can_search:
+            raise InputError("Search needs a retrieval model with an indexed dataset; this app has none loaded.")
+
+    def search_text(self, query: Any, k: int = 6) -> list[dict[str, Any]]:
+        """Text -> the ``k`` indexed images that match best: ``[{"score", "row", "image", "caption"}, ...]``."""
+        self._require_index()
+        return [self._hit(hit) for hit in self.index.search_text(check_text(query, "search query"), k=check_k(k))]
+
+    def search_image(self, image: Any, k: int = 6) -> list[dict[str, Any]]:
+        """Image -> the ``k`` indexed texts that match best: ``[{"score", "row", "image", "caption"}, ...]``."""
+        self._require_index()
+        return [self._hit(hit) for hit in self.index.search_image(read_image(image), k=check_k(k))]
 
     # ---- classification ----------------------------------------------------------------------------------------
 
@@ -405,8 +373,7 @@ class Predictor:
             method = "attention"
         else:
             word_scores = self._leave_one_out(inputs, words, target, float(scores[0, target]))
-        peak = float(np.abs(word_scores).max()) if len(word_scores) else 0.0
-        scaled = [float(s) / peak if peak > 0 else 0.0 for s in word_scores]
+        scaled = _scale_word_scores(np.asarray(word_scores, dtype=np.float64), signed=method == "leave-one-out")
         return Explanation(
             predicted=self.labels[target],
             heatmap=heatmap,
@@ -452,6 +419,7 @@ __all__ = [
     "ModelSource",
     "Predictor",
     "check_text",
+    "example_pairs",
     "load_model",
     "read_image",
     "resolve_model_source",

@@ -1,0 +1,276 @@
+"""Loading models and reading user inputs for `mm_hub.predictor.Predictor` (and so for the Gradio app).
+
+Model resolution (first that is set wins): an explicit model id / path (the app's ``--model`` flag) > the
+``MM_HUB_MODEL`` (and ``MM_HUB_REVISION``) environment variables > a ``space_config.json`` beside ``app.py``
+(``{"model": "org/name", "revision": "main" or null}``, written by mm_hub's Space command) > the built-in demo
+model (``training.demo.ensure_demo_model()``, trained once and cached).
+
+Inputs are checked before they reach the model, and every problem is an `InputError` whose message a person
+understands. Not a remote-code file: pushed models never import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from transformers import AutoConfig
+
+from .modeling_mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from .processing_mm_hub import MMHubProcessor, to_rgb
+
+MAX_IMAGE_PIXELS = 40_000_000
+# Captions longer than this many characters are refused; shorter ones are truncated to the processor's max_length.
+MAX_TEXT_CHARS = 1000
+SPACE_CONFIG = "space_config.json"
+# (scene, caption) examples from the built-in shapes data: true and false captions, one with a held-out pair.
+EXAMPLE_SCENES = [
+    ([("red", "circle", "left"), ("blue", "square", "right")], "a red circle on the left"),
+    ([("red", "circle", "left"), ("blue", "square", "right")], "a blue circle on the right"),
+    ([("green", "square", "left"), ("yellow", "circle", "center"), ("blue", "triangle", "right")], "a blue triangle"),
+    (
+        [("green", "square", "left"), ("yellow", "circle", "center"), ("blue", "triangle", "right")],
+        "a green square on the right",
+    ),
+    ([("yellow", "triangle", "center")], "a yellow triangle in the center"),
+]
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found, reached or read: one message for the person starting the app."""
+
+
+class InputError(ValueError):
+    """An image or text the model cannot take; the message says what was wrong and what is accepted."""
+
+
+@dataclass
+class ModelSource:
+    """Where the app's model comes from: ``model`` None means the built-in demo model."""
+
+    model: str | None
+    revision: str | None = None
+    origin: str = "demo"  # "argument" | "env" | "space_config" | "demo"
+
+
+def resolve_model_source(
+    model: str | None = None, revision: str | None = None, app_dir: str | os.PathLike | None = None
+) -> ModelSource:
+    """Pick the model to serve: ``model`` argument > ``$MM_HUB_MODEL`` > ``app_dir/space_config.json`` > demo.
+
+    Raises:
+        ModelLoadError: ``space_config.json`` exists but is not a JSON object with a string ``"model"``.
+    """
+    if model:
+        return ModelSource(model, revision, "argument")
+    if os.environ.get("MM_HUB_MODEL"):
+        return ModelSource(os.environ["MM_HUB_MODEL"], revision or os.environ.get("MM_HUB_REVISION") or None, "env")
+    config_path = Path(app_dir) / SPACE_CONFIG if app_dir is not None else None
+    if config_path is not None and config_path.exists():
+        try:
+            data = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ModelLoadError(f"{config_path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
+            raise ModelLoadError(
+                f'{config_path} must be a JSON object like {{"model": "org/name", "revision": null}}, got {data!r}.'
+            )
+        return ModelSource(data["model"], revision or data.get("revision") or None, "space_config")
+    return ModelSource(None, None, "demo")
+
+
+def _load_error_message(model_id: str, revision: str | None, error: BaseException) -> str:
+    """One readable paragraph: what failed, why (the first line of the cause), and what to check."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return (
+        f"Could not load the model {model_id!r} (revision {revision or 'main'!r}): {type(error).__name__}: {reason}\n"
+        f"Check that the Hub id or local folder is right and holds an mm_hub model, that the revision exists, that "
+        f"this machine can reach {endpoint} (or has the model in its cache), and, for a private repo, that HF_TOKEN "
+        "is set."
+    )
+
+
+def load_model(
+    model_id: str | os.PathLike, revision: str | None = None, token: str | None = None
+) -> tuple[MMHubForImageTextClassification | MMHubForImageTextRetrieval, MMHubProcessor]:
+    """Load a saved or pushed mm_hub model (the head named in its config's ``architectures``) and its processor.
+
+    Raises:
+        ModelLoadError: the id/folder does not exist, cannot be reached, or is not an mm_hub model.
+    """
+    model_id = str(model_id)
+    try:
+        config = AutoConfig.from_pretrained(model_id, revision=revision, token=token)
+    except Exception as error:  # hub, network and file errors come in many types; the user needs one message
+        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
+    if config.model_type != "mm_hub":
+        raise ModelLoadError(
+            f"{model_id!r} is a {config.model_type!r} model; this app serves mm_hub image+text models "
+            "(config model_type 'mm_hub')."
+        )
+    retrieval = "MMHubForImageTextRetrieval" in (config.architectures or [])
+    head = MMHubForImageTextRetrieval if retrieval else MMHubForImageTextClassification
+    try:
+        model = head.from_pretrained(model_id, revision=revision, token=token)
+        processor = MMHubProcessor.from_pretrained(model_id, revision=revision, token=token)
+    except Exception as error:
+        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
+    return model.eval(), processor
+
+
+def read_image(image: Any) -> Image.Image:
+    """Open an uploaded image safely and return it as RGB.
+
+    Accepts a file path, a Gradio file payload (a dict with ``"path"``), a PIL image or a numpy array. The size is
+    checked from the header before the pixels are decoded, EXIF rotation is applied, and any mode (palette, 16-bit,
+    CMYK, with alpha, ...) becomes RGB.
+
+    Raises:
+        InputError: nothing given, an empty or unreadable file, or more than `MAX_IMAGE_PIXELS` pixels.
+    """
+    if isinstance(image, dict):
+        image = image.get("path")
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise InputError("No image was given: upload an image (PNG, JPEG, WebP, GIF, BMP, TIFF) or take a photo.")
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image) if image.size else None
+        if image is None:
+            raise InputError("The image is empty (an array with no pixels).")
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"The image file {path.name!r} was not found.")
+        if path.stat().st_size == 0:
+            raise InputError(f"The file {path.name!r} is empty (0 bytes); upload an image file.")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise InputError(f"The image is too large to process: {error}. The limit is {MAX_IMAGE_PIXELS:,} pixels.")
+        except (UnidentifiedImageError, OSError) as error:
+            raise InputError(
+                f"The file {path.name!r} could not be read as an image ({type(error).__name__}); upload a PNG, JPEG, "
+                "WebP, GIF, BMP or TIFF file."
+            ) from error
+        image = opened
+    if not isinstance(image, Image.Image):
+        raise InputError(f"Expected an image file, got {type(image).__name__}.")
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"The image is too large: {width} x {height} = {width * height:,} pixels; the limit is "
+            f"{MAX_IMAGE_PIXELS:,} pixels. Resize it and try again."
+        )
+    if width == 0 or height == 0:
+        raise InputError(f"The image is empty (size {width} x {height}).")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"The image file is damaged or truncated and could not be decoded ({error}).") from error
+
+
+def example_pairs(folder: str | os.PathLike | None = None, image_size: int = 192) -> list[list[str]]:
+    """``[[image_path, caption], ...]`` for the app's examples: scenes of the built-in shapes data, rendered once
+    into ``folder`` (default: ``mm_hub.defaults.cache_dir() / "examples"``) and reused."""
+    from .defaults import cache_dir
+    from .shapes import render_scene
+
+    folder = Path(folder) if folder is not None else cache_dir() / "examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for index, (scene, caption) in enumerate(EXAMPLE_SCENES):
+        path = folder / f"shapes_{index}_{image_size}.png"
+        if not path.exists():
+            temporary = path.with_suffix(f".tmp{os.getpid()}.png")
+            render_scene(scene, image_size=image_size, seed=index).save(temporary)
+            os.replace(temporary, path)  # concurrent app starts never see a half-written file
+        pairs.append([str(path), caption])
+    return pairs
+
+
+def check_text(text: Any, what: str = "text") -> str:
+    """Return the stripped caption (or query; ``what`` names it in messages).
+
+    Raises:
+        InputError: not a string, empty, or longer than `MAX_TEXT_CHARS` characters.
+    """
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InputError(f"The {what} must be a string, got {type(text).__name__}.")
+    text = text.strip()
+    if not text:
+        raise InputError(f"The {what} is empty: type a few words, e.g. 'a red circle on the left'.")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"The {what} has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}. Shorten it.")
+    return text
+
+
+def check_k(k: Any) -> int:
+    """A positive number of results (whole floats from a slider are accepted)."""
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+        raise InputError(f"The number of results must be a whole number from 1 to 100, got {k!r}.")
+    return k
+
+
+def is_saved_index(dataset: str, metadata_file: str) -> bool:
+    """Whether ``dataset`` is a saved (folder) or pushed (Hub dataset) mm_hub index."""
+    if Path(dataset).is_dir():
+        return (Path(dataset) / metadata_file).exists()
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(dataset, metadata_file, repo_type="dataset")
+    except Exception:  # not a Hub id, unreachable Hub, ...: then it is treated as a plain dataset
+        return False
+
+
+def load_rows(dataset: str | os.PathLike | None, split: str | None, max_rows: int | None) -> tuple[Any, str]:
+    """The rows to index and a name for them: the built-in shapes retrieval data, or ``load_dataset(dataset)``."""
+    if dataset is None:
+        from .shapes import make_shapes_dataset
+
+        rows = make_shapes_dataset(num_train=0, num_eval=200, num_heldout=0, task="retrieval")[split or "eval"]
+        name = "mm_hub shapes (retrieval, eval split)"
+    else:
+        from datasets import load_dataset
+
+        try:
+            rows = load_dataset(str(dataset), split=split or "train")
+        except Exception as error:  # missing / unreachable / unreadable: one message for the person starting the app
+            raise InputError(f"Cannot load the dataset {str(dataset)!r} to index: {error}") from error
+        name = str(dataset)
+    if max_rows is not None:
+        rows = rows.select(range(min(max_rows, len(rows))))
+    return rows, name
+
+
+__all__ = [
+    "EXAMPLE_SCENES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_TEXT_CHARS",
+    "SPACE_CONFIG",
+    "InputError",
+    "ModelLoadError",
+    "ModelSource",
+    "check_k",
+    "check_text",
+    "example_pairs",
+    "is_saved_index",
+    "load_model",
+    "load_rows",
+    "read_image",
+    "resolve_model_source",
+]
