@@ -1,0 +1,363 @@
+"""Data for training: load any dataset source, map columns, infer labels, decode images lazily and skip bad rows.
+
+Rows flow: ``load_splits`` (columns renamed to ``image``/``text``/``text_pair``/``label``, images left undecoded)
+-> ``Decoder`` via ``with_transform`` (decode + augment per row, never raising on a bad image) -> ``Collator``
+(drops and counts bad rows, runs the processor, encodes labels).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image
+
+from mm_hub import MMHubProcessor, load_rgb_image
+
+from .config import TrainConfig
+
+EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+ROW = "__row__"
+
+
+@dataclass
+class LabelInfo:
+    """How labels are encoded: the problem type and, for classification, the label names in id order."""
+
+    problem_type: str
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def num_labels(self) -> int:
+        """Outputs of the head: one per class, or one per regression target."""
+        return len(self.names) if self.names else 1
+
+    def encode(self, value: Any, row: Any) -> Any:
+        """One row's label -> class id, multi-hot list, or float; an unknown label is a ValueError."""
+        if self.problem_type == "regression":
+            return float(value[0] if isinstance(value, (list, tuple)) else value)
+        if self.problem_type == "single_label_classification":
+            return self._index(value, row)
+        hot = [0.0] * len(self.names)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if values and all(isinstance(v, float) for v in values) and len(values) == len(self.names):
+            return [float(v) for v in values]  # already multi-hot
+        for item in values:
+            hot[self._index(item, row)] = 1.0
+        return hot
+
+    def _index(self, value: Any, row: Any) -> int:
+        if isinstance(value, str):
+            if value not in self.names:
+                raise ValueError(f"Row {row}: label {value!r} is not one of the known labels {self.names}.")
+            return self.names.index(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(self.names):
+            raise ValueError(f"Row {row}: label {value!r} is not a class id in 0..{len(self.names) - 1} ({self.names}).")
+        return value
+
+
+def _shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
+    """``num_train=500,image_size=48`` -> kwargs of `make_shapes_dataset`."""
+    kwargs: dict[str, Any] = {"task": task}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, _, value = part.partition("=")
+        if not value:
+            raise ValueError(f"--dataset-config for 'shapes' takes key=value pairs, got {part!r}.")
+        kwargs[key.strip()] = int(value)
+    return kwargs
+
+
+def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, Path | None]:
+    """Load every split of ``config.dataset``; also return the folder relative image paths are resolved against."""
+    source = config.dataset
+    if source == "shapes":
+        from mm_hub.shapes import make_shapes_dataset
+
+        return make_shapes_dataset(**_shapes_kwargs(config.dataset_config, config.task)), None
+    path = Path(source).expanduser()
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({config.train_split: loaded})
+        if config.streaming:
+            loaded = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
+        return loaded, path
+    if path.is_file():
+        builder = FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"Cannot load {path}: expected one of {sorted(FILE_BUILDERS)} or a folder.")
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        data = datasets.load_dataset(builder, data_files={config.train_split: str(path)}, streaming=config.streaming, **kwargs)
+        return data, path.parent
+    # A Hub id or a local folder of data files: the same `load_dataset` path.
+    data = datasets.load_dataset(source, config.dataset_config, streaming=config.streaming)
+    return data, path if path.is_dir() else None
+
+
+def _check_columns(split: Any, name: str, config: TrainConfig) -> None:
+    """A configured column missing from a split -> ValueError listing the real columns."""
+    columns = split.column_names
+    if columns is None:  # streamed data without known features: checked row by row instead
+        return
+    wanted = {"image_column": config.image_column, "text_column": config.text_column}
+    if config.text_pair_column:
+        wanted["text_pair_column"] = config.text_pair_column
+    if config.task == "classification":
+        wanted["label_column"] = config.label_column
+    for option, column in wanted.items():
+        if column not in columns:
+            raise ValueError(
+                f"Column {column!r} (--{option.replace('_', '-')}) is not in the {name!r} split of {config.dataset}; "
+                f"its columns are {columns}."
+            )
+
+
+def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
+    """Keep and rename the configured columns; leave images undecoded so a bad file cannot crash the loader."""
+    mapping = {config.image_column: "image", config.text_column: "text"}
+    if config.text_pair_column:
+        mapping[config.text_pair_column] = "text_pair"
+    if config.task == "classification":
+        mapping[config.label_column] = "label"
+    if limit is not None:
+        split = split.take(limit) if isinstance(split, datasets.IterableDataset) else split.select(range(min(limit, len(split))))
+    if split.column_names is not None:
+        split = split.select_columns(list(mapping))
+    split = split.rename_columns({k: v for k, v in mapping.items() if k != v})
+    if split.features is not None and isinstance(split.features.get("image"), datasets.Image):
+        split = split.cast_column("image", datasets.Image(decode=False))
+    if isinstance(split, datasets.Dataset):
+        split = split.add_column(ROW, list(range(len(split))))
+    return split
+
+
+def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | None]:
+    """``(train, eval, extra_eval_splits, base_dir)`` with canonical columns, ready for `Decoder`."""
+    data, base_dir = load_source(config)
+    available = list(data)
+    if config.train_split not in data:
+        raise ValueError(f"Split {config.train_split!r} is not in {config.dataset}; its splits are {available}.")
+    train = data[config.train_split]
+    eval_name = config.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in data and s != config.train_split), None)
+    if config.eval_split and config.eval_split not in data:
+        raise ValueError(f"Split {config.eval_split!r} (--eval-split) is not in {config.dataset}; its splits are {available}.")
+    for name in config.extra_eval_splits:
+        if name not in data:
+            raise ValueError(f"Split {name!r} (--extra-eval-splits) is not in {config.dataset}; its splits are {available}.")
+    _check_columns(train, config.train_split, config)
+    if eval_name is not None:
+        evaluation = data[eval_name]
+    elif isinstance(train, datasets.IterableDataset):
+        held = config.max_eval_samples or 500  # streamed: the first rows are the eval split
+        evaluation, train = train.take(held), train.skip(held)
+    else:
+        parts = train.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+        train, evaluation = parts["train"], parts["test"]
+    _check_columns(evaluation, eval_name or f"{config.train_split} (held-out part)", config)
+    for name in config.extra_eval_splits:
+        _check_columns(data[name], name, config)
+    extra = {name: _prepare(data[name], config, config.max_eval_samples) for name in config.extra_eval_splits}
+    train = _prepare(train, config, config.max_train_samples)
+    evaluation = _prepare(evaluation, config, config.max_eval_samples)
+    return train, evaluation, extra, base_dir
+
+
+def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
+    """Problem type and label names from the label feature (ClassLabel, str, list, int or float), checked on eval."""
+    feature = train.features["label"] if train.features is not None else None
+    inner = getattr(feature, "feature", None)  # List / Sequence
+    if isinstance(feature, datasets.ClassLabel):
+        info = LabelInfo("single_label_classification", list(feature.names))
+    elif isinstance(inner, datasets.ClassLabel):
+        info = LabelInfo("multi_label_classification", list(inner.names))
+    elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        info = LabelInfo("regression")
+    else:
+        if config.labels is None and isinstance(train, datasets.IterableDataset):
+            raise ValueError("Cannot collect label names from a streamed dataset; pass them with --labels.")
+        values = _flat_labels(train) if config.labels is None else []
+        is_list = inner is not None or any(isinstance(v, list) for v in values[:1])
+        problem = "multi_label_classification" if is_list else "single_label_classification"
+        flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+        if flat and all(isinstance(x, (int, bool)) for x in flat):
+            names = [str(i) for i in range(max(flat) + 1)]
+        else:
+            names = sorted({str(x) for x in flat})
+        info = LabelInfo(problem, names)
+    if config.labels is not None:
+        info.names = list(config.labels)
+    if config.problem_type is not None:
+        info.problem_type = config.problem_type
+        if config.problem_type == "regression":
+            info.names = []
+    if info.problem_type != "regression" and len(info.names) < 2:
+        raise ValueError(f"Classification needs at least 2 labels, found {info.names} in column {config.label_column!r}.")
+    if isinstance(evaluation, datasets.Dataset) and info.problem_type != "regression":
+        feature_names = None if feature is None else getattr(feature, "names", getattr(inner, "names", None))
+        if feature_names is None or config.labels is not None:
+            for row, value in enumerate(evaluation["label"]):  # unknown eval labels fail now, not mid-training
+                info.encode(value, f"{row} of the eval split")
+    return info
+
+
+def _flat_labels(split: datasets.Dataset) -> list[Any]:
+    return list(split["label"])
+
+
+def image_size_of(processor: MMHubProcessor) -> int:
+    """The square side the processor crops to (ConvNext: ``shortest_edge``; others: ``height``)."""
+    size = processor.image_processor.size
+    return int(size.get("shortest_edge") or size.get("height"))
+
+
+def build_augmentation(config: TrainConfig, image_size: int):
+    """torchvision v2 training augmentation on PIL images, or None when ``--no-augment``."""
+    if not config.augment:
+        return None
+    from torchvision.transforms import v2
+
+    steps = [v2.RandomResizedCrop(image_size, scale=(config.crop_scale, 1.0), antialias=True)]
+    if config.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(config.hflip))
+    if config.color_jitter > 0:
+        steps.append(v2.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
+    return v2.Compose(steps)
+
+
+class Decoder:
+    """``with_transform`` function: decodes images (a failure becomes ``image=None`` plus a reason), augments them,
+    and for retrieval training picks one caption per image at random."""
+
+    def __init__(self, base_dir: Path | None = None, augmentation: Any = None, sample_caption: bool = False):
+        self.base_dir = base_dir
+        self.augmentation = augmentation
+        self.sample_caption = sample_caption
+
+    def _open(self, value: Any) -> Image.Image:
+        if isinstance(value, dict):  # undecoded datasets Image: {"bytes": ..., "path": ...}
+            if value.get("bytes"):
+                image = Image.open(io.BytesIO(value["bytes"]))
+                image.load()  # truncated files fail here, inside the try of __call__
+                return load_rgb_image(image)
+            value = value.get("path")
+        if isinstance(value, str) and self.base_dir is not None and "://" not in value and not os.path.isabs(value):
+            value = str(self.base_dir / value)
+        image = load_rgb_image(value)
+        image.load()
+        return image
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        images, errors = [], []
+        for value in batch["image"]:
+            try:
+                image = self._open(value)
+                images.append(self.augmentation(image) if self.augmentation is not None else image)
+                errors.append(None)
+            except (OSError, ValueError, TypeError, SyntaxError) as error:  # PIL raises all four for bad files
+                images.append(None)
+                errors.append(f"unreadable image ({type(error).__name__}: {str(error)[:120]})")
+        out = dict(batch, image=images, error=errors)
+        if self.sample_caption:
+            out["text"] = [random.choice(t) if isinstance(t, list) and t else t for t in batch["text"]]
+        return out
+
+
+class Collator:
+    """Drops rows with unreadable images or empty texts (counting them; ``strict`` raises instead), runs the
+    processor and encodes labels. For retrieval it adds ``return_loss=True``."""
+
+    def __init__(
+        self,
+        processor: MMHubProcessor,
+        task: str,
+        labels: LabelInfo | None,
+        strict: bool = False,
+        split: str = "train",
+        decoder: Decoder | None = None,
+    ):
+        self.processor = processor
+        self.task = task
+        self.labels = labels
+        self.strict = strict
+        self.split = split
+        self.decoder = decoder  # set for streamed data, where `with_transform` is unavailable
+        self.skipped: dict[str, set] = {}
+        self.skip_events = Counter()
+
+    def _reason(self, row: dict[str, Any]) -> str | None:
+        if row.get("error"):
+            return row["error"]
+        text = row.get("text")
+        texts = text if isinstance(text, list) else [text]
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            return "empty text"
+        if "text_pair" in row and (not isinstance(row["text_pair"], str) or not row["text_pair"].strip()):
+            return "empty text"
+        return None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.decoder is not None:
+            batch = self.decoder({key: [row.get(key) for row in rows] for key in rows[0]})
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        good = []
+        for row in rows:
+            reason = self._reason(row)
+            if reason is None:
+                good.append(row)
+                continue
+            where = row.get(ROW, "?")
+            if self.strict:
+                raise ValueError(f"Row {where} of the {self.split} split: {reason} (--strict is set).")
+            kind = "empty text" if reason == "empty text" else "unreadable image"
+            self.skipped.setdefault(kind, set()).add(where)
+            self.skip_events[kind] += 1
+        if not good:
+            raise ValueError(
+                f"Every row of a {self.split} batch was unusable ({dict(self.skip_events)}); the dataset is mostly "
+                "corrupt - check the image and text columns."
+            )
+        return self.encode(good)
+
+    def encode(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Processor outputs (and labels) for rows that are known to be usable."""
+        images = [row["image"] for row in rows]
+        texts = [row["text"] for row in rows]
+        if "text_pair" in rows[0]:
+            inputs = dict(self.processor(images=images, return_tensors="pt"))
+            inputs.update(
+                self.processor.tokenizer(
+                    texts, [row["text_pair"] for row in rows], padding=True, truncation=True,
+                    max_length=self.processor.max_length, return_token_type_ids=False, return_tensors="pt",
+                )
+            )
+        else:
+            inputs = dict(self.processor(images=images, text=texts, return_tensors="pt"))
+        if self.task == "retrieval":
+            inputs["return_loss"] = True
+        elif self.labels is not None:
+            encoded = [self.labels.encode(row["label"], f"{row.get(ROW, '?')} of the {self.split} split") for row in rows]
+            dtype = torch.long if self.labels.problem_type == "single_label_classification" else torch.float
+            inputs["labels"] = torch.tensor(encoded, dtype=dtype)
+        return inputs
+
+    def report(self) -> dict[str, int]:
+        """Distinct skipped rows by reason (empty when nothing was skipped)."""
+        # Streamed rows carry no row number ("?"): count every skip event instead.
+        return {kind: self.skip_events[kind] if "?" in rows else len(rows) for kind, rows in self.skipped.items()}
+
+
+def attach_decoder(split: Any, decoder: Decoder) -> Any:
+    """``with_transform(decoder)`` for map-style datasets; streamed datasets decode in the collator instead."""
+    if isinstance(split, datasets.IterableDataset):
+        return split
+    return split.with_transform(decoder)

@@ -1,0 +1,100 @@
+"""Hyper-parameter search (``--hpo-trials N``): `Trainer.hyperparameter_search` with the optuna backend.
+
+Searches the learning rate, fusion type, encoder freezing and dropout. Every trial trains a fresh model from
+``model_init`` (without checkpoints) and is scored on the recipe's best-model metric; the table of trials is saved
+as ``hpo/results.csv`` and ``hpo/results.json`` under ``--output-dir``, and the best configuration is then retrained
+as a normal run (checkpoints, final evaluation, saved model).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .train import Run
+
+logger = logging.getLogger("training.hpo")
+SEARCHED = ("learning_rate", "fusion_type", "freeze_vision_encoder", "freeze_text_encoder", "dropout")
+
+
+def hp_space(config: TrainConfig):
+    """The optuna search space around the recipe (asking twice for a name returns the same value)."""
+
+    def space(trial: Any) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", config.learning_rate / 10, config.learning_rate * 10, log=True),
+            "fusion_type": trial.suggest_categorical("fusion_type", list(config.hpo_fusion_types)),
+            "freeze_vision_encoder": trial.suggest_categorical("freeze_vision_encoder", [False, True]),
+            "freeze_text_encoder": trial.suggest_categorical("freeze_text_encoder", [False, True]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+        }
+
+    return space
+
+
+def apply_trial(config: TrainConfig, trial: Any) -> TrainConfig:
+    """The recipe with a trial's (or a best run's dict of) hyper-parameters applied."""
+    params = trial if isinstance(trial, dict) else hp_space(config)(trial)
+    return dataclasses.replace(config, **{k: v for k, v in params.items() if k in SEARCHED})
+
+
+def _save_table(rows: dict[int, dict[str, Any]], folder: Path) -> None:
+    """Write the trial table as CSV and JSON (atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = [rows[k] for k in sorted(rows)]
+    columns = ["trial", *SEARCHED, "objective"]
+    tmp = folder / "results.csv.tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(ordered)
+    os.replace(tmp, folder / "results.csv")
+    tmp = folder / "results.json.tmp"
+    tmp.write_text(json.dumps(ordered, indent=2))
+    os.replace(tmp, folder / "results.json")
+
+
+def search(run: Run) -> Run:
+    """Run ``run.config.hpo_trials`` trials, save the table, and return the run set to the best configuration."""
+    config = run.config
+    folder = Path(config.output_dir) / "hpo"
+    # Trials only compare metrics: no checkpoints, no best-model reloading, no early-stopping state.
+    trainer = run.trainer(str(folder), model_init=run.model_init, save_strategy="no", load_best_model_at_end=False)
+    trainer.callback_handler.callbacks = [
+        cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ != "EarlyStoppingCallback"
+    ]
+    metric = "eval_" + trainer.args.metric_for_best_model.removeprefix("eval_")
+    rows: dict[int, dict[str, Any]] = {}
+
+    def objective(metrics: dict[str, float]) -> float:
+        if metric not in metrics:
+            raise ValueError(f"The search metric {metric!r} is not among the evaluation metrics {sorted(metrics)}.")
+        trial = trainer._trial
+        rows[trial.number] = {"trial": trial.number, **trial.params, "objective": metrics[metric]}
+        return metrics[metric]
+
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space(config),
+        compute_objective=objective,
+        n_trials=config.hpo_trials,
+        direction="maximize" if trainer.args.greater_is_better else "minimize",
+        backend="optuna",
+    )
+    if trainer.is_world_process_zero():
+        _save_table(rows, folder)
+        summary = {"metric": metric, "best_trial": int(best.run_id), "best_objective": best.objective,
+                   "best_hyperparameters": best.hyperparameters}
+        (folder / "best.json").write_text(json.dumps(summary, indent=2))
+        logger.info("Best of %d trials: %s=%.4f with %s", len(rows), metric, best.objective, best.hyperparameters)
+    run.config = apply_trial(config, best.hyperparameters)
+    run.config.hpo_trials = 0  # the saved train_config.yaml reproduces the retrained best run directly
+    run.first_model = None  # the final model is built from the best configuration
+    return run

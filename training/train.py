@@ -1,0 +1,463 @@
+"""Fine-tune an mm_hub model on a Hub or local dataset: ``python -m training.train --config PRESET.yaml [--flags]``.
+
+Builds the model from pretrained towers (``from_vision_text_pretrained``) or random ones (``--vision-config``),
+trains it with the transformers `Trainer` (so checkpointing, resuming, mixed precision, gradient accumulation and
+``torchrun`` DDP work unchanged), evaluates it, and writes into ``--output-dir``: the model and processor,
+``train_config.yaml``, ``eval_results.json`` and ``training_info.json``. Run ``--help`` for every option.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    ConvNextImageProcessor,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from mm_hub import MMHubConfig, MMHubForImageTextClassification, MMHubForImageTextRetrieval, MMHubProcessor
+from mm_hub.defaults import minilm_path
+from mm_hub.metrics import classification_metrics, multilabel_metrics, regression_metrics, retrieval_metrics
+
+from .config import TrainConfig, load_json_or_file, resolve_config
+from .data import (
+    ROW,
+    Collator,
+    Decoder,
+    LabelInfo,
+    attach_decoder,
+    build_augmentation,
+    image_size_of,
+    infer_labels,
+    load_splits,
+)
+
+logger = logging.getLogger("training.train")
+DEFAULT_METRIC = {
+    "single_label_classification": "accuracy",
+    "multi_label_classification": "micro_f1",
+    "regression": "mse",
+    "retrieval": "text_to_image_recall@1",
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def build_processor(config: TrainConfig) -> MMHubProcessor:
+    """Processor for random vision towers: the text model's tokenizer and a square ResNet-style image processor."""
+    tokenizer = AutoTokenizer.from_pretrained(config.text_model or minilm_path())
+    image_processor = ConvNextImageProcessor(size={"shortest_edge": config.image_size}, crop_pct=1.0)
+    return MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=config.max_length)
+
+
+def model_kwargs(config: TrainConfig, labels: LabelInfo | None) -> dict[str, Any]:
+    """The `MMHubConfig` fields a run sets (architecture, freezing and labels)."""
+    kwargs = {
+        "fusion_type": config.fusion_type,
+        "fusion_hidden_size": config.fusion_hidden_size,
+        "fusion_num_layers": config.fusion_num_layers,
+        "fusion_num_heads": config.fusion_num_heads,
+        "lstm_hidden_size": config.lstm_hidden_size,
+        "projection_dim": config.projection_dim,
+        "dropout": config.dropout,
+        "freeze_vision_encoder": config.freeze_vision_encoder,
+        "freeze_text_encoder": config.freeze_text_encoder,
+    }
+    if labels is not None:
+        kwargs["problem_type"] = labels.problem_type
+        kwargs["num_labels"] = labels.num_labels
+        if labels.names:
+            kwargs["id2label"] = dict(enumerate(labels.names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
+    return kwargs
+
+
+def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn.Module, MMHubProcessor]:
+    """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise."""
+    head = MMHubForImageTextRetrieval if config.task == "retrieval" else MMHubForImageTextClassification
+    text_model = config.text_model or minilm_path()
+    kwargs = model_kwargs(config, labels)
+    vision_config = load_json_or_file(config.vision_config, "vision_config")
+    text_config = load_json_or_file(config.text_config, "text_config")
+    if vision_config is None and text_config is None:
+        return head.from_vision_text_pretrained(
+            config.vision_model, text_model, text_encoder_type=config.text_encoder_type,
+            max_length=config.max_length, **kwargs,
+        )
+    processor = build_processor(config)
+    if vision_config is None:  # pretrained vision weights, random text tower
+        vision = AutoModel.from_pretrained(config.vision_model)
+        vision_cfg = vision.config
+        from transformers import AutoImageProcessor
+
+        processor.image_processor = AutoImageProcessor.from_pretrained(config.vision_model)
+    else:
+        vision = None
+        vision_cfg = AutoConfig.for_model(**{"model_type": "resnet", **vision_config})
+    tokenizer = processor.tokenizer
+    embeddings = None
+    if config.text_encoder_type == "lstm":
+        embeddings = AutoModel.from_pretrained(text_model).get_input_embeddings().weight.detach()
+        kwargs.update(vocab_size=embeddings.shape[0], lstm_embedding_size=embeddings.shape[1])
+        text_cfg = None
+    elif text_config is not None:
+        text_cfg = AutoConfig.for_model(**{"model_type": "bert", "vocab_size": len(tokenizer), **text_config})
+    else:
+        text_cfg = AutoConfig.from_pretrained(text_model)
+    model = head(
+        MMHubConfig(
+            vision_config=vision_cfg, text_config=text_cfg, text_encoder_type=config.text_encoder_type,
+            vocab_size=kwargs.pop("vocab_size", len(tokenizer)), pad_token_id=tokenizer.pad_token_id or 0, **kwargs,
+        )
+    )
+    base = model.mm_hub
+    with torch.no_grad():
+        if vision is not None:
+            base.vision_encoder.model.load_state_dict(vision.state_dict(), strict=False)
+        if embeddings is not None:
+            base.text_encoder.embeddings.weight.copy_(embeddings)
+        elif text_config is None:
+            pretrained = AutoModel.from_pretrained(text_model)
+            base.text_encoder.model.load_state_dict(pretrained.state_dict(), strict=False)
+    return model, processor
+
+
+def pretrained_prefixes(config: TrainConfig) -> list[str]:
+    """Parameter-name prefixes holding pretrained weights (they get ``encoder_learning_rate``)."""
+    prefixes = []
+    if config.vision_config is None:
+        prefixes.append("mm_hub.vision_encoder.")
+    if config.text_encoder_type == "lstm":
+        prefixes.append("mm_hub.text_encoder.embeddings.")
+    elif config.text_config is None:
+        prefixes.append("mm_hub.text_encoder.")
+    return prefixes
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class MMHubTrainer(Trainer):
+    """`Trainer` with separate learning rates for pretrained encoders and retrieval evaluation over a whole split."""
+
+    def __init__(self, *args: Any, recipe: TrainConfig, eval_collator: Collator | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.recipe = recipe
+        self.eval_collator = eval_collator
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW with four groups: {pretrained, new} x {decay, no decay}."""
+        if self.optimizer is not None:
+            return self.optimizer
+        model = self.model if model is None else model
+        recipe = self.recipe
+        prefixes = pretrained_prefixes(recipe)
+        new_lr = self.args.learning_rate  # the HPO search sets args.learning_rate per trial
+        encoder_lr = recipe.encoder_learning_rate
+        if encoder_lr is None:
+            encoder_lr = new_lr / 10 if prefixes else new_lr
+        decay = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[bool, bool], list] = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                key = (any(name.startswith(p) for p in prefixes), name in decay)
+                groups.setdefault(key, []).append(param)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": params, "lr": encoder_lr if pretrained else new_lr,
+                 "weight_decay": self.args.weight_decay if decays else 0.0}
+                for (pretrained, decays), params in groups.items()
+            ],
+            lr=new_lr,
+        )
+        return self.optimizer
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
+        """Classification: the Trainer's loop. Retrieval: embed every image and caption of the split, then recall@K."""
+        if self.recipe.task != "retrieval":
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in evaluate_retrieval(self.model, dataset, self.eval_collator,
+                                                                                self.args.eval_batch_size).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int) -> dict[str, float]:
+    """Embed all images and all their captions (bad rows skipped and counted), then `retrieval_metrics`."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list)
+    image_embeds, text_embeds, owners = [], [], []
+    for rows in tqdm(loader, desc="retrieval eval", leave=False, disable=not sys.stderr.isatty()):
+        if collator.decoder is not None:
+            batch = collator.decoder({key: [row.get(key) for row in rows] for key in rows[0]})
+            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        good = []
+        for row in rows:
+            reason = collator._reason(row)
+            if reason is None:
+                good.append(row)
+            elif collator.strict:
+                raise ValueError(f"Row {row.get(ROW, '?')} of the {collator.split} split: {reason} (--strict is set).")
+            else:
+                collator.skipped.setdefault(reason if reason == "empty text" else "unreadable image", set()).add(row.get(ROW))
+        if not good:
+            continue
+        pixels = collator.processor(images=[row["image"] for row in good], return_tensors="pt")["pixel_values"]
+        image_embeds.append(model.get_image_features(pixels.to(device)).float().cpu())
+        captions = []
+        for row in good:
+            texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
+            captions.extend(texts)
+            owners.append(len(texts))  # captions of this image, in order
+        tokens = collator.processor(text=captions, return_tensors="pt")
+        text_embeds.append(model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float().cpu())
+    if not image_embeds:
+        raise ValueError(f"No usable rows in the {collator.split} split to evaluate retrieval on.")
+    text_to_image = np.repeat(np.arange(len(owners)), owners)
+    model.train(was_training)
+    return retrieval_metrics(torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), text_to_image)
+
+
+def compute_metrics_for(labels: LabelInfo):
+    """The Trainer's ``compute_metrics`` for a classification problem type."""
+
+    def compute(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        if labels.problem_type == "single_label_classification":
+            return classification_metrics(logits, prediction.label_ids)
+        if labels.problem_type == "multi_label_classification":
+            return multilabel_metrics(logits, prediction.label_ids)
+        return regression_metrics(logits, prediction.label_ids)
+
+    return compute
+
+
+def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir: str, **overrides: Any) -> TrainingArguments:
+    """`TrainingArguments` from the recipe (best-checkpoint selection needs matching eval and save strategies)."""
+    metric = config.metric_for_best_model or DEFAULT_METRIC["retrieval" if labels is None else labels.problem_type]
+    evaluates = config.eval_strategy != "no"
+    kwargs = dict(
+        output_dir=output_dir,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type=config.lr_scheduler_type,
+        label_smoothing_factor=config.label_smoothing if labels and labels.problem_type.startswith("single") else 0.0,
+        fp16=config.mixed_precision == "fp16",
+        bf16=config.mixed_precision == "bf16",
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        save_strategy=config.eval_strategy if evaluates else "steps",
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=evaluates,
+        metric_for_best_model=metric,
+        greater_is_better=not (metric.endswith("mse") or metric.endswith("mae") or "rank" in metric or "loss" in metric),
+        logging_steps=config.logging_steps,
+        dataloader_num_workers=config.dataloader_num_workers,
+        remove_unused_columns=False,
+        report_to=config.report_to,
+        disable_tqdm=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Run
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class Run:
+    """Data, labels, processor and collators of one recipe: what every trial and the final training share."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        set_seed(config.seed)
+        self.train, self.eval, self.extra, base_dir = load_splits(config)
+        self.labels = None if config.task == "retrieval" else infer_labels(self.train, self.eval, config)
+        model, self.processor = build_model(config, self.labels)
+        self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
+        streamed = not hasattr(self.train, "__len__")
+        retrieval = config.task == "retrieval"
+        train_decoder = Decoder(base_dir, build_augmentation(config, image_size_of(self.processor)), sample_caption=retrieval)
+        eval_decoder = Decoder(base_dir)
+        self.train_collator = Collator(self.processor, config.task, self.labels, config.strict, "train",
+                                       train_decoder if streamed else None)
+        self.eval_collator = Collator(self.processor, config.task, self.labels, config.strict, "eval",
+                                      eval_decoder if streamed else None)
+        self.train = attach_decoder(self.train, train_decoder)
+        self.eval = attach_decoder(self.eval, eval_decoder)
+        self.extra = {name: attach_decoder(split, eval_decoder) for name, split in self.extra.items()}
+
+    def model_init(self, trial: Any = None) -> torch.nn.Module:
+        """A fresh model (the first call returns the one built for the processor); trials override config fields."""
+        if self.first_model is not None and trial is None:
+            model, self.first_model = self.first_model, None
+            return model
+        config = self.config
+        if trial is not None:
+            from .hpo import apply_trial
+
+            config = apply_trial(self.config, trial)
+        set_seed(config.seed)
+        return build_model(config, self.labels)[0]
+
+    def trainer(self, output_dir: str, model_init: Any = None, **argument_overrides: Any) -> MMHubTrainer:
+        """A `MMHubTrainer` over this run's data (``model_init`` for searches, else the built model)."""
+        config = self.config
+        args = training_arguments(config, self.labels, output_dir, **argument_overrides)
+        callbacks = []
+        if config.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        return MMHubTrainer(
+            model=None if model_init is not None else self.model_init(),
+            model_init=model_init,
+            args=args,
+            data_collator=self.train_collator,
+            train_dataset=self.train,
+            eval_dataset=self.eval,
+            processing_class=self.processor,
+            compute_metrics=None if self.labels is None else compute_metrics_for(self.labels),
+            callbacks=callbacks,
+            recipe=config,
+            eval_collator=self.eval_collator,
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + ``os.replace``)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """Drop the Trainer's timing entries; keep the metrics themselves."""
+    timing = ("_runtime", "_samples_per_second", "_steps_per_second")
+    return {k: float(v) for k, v in metrics.items() if k != "epoch" and not k.endswith(timing)}
+
+
+def _resume_path(config: TrainConfig) -> str | None:
+    if config.resume_from_checkpoint in (None, ""):
+        return None
+    if config.resume_from_checkpoint == "latest":
+        last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+        if last is None:
+            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint-* folder in {config.output_dir}.")
+        return last
+    if not os.path.isdir(config.resume_from_checkpoint):
+        raise ValueError(f"--resume-from-checkpoint {config.resume_from_checkpoint!r} is not a checkpoint folder.")
+    return config.resume_from_checkpoint
+
+
+def train_and_save(run: Run) -> dict[str, float]:
+    """Train, evaluate (eval + extra splits), save the model folder with its JSON reports; return the metrics."""
+    config = run.config
+    output = Path(config.output_dir)
+    trainer = run.trainer(str(output))
+    if trainer.is_world_process_zero():
+        config.save(output / "train_config.yaml")  # beside the checkpoints from the start
+    result = trainer.train(resume_from_checkpoint=_resume_path(config))
+    metrics = _metric_values(trainer.evaluate())
+    for name, split in run.extra.items():
+        metrics.update(_metric_values(trainer.evaluate(split, metric_key_prefix=name)))
+    skipped = {"train": run.train_collator.report(), "eval": run.eval_collator.report()}
+    for split, counts in skipped.items():
+        if counts:
+            logger.warning("Skipped %s rows of the %s split: %s", sum(counts.values()), split, counts)
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output))
+        config.save(output / "train_config.yaml")
+        _write_json(output / "eval_results.json", metrics)
+        _write_json(output / "training_info.json", training_info(run, metrics, result.metrics, skipped))
+        print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if config.push_to_hub:
+            from mm_hub.hub import push_to_hub
+
+            commit = push_to_hub(str(output), config.hub_model_id, private=config.hub_private,
+                                 revision=config.hub_revision, commit_message=f"Train on {config.dataset}")
+            print(f"Pushed {output} to {config.hub_model_id} (commit {commit}).")
+    return metrics
+
+
+def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict) -> dict[str, Any]:
+    """The ``training_info.json`` the model card reads (see the interfaces in the README)."""
+    config = run.config
+    hyperparameters = {
+        key: getattr(config, key)
+        for key in ("learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps",
+                    "num_train_epochs", "max_steps", "weight_decay", "label_smoothing", "warmup_ratio",
+                    "lr_scheduler_type", "fusion_type", "dropout", "freeze_vision_encoder", "freeze_text_encoder",
+                    "text_encoder_type", "max_length", "augment", "seed", "mixed_precision")
+    }
+    vision = config.vision_model if config.vision_config is None else f"random init: {load_json_or_file(config.vision_config, 'vision_config')}"
+    text = config.text_model or minilm_path()
+    return {
+        "task": "image-text-retrieval" if config.task == "retrieval" else "image-text-classification",
+        "dataset": config.dataset,
+        "dataset_config": config.dataset_config,
+        "train_split": config.train_split,
+        "eval_split": config.eval_split or "eval",
+        "base_models": [vision, text],
+        "hyperparameters": hyperparameters,
+        "metrics": metrics,
+        "train_runtime_s": float(train_metrics.get("train_runtime", 0.0)),
+        "num_train_examples": len(run.train) if hasattr(run.train, "__len__") else config.max_steps * config.batch_size,
+        "skipped_rows": skipped,
+    }
+
+
+def run_training(config: TrainConfig) -> dict[str, float]:
+    """Run one recipe end to end (search first with ``hpo_trials``); the library entry point behind the CLI."""
+    config.validate()
+    run = Run(config)
+    if config.hpo_trials > 0:
+        from .hpo import search
+
+        run = search(run)
+    return train_and_save(run)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """CLI entry point: ``python -m training.train --help``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_training(resolve_config(argv))
+
+
+if __name__ == "__main__":
+    main()
