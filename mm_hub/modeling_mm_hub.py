@@ -435,8 +435,8 @@ class MMHubPreTrainedModel(PreTrainedModel):
             **config_kwargs: any other [`MMHubConfig`] field (``fusion_type``, ``num_labels``, ``id2label``, ...).
 
         Returns:
-            ``(model, processor)``: after ``model.save_pretrained(d)`` and ``processor.save_pretrained(d)``
-            only ``d`` is needed.
+            ``(model, processor)``, the model in eval mode as after ``from_pretrained``. After
+            ``model.save_pretrained(d)`` and ``processor.save_pretrained(d)`` only ``d`` is needed.
         """
         from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -473,6 +473,7 @@ class MMHubPreTrainedModel(PreTrainedModel):
         else:
             _load_tower(base.text_encoder.model, text.state_dict(), "text")
         model._apply_freezing()
+        model.eval()  # like `from_pretrained`: ready for inference; the Trainer switches to train mode itself
         return model, MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
 
 
