@@ -126,6 +126,7 @@ class TrainConfig:
     resume_from_checkpoint: str | None = _opt(
         None, "Resume from a checkpoint folder, or 'latest' for the newest one in --output-dir."
     )
+    progress: bool = _opt(True, "Show progress bars.")
     report_to: str = _opt("none", "Experiment trackers (transformers report_to), e.g. tensorboard.")
     # Search and push
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "

@@ -289,9 +289,10 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
         greater_is_better=not (metric.endswith("mse") or metric.endswith("mae") or "rank" in metric or "loss" in metric),
         logging_steps=config.logging_steps,
         dataloader_num_workers=config.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
         report_to=config.report_to,
-        disable_tqdm=False,
+        disable_tqdm=not config.progress,
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)

@@ -1,0 +1,117 @@
+"""Few-step training runs per task type on small local datasets, plus the CLI's data errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
+from tests.train_data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
+from training.config import TrainConfig, build_parser
+from training.train import main
+
+
+def read(folder, name):
+    return json.loads((folder / name).read_text())
+
+
+def test_single_label_csv_with_unusual_columns_and_string_labels(tmp_path):
+    data = csv_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    metrics = main(
+        ["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "Caption Text",
+         "--label-column", "Kind", "--eval-fraction", "0.25", *tiny_flags(out)]
+    )
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and 0.0 <= metrics["eval_macro_f1"] <= 1.0
+    model = AutoModelForImageTextClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "angular", 1: "round"}
+    assert model.config.problem_type == "single_label_classification"
+    info = read(out, "training_info.json")
+    assert info["task"] == "image-text-classification" and info["num_train_examples"] == 12
+    assert info["metrics"] == read(out, "eval_results.json") == metrics
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["image_column"] == "Picture Path" and saved["max_steps"] == 2
+
+
+def test_multilabel_jsonl(tmp_path):
+    data = jsonl_multilabel(tmp_path / "data")
+    out = tmp_path / "out"
+    metrics = main(["--dataset", str(data), "--label-column", "tags", *tiny_flags(out, text="lstm")])
+    assert {"eval_micro_f1", "eval_macro_f1"} <= set(metrics)
+    config = AutoModelForImageTextClassification.from_pretrained(out).config
+    assert config.problem_type == "multi_label_classification"
+    assert sorted(config.label2id) == ["angular", "blue", "green", "red", "round"]
+
+
+def test_regression_and_skipped_bad_rows(tmp_path, caplog):
+    data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
+    out = tmp_path / "out"
+    metrics = main(["--dataset", str(data), "--label-column", "score", "--max-steps", "4", *tiny_flags(out)])
+    assert {"eval_mse", "eval_mae"} <= set(metrics)
+    info = read(out, "training_info.json")
+    # 4 steps x 4 rows = one pass over 16 rows: every bad row was seen and counted once
+    assert info["skipped_rows"]["train"] == {"unreadable image": 2, "empty text": 1}
+    assert "Skipped 3 rows of the train split" in caplog.text
+    assert AutoModelForImageTextClassification.from_pretrained(out).config.problem_type == "regression"
+
+
+def test_strict_fails_on_the_first_bad_row(tmp_path):
+    data = disk_dataset(tmp_path / "data", corrupt=(0, 1, 2, 3))
+    with pytest.raises(ValueError, match=r"Row \d+ of the train split: unreadable image .*--strict"):
+        main(["--dataset", str(data), "--label-column", "category", "--strict", *tiny_flags(tmp_path / "out")])
+
+
+def test_retrieval_on_shapes_captions(tmp_path):
+    out = tmp_path / "out"
+    metrics = main(
+        ["--task", "retrieval", "--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
+         "--text-column", "captions", "--eval-split", "eval", *tiny_flags(out)]
+    )
+    for key in ("text_to_image_recall@1", "image_to_text_recall@10", "text_to_image_median_rank", "image_to_text_mean_rank"):
+        assert f"eval_{key}" in metrics
+    assert metrics["eval_text_to_image_recall@10"] == 1.0  # 8 images: every caption's image is in the top 10
+    assert read(out, "training_info.json")["task"] == "image-text-retrieval"
+    AutoModelForImageTextRetrieval.from_pretrained(out)
+
+
+def test_streaming_needs_labels_and_runs(tmp_path):
+    data = csv_folder(tmp_path / "data")
+    flags = ["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "Caption Text",
+             "--label-column", "Kind", "--streaming", "--max-eval-samples", "4"]
+    with pytest.raises(ValueError, match="pass them with --labels"):
+        main([*flags, *tiny_flags(tmp_path / "a")])
+    metrics = main([*flags, "--labels", "angular", "round", *tiny_flags(tmp_path / "b")])
+    assert "eval_accuracy" in metrics
+
+
+def test_missing_column_lists_the_real_columns(tmp_path):
+    data = csv_folder(tmp_path / "data", count=4)
+    with pytest.raises(ValueError, match=r"Column 'caption' \(--text-column\) is not in .*\['Picture Path', 'Caption Text', 'Kind'\]"):
+        main(["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "caption", *tiny_flags(tmp_path / "o")])
+
+
+def test_unknown_eval_label_is_a_clear_error(tmp_path):
+    data = csv_folder(tmp_path / "data", count=8)
+    with pytest.raises(ValueError, match=r"label 'round' is not one of the known labels \['angular', 'other'\]"):
+        main(["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "Caption Text",
+              "--label-column", "Kind", "--labels", "angular", "other", *tiny_flags(tmp_path / "o")])
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="--streaming needs --max-steps"):
+        main(["--dataset", "x", "--streaming"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"Unknown keys \['learning_rat'\]"):
+        main(["--config", str(bad), "--dataset", "x"])
+    with pytest.raises(ValueError, match="Split 'dev'"):
+        main(["--dataset", "shapes", "--dataset-config", "num_train=4,num_eval=4,num_heldout=0", "--eval-split", "dev",
+              *tiny_flags(tmp_path / "o")])
+
+
+def test_help_documents_every_option():
+    text = build_parser().format_help()
+    for name in TrainConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text, name

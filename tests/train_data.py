@@ -1,0 +1,90 @@
+"""Small local datasets and tiny-model CLI flags for the training tests (files on disk, loaded like user data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import datasets
+
+from mm_hub.shapes import render_scene
+
+TINY_VISION = '{"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8}'
+TINY_TEXT = '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}'
+SCENES = [
+    ([("red", "circle", "left")], "a red circle", "round", ["red", "round"], 0.1),
+    ([("blue", "square", "right")], "a blue square", "angular", ["blue", "angular"], 0.9),
+    ([("green", "triangle", "center")], "a green triangle", "angular", ["green", "angular"], 0.5),
+    ([("red", "square", "center")], "a red square", "angular", ["red", "angular"], 0.7),
+]
+
+
+def tiny_flags(output_dir: Path, *extra: str, text: str = "transformer") -> list[str]:
+    """CLI flags for a few-step run of a tiny random model at 32 px (the real MiniLM tokenizer)."""
+    flags = [
+        "--vision-config", TINY_VISION, "--image-size", "32",
+        "--fusion-hidden-size", "16", "--fusion-num-heads", "2", "--projection-dim", "8", "--lstm-hidden-size", "8",
+        "--batch-size", "4", "--eval-batch-size", "8", "--max-steps", "2", "--eval-strategy", "no",
+        "--logging-steps", "1", "--max-length", "16", "--output-dir", str(output_dir), "--seed", "0",
+    ]
+    if text == "transformer":
+        flags += ["--text-config", TINY_TEXT]
+    else:
+        flags += ["--text-encoder-type", "lstm"]
+    return flags + list(extra)
+
+
+def _rows(count: int):
+    for i in range(count):
+        scene, caption, category, tags, score = SCENES[i % len(SCENES)]
+        yield i, render_scene(scene, image_size=32, seed=i), caption, category, tags, score
+
+
+def csv_folder(root: Path, count: int = 16) -> Path:
+    """A csv whose columns have unusual names (``Picture Path``, ``Caption Text``, ``Kind``) and relative paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pictures").mkdir(exist_ok=True)
+    with open(root / "data.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Picture Path", "Caption Text", "Kind"])
+        for i, image, caption, category, _, _ in _rows(count):
+            image.save(root / "pictures" / f"{i}.png")
+            writer.writerow([f"pictures/{i}.png", caption, category])
+    return root / "data.csv"
+
+
+def jsonl_multilabel(root: Path, count: int = 16) -> Path:
+    """A jsonl of image paths, captions and lists of string tags (multi-label)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "tags.jsonl", "w") as handle:
+        for i, image, caption, _, tags, _ in _rows(count):
+            image.save(root / f"{i}.png")
+            handle.write(json.dumps({"image": f"{i}.png", "text": caption, "tags": tags}) + "\n")
+    return root / "tags.jsonl"
+
+
+def disk_dataset(root: Path, count: int = 16, corrupt: tuple[int, ...] = (), empty_text: tuple[int, ...] = ()) -> Path:
+    """A ``save_to_disk`` DatasetDict (train + validation) with Image features and a float ``score`` column;
+    rows in ``corrupt`` hold truncated / garbage image bytes, rows in ``empty_text`` an empty caption."""
+    import io
+
+    rows = {"image": [], "text": [], "score": [], "category": []}
+    for i, image, caption, category, _, score in _rows(count):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        if i in corrupt:
+            data = data[: len(data) // 2] if i % 2 else b"not an image at all"
+        rows["image"].append({"bytes": data, "path": None})
+        rows["text"].append("" if i in empty_text else caption)
+        rows["score"].append(score)
+        rows["category"].append(category)
+    features = datasets.Features(
+        image=datasets.Image(), text=datasets.Value("string"), score=datasets.Value("float32"),
+        category=datasets.ClassLabel(names=["angular", "round"]),
+    )
+    full = datasets.Dataset.from_dict(rows, features=features)
+    split = datasets.DatasetDict(train=full, validation=full.select(range(min(8, count))))
+    split.save_to_disk(str(root))
+    return root
