@@ -82,6 +82,15 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def _stable_config(config: dict) -> dict:
+    """The config without the keys (at any depth) that change when the same model is saved and reloaded."""
+    return {
+        key: _stable_config(value) if isinstance(value, dict) else value
+        for key, value in config.items()
+        if key not in _VOLATILE_CONFIG_KEYS
+    }
+
+
 def model_fingerprint(model: Any, processor: Any, model_id: str | None = None, revision: str | None = None) -> dict:
     """What identifies the model an index was built with: id, revision, config hash, embedding size, and the
     embeddings of fixed probe inputs (they differ when the weights or the processor differ, even under one config).
@@ -93,7 +102,7 @@ def model_fingerprint(model: Any, processor: Any, model_id: str | None = None, r
         revision: revision to record (e.g. the branch or commit the model was loaded from).
     """
     check_retrieval_model(model)
-    config = {key: value for key, value in model.config.to_dict().items() if key not in _VOLATILE_CONFIG_KEYS}
+    config = _stable_config(model.config.to_dict())
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {
         "model_id": model_id or getattr(model, "name_or_path", None) or None,
@@ -233,6 +242,7 @@ def embed_dataset(
     dataset_id: str | None = None,
     num_rows: int | None = None,
     progress: bool = True,
+    fingerprint: dict | None = None,
 ) -> Dataset:
     """Embed every row's image and/or text; resumable through the chunks kept in ``work_dir``.
 
@@ -248,6 +258,7 @@ def embed_dataset(
         dataset_id: name of the data, recorded in the resume manifest (streaming data has no fingerprint).
         num_rows: length of a streaming dataset, for the progress bar only.
         progress: show a tqdm progress bar.
+        fingerprint: `model_fingerprint(model, processor)` when the caller has it already.
 
     Returns:
         The rows with ``image_embeds`` / ``text_embeds`` / ``item_embeds`` columns (see the module docstring).
@@ -267,7 +278,7 @@ def embed_dataset(
         if len(dataset) == 0:
             raise ValueError("The dataset is empty: there is nothing to embed or index.")
         num_rows = len(dataset)
-    fingerprint = model_fingerprint(model, processor)
+    fingerprint = fingerprint or model_fingerprint(model, processor)
     manifest = {
         "model": {key: fingerprint[key] for key in ("config_hash", "probe_text_embeds", "probe_image_embeds")},
         "dataset": _dataset_identity(dataset, dataset_id),

@@ -150,16 +150,18 @@ class MultimodalIndex:
             temporary = tempfile.TemporaryDirectory(prefix="mm_hub_index_")
             work_dir = temporary.name
         started = time.perf_counter()
+        fingerprint = model_fingerprint(model, processor, model_id, model_revision)
         rows = embed_dataset(
             model, processor, dataset, work_dir, image_column=image_column, text_column=text_column,
             batch_size=batch_size, chunk_size=chunk_size, dataset_id=dataset_id, num_rows=num_rows, progress=progress,
+            fingerprint=fingerprint,
         )
         faiss_indexes = {}
         for column in (name for name in EMBEDDING_COLUMNS.values() if name in rows.column_names):
             faiss_indexes[column], params = new_faiss_index(_column_matrix(rows, column), index_type, **index_kwargs)
         metadata = {
             "format_version": FORMAT_VERSION,
-            "model": model_fingerprint(model, processor, model_id, model_revision),
+            "model": fingerprint,
             "dataset": dataset_id,
             "image_column": image_column,
             "text_column": text_column,
@@ -169,7 +171,8 @@ class MultimodalIndex:
             "index_params": params,
             "build_seconds": round(time.perf_counter() - started, 2),
         }
-        index = cls(rows, metadata, model, processor, faiss_indexes=faiss_indexes)
+        index = cls(rows, metadata, faiss_indexes=faiss_indexes)
+        index.model, index.processor = model, processor  # the fingerprint above is this model's own
         index._work_dir = temporary  # keeps the memory-mapped chunks alive as long as the index
         return index
 

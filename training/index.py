@@ -1,0 +1,136 @@
+"""Build a multimodal search index of a dataset with a retrieval model, save it, optionally push it.
+
+    python -m training.index --model MODEL --dataset DATA --out DIR [--split train] [--image-column image]
+        [--text-column text] [--batch-size 32] [--index-type flat|ivf|hnsw] [--streaming] [--push-to-hub ORG/NAME]
+
+MODEL is a saved or pushed `MMHubForImageTextRetrieval` (folder or Hub id). DATA is a Hub dataset id, a local
+folder of data files, a `save_to_disk` folder, or ``shapes`` (the built-in generated data; ``--dataset-config
+num_train=300`` sets its size). The embedding pass keeps finished chunks in ``DIR.partial`` and resumes from them
+when rerun after an interruption; the index is written to DIR atomically and the chunks are then removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from mm_hub import AutoModelForImageTextRetrieval, MMHubProcessor
+from mm_hub.faiss_index import INDEX_TYPES
+from mm_hub.index import MultimodalIndex
+
+
+def _none_or(value: str) -> str | None:
+    """``--image-column none`` -> None (skip that modality)."""
+    return None if value.lower() in ("none", "") else value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m training.index``."""
+    parser = argparse.ArgumentParser(prog="python -m training.index", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="retrieval model folder or Hub id")
+    parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+    parser.add_argument("--dataset", required=True, help="Hub dataset id, local folder, save_to_disk folder, or 'shapes'")
+    parser.add_argument("--dataset-config", default=None, help="dataset config name (for 'shapes': key=value,...)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the index to")
+    parser.add_argument("--image-column", default="image", type=_none_or, help="'none' to index texts only")
+    parser.add_argument("--text-column", default="text", type=_none_or, help="'none' to index images only")
+    parser.add_argument("--batch-size", default=32, type=int)
+    parser.add_argument("--chunk-size", default=1024, type=int, help="rows per resumable chunk")
+    parser.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
+    parser.add_argument("--nlist", default=None, type=int, help="IVF cells (default ~4*sqrt(N))")
+    parser.add_argument("--nprobe", default=None, type=int, help="IVF cells scanned per query")
+    parser.add_argument("--hnsw-m", default=32, type=int, help="HNSW graph degree")
+    parser.add_argument("--ef-search", default=64, type=int, help="HNSW candidates per query")
+    parser.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    parser.add_argument("--max-rows", default=None, type=int, help="index only the first N rows")
+    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="push the index as a Hub dataset")
+    parser.add_argument("--private", action="store_true", help="create the pushed repo as private")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def load_split(source: str, config: str | None, split: str, streaming: bool) -> Any:
+    """One split of a dataset, as a `Dataset` or (``streaming``) an `IterableDataset`.
+
+    Raises:
+        ValueError: a split the dataset does not have.
+    """
+    if source == "shapes":
+        from mm_hub.shapes import make_shapes_dataset
+
+        kwargs = {key.strip(): int(value) for key, _, value in
+                  (part.partition("=") for part in (config or "").split(",") if part.strip())}
+        data = make_shapes_dataset(task="retrieval", **kwargs)
+    elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
+        data = datasets.load_from_disk(source)
+        if isinstance(data, datasets.Dataset):
+            data = datasets.DatasetDict({split: data})
+    else:
+        return _hub_split(source, config, split, streaming)
+    if split not in data:
+        raise ValueError(f"{source} has no split {split!r}; its splits are {sorted(data)}.")
+    return data[split].to_iterable_dataset() if streaming else data[split]
+
+
+def _hub_split(source: str, config: str | None, split: str, streaming: bool) -> Any:
+    """`load_dataset` for Hub ids and folders of data files, with a clear error for a missing split."""
+    try:
+        return datasets.load_dataset(source, config, split=split, streaming=streaming)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "Bad split" in str(error):
+            raise ValueError(f"{source} has no split {split!r}: {error}") from error
+        raise
+
+
+def main(argv: list[str] | None = None) -> MultimodalIndex:
+    """Run the command line; returns the built index (also saved to ``--out``)."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    model = AutoModelForImageTextRetrieval.from_pretrained(args.model, revision=args.revision)
+    processor = MMHubProcessor.from_pretrained(args.model, revision=args.revision)
+    data = load_split(args.dataset, args.dataset_config, args.split, args.streaming)
+    num_rows = None
+    if args.max_rows is not None:
+        if args.max_rows < 1:
+            raise ValueError(f"--max-rows must be positive, got {args.max_rows}.")
+        data = data.take(args.max_rows) if args.streaming else data.select(range(min(args.max_rows, len(data))))
+        num_rows = args.max_rows
+    elif args.streaming and data.info.splits and args.split in data.info.splits:
+        num_rows = data.info.splits[args.split].num_examples or None
+    index_kwargs: dict[str, Any] = {}
+    if args.index_type == "ivf":
+        index_kwargs.update(nlist=args.nlist, nprobe=args.nprobe)
+    elif args.index_type == "hnsw":
+        index_kwargs.update(hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+    work_dir = args.out.with_name(args.out.name + ".partial")
+    index = MultimodalIndex.build(
+        model, processor, data, image_column=args.image_column, text_column=args.text_column,
+        index_type=args.index_type, batch_size=args.batch_size, chunk_size=args.chunk_size, work_dir=work_dir,
+        model_id=args.model, model_revision=args.revision,
+        dataset_id=args.dataset if args.dataset_config is None else f"{args.dataset} ({args.dataset_config})",
+        num_rows=num_rows, progress=not args.no_progress, **index_kwargs,
+    )
+    folder = index.save(args.out)
+    # The built index reads its rows from the chunks; reopen the saved copy before deleting them.
+    index = MultimodalIndex.load(folder, model, processor)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    print(f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {args.index_type}) "
+          f"in {time.perf_counter() - started:.1f}s -> {folder}")
+    if args.push_to_hub:
+        commit = index.push_to_hub(args.push_to_hub, private=args.private)
+        print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
+    return index
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, TypeError, OSError) as error:
+        sys.exit(f"error: {error}")
