@@ -49,9 +49,9 @@ def git_blob_sha(content: bytes) -> str:
 class HubError(Exception):
     """An HTTP error answer: status, optional `X-Error-Code`, message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, extra: dict | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.code = status, message, code
+        self.status, self.message, self.code, self.extra = status, message, code, extra or {}
 
 
 @dataclass
@@ -181,7 +181,9 @@ class HubServer:
         """Create a repo with the Hub's initial `.gitattributes` commit on `main` (HubError 409 if it exists)."""
         with self.lock:
             if (repo_type, repo_id) in self._repos:
-                raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
+                prefix = "" if repo_type == "model" else f"{repo_type}s/"
+                raise HubError(409, f"You already created this {repo_type} repo: {repo_id}",
+                               extra={"url": f"{self.url}/{prefix}{repo_id}"})
             repo = Repo(repo_type, repo_id, private, sdk)
             files = {".gitattributes": self._put_blob(GITATTRIBUTES)}
             repo.branches["main"] = self._new_commit(repo, None, "initial commit", "", files).sha
@@ -235,10 +237,10 @@ class _HubHandler(BaseHTTPRequestHandler):
             headers = {"X-Error-Message": err.message}
             if err.code:
                 headers["X-Error-Code"] = err.code
-            self._send(err.status, {"error": err.message}, headers)
+            self._send(err.status, {"error": err.message, **err.extra}, headers, head=method == "HEAD")
         except Exception as err:  # a server bug: answer 500 so the client fails loudly instead of hanging
             hub.unhandled.append((method, f"{self.path} -> {type(err).__name__}: {err}"))
-            self._send(500, {"error": f"{type(err).__name__}: {err}"})
+            self._send(500, {"error": f"{type(err).__name__}: {err}"}, head=method == "HEAD")
         hub.requests.append((method, self.path, self._status))
 
     def _read_body(self) -> bytes:

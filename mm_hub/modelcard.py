@@ -1,0 +1,234 @@
+"""Model cards for saved mm_hub models: Hub YAML metadata plus prose, built from what the folder holds.
+
+Reads `config.json` (architecture, fusion, encoders, labels), the safetensors weights (parameter count) and, when
+training wrote them, `training_info.json` and `eval_results.json`. Not a remote-code file: pushed models never
+import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .defaults import MINILM_HUB_ID, minilm_path
+
+CLASSIFICATION = "MMHubForImageTextClassification"
+RETRIEVAL = "MMHubForImageTextRetrieval"
+# The Hub has no "image + text -> label" pipeline tag: "other" is the honest one; dual encoders are listed with
+# the CLIP family.
+PIPELINE_TAGS = {CLASSIFICATION: "other", RETRIEVAL: "zero-shot-image-classification"}
+TASKS = {CLASSIFICATION: "image-text-classification", RETRIEVAL: "image-text-retrieval"}
+FUSION_PROSE = {
+    "concat": "late fusion: the pooled image and text embeddings are projected, concatenated and mixed by an MLP",
+    "gated": "a gated multimodal unit: a learned sigmoid gate weighs the projected image and text embeddings",
+    "attention": "cross-attention: text tokens attend over the image feature grid",
+    "sequence": "early fusion: image grid tokens and text tokens run through one transformer encoder",
+}
+# Trainer bookkeeping that is not a quality metric.
+NON_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _hub_id(reference: str | None) -> str | None:
+    """The Hub id behind a base model / dataset reference, or None for local-only ones."""
+    if not reference:
+        return None
+    if Path(reference).resolve() == Path(minilm_path()).resolve():
+        return MINILM_HUB_ID
+    if Path(reference).exists() or not _HUB_ID.match(reference):
+        return None
+    return reference
+
+
+def count_parameters(folder: Path) -> int | None:
+    """Number of parameters stored in the folder's safetensors file(s), read from their headers only."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+    return total
+
+
+def _metric_name(key: str) -> str:
+    return key[len("eval_"):] if key.startswith("eval_") else key
+
+
+def _metrics(eval_results: dict[str, Any] | None) -> dict[str, float]:
+    """Flat metric name -> value, without the Trainer's runtime bookkeeping."""
+    metrics = {}
+    for key, value in (eval_results or {}).items():
+        name = _metric_name(key)
+        if name not in NON_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[name] = float(value)
+    return metrics
+
+
+def _encoders(config: dict[str, Any]) -> tuple[str, str]:
+    vision = config.get("vision_config") or {}
+    vision_text = f"{vision.get('model_type', 'resnet')} (hidden sizes {vision.get('hidden_sizes', '?')})"
+    if config.get("text_encoder_type") == "lstm":
+        text_text = (
+            f"{config.get('lstm_num_layers', 2)}-layer bidirectional LSTM (hidden {config.get('lstm_hidden_size')})"
+            f" over a {config.get('vocab_size')}-token vocabulary"
+        )
+    else:
+        text = config.get("text_config") or {}
+        text_text = (
+            f"{text.get('model_type', 'bert')} transformer ({text.get('num_hidden_layers')} layers,"
+            f" hidden size {text.get('hidden_size')})"
+        )
+    return vision_text, text_text
+
+
+def _usage(repo_id: str, architecture: str) -> str:
+    load = f"""```python
+from transformers import AutoModel, AutoProcessor
+
+# With mm_hub installed (`pip install mm_hub`) no remote code runs; without it, trust_remote_code loads the
+# model code shipped in this repo.
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+```
+"""
+    if architecture == RETRIEVAL:
+        return load + f"""
+Embed images and texts into one space and rank by cosine similarity:
+
+```python
+from PIL import Image
+import torch
+
+inputs = processor(images=[Image.open("photo.jpg")], text=["a red circle", "a blue square"], return_tensors="pt")
+with torch.no_grad():
+    image_embeds = model.get_image_features(inputs["pixel_values"])
+    text_embeds = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+print(image_embeds @ text_embeds.T)  # (images, texts) cosine similarities
+```
+"""
+    return load + f"""
+Or as a pipeline (the `image-text-classification` task ships with the repo):
+
+```python
+from transformers import pipeline
+
+classifier = pipeline(model="{repo_id}", trust_remote_code=True)
+classifier({{"image": "photo.jpg", "text": "a red circle above a blue square"}})
+```
+"""
+
+
+def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.0") -> ModelCard:
+    """Build the Hub model card of the mm_hub model saved in `folder`, to be pushed as `repo_id`.
+
+    Raises ValueError when the folder holds no mm_hub `config.json`.
+    """
+    folder = Path(folder)
+    config = _read_json(folder / "config.json")
+    if config is None or config.get("model_type") != "mm_hub":
+        found = "no config.json" if config is None else f"model_type {config.get('model_type')!r}"
+        raise ValueError(f"{folder} is not a saved mm_hub model folder ({found}); expected model_type 'mm_hub'.")
+    architecture = (config.get("architectures") or ["MMHubModel"])[0]
+    training = _read_json(folder / "training_info.json") or {}
+    metrics = _metrics(_read_json(folder / "eval_results.json") or training.get("metrics"))
+    fusion = config.get("fusion_type", "concat")
+    task = TASKS.get(architecture, "feature-extraction")
+    pipeline_tag = PIPELINE_TAGS.get(architecture, "feature-extraction")
+    dataset = training.get("dataset")
+    dataset_id = _hub_id(dataset)
+    base_models = [b for b in dict.fromkeys(_hub_id(m) for m in training.get("base_models") or []) if b]
+
+    eval_results = None
+    if metrics and dataset:
+        eval_results = [
+            EvalResult(task_type=pipeline_tag, task_name=task, dataset_type=dataset_id or dataset,
+                       dataset_name=dataset, dataset_config=training.get("dataset_config"),
+                       dataset_split=training.get("eval_split"), metric_type=name, metric_value=value)
+            for name, value in metrics.items() if name != "loss"
+        ] or None
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag=pipeline_tag, license=license,
+        tags=["mm_hub", task, "multimodal", f"fusion-{fusion}", f"text-encoder-{config.get('text_encoder_type')}"],
+        datasets=[dataset_id] if dataset_id else None, base_model=base_models or None,
+        model_name=repo_id.split("/")[-1], eval_results=eval_results,
+    )
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_body(folder, repo_id, config, architecture, training, metrics)}")
+
+
+def _body(folder: Path, repo_id: str, config: dict, architecture: str, training: dict, metrics: dict) -> str:
+    fusion = config.get("fusion_type", "concat")
+    vision, text = _encoders(config)
+    params = count_parameters(folder)
+    head = "a retrieval dual encoder (contrastive loss)" if architecture == RETRIEVAL else "a classification head"
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"An mm_hub image + text model with {head}: a {vision} image encoder and"
+        f" a {text} text encoder joined by **`{fusion}` fusion** ({FUSION_PROSE.get(fusion, 'custom fusion')}).",
+        "",
+        "## Model details",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Architecture | `{architecture}` |",
+        f"| Fusion | `{fusion}` (hidden size {config.get('fusion_hidden_size')}) |",
+        f"| Image encoder | {vision} |",
+        f"| Text encoder | {text} |",
+    ]
+    if params is not None:
+        lines.append(f"| Parameters | {params:,} |")
+    if architecture == CLASSIFICATION:
+        labels = [config.get("id2label", {}).get(str(i), str(i)) for i in range(len(config.get("id2label", {})))]
+        lines.append(f"| Problem type | {config.get('problem_type') or 'single_label_classification'} |")
+        lines.append(f"| Labels | {', '.join(f'`{label}`' for label in labels)} |")
+    else:
+        lines.append(f"| Embedding size | {config.get('projection_dim')} |")
+    lines += ["", "## Training", ""]
+    if training:
+        config_name = f" (config `{training['dataset_config']}`)" if training.get("dataset_config") else ""
+        lines.append(
+            f"Fine-tuned on `{training.get('dataset')}`{config_name}, split `{training.get('train_split')}`"
+            f" ({training.get('num_train_examples', '?')} examples) in {training.get('train_runtime_s', 0):.0f} s;"
+            f" evaluated on split `{training.get('eval_split')}`. Base models:"
+            f" {', '.join(f'`{m}`' for m in training.get('base_models') or []) or 'none recorded'}."
+        )
+        hyper = training.get("hyperparameters") or {}
+        if hyper:
+            lines += ["", "| Hyper-parameter | Value |", "|---|---|"]
+            lines += [f"| {key} | {value} |" for key, value in hyper.items()]
+    else:
+        lines.append("No `training_info.json` was saved with this model, so its training data is not recorded.")
+    lines += ["", "## Evaluation", ""]
+    if metrics:
+        lines += ["| Metric | Value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+    else:
+        lines.append("No evaluation results were saved with this model.")
+    lines += ["", "## How to use", "", _usage(repo_id, architecture)]
+    lines += [
+        "## Limitations",
+        "",
+        "- Scores are only as good as the training data above: the model has not been evaluated outside it, and"
+        " small or synthetic datasets (such as mm_hub's shapes data) do not transfer to natural photos.",
+        "- The text side inherits the tokenizer's language (English, lower-cased for MiniLM) and its maximum length;"
+        " longer captions are truncated.",
+        "- Images are resized and center-cropped by the saved image processor: small details can be lost.",
+        "- Loading without mm_hub executes the Python code stored in this repo (`trust_remote_code=True`): pin a"
+        " `revision` you have reviewed.",
+        "",
+        "_Card generated by `mm_hub.modelcard`._",
+        "",
+    ]
+    return "\n".join(lines)
