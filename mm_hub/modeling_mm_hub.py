@@ -132,8 +132,11 @@ TEXT_ENCODERS = {"transformer": MMHubTransformerTextEncoder, "lstm": MMHubLSTMTe
 
 # --------------------------------------------------------------------------------------------------------------
 # Fusion modules: (image tokens, text tokens, text mask) -> one fused vector per example.
-# Each takes tokens already projected to `fusion_hidden_size` and returns (fused (B, D), attentions or None).
+# Each takes tokens already projected to `fusion_hidden_size` and returns (fused (B, D), attentions or None);
+# the attentions dict is only built when `output_attentions` is True.
 # --------------------------------------------------------------------------------------------------------------
+
+FusionResult = tuple[torch.Tensor, dict[str, tuple[torch.Tensor, ...]] | None]
 
 
 class FeedForward(nn.Sequential):
@@ -189,7 +192,14 @@ class ConcatFusion(nn.Module):
         size = config.fusion_hidden_size
         self.mlp = nn.Sequential(nn.Linear(2 * size, size), nn.GELU(), nn.Dropout(config.dropout), nn.LayerNorm(size))
 
-    def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> FusionResult:
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D), no attentions."""
         pooled = torch.cat([image_tokens.mean(dim=1), masked_mean(text_tokens, text_mask)], dim=-1)  # (B, 2D)
         return self.mlp(pooled), None  # (B, D)
 
@@ -209,7 +219,14 @@ class GatedFusion(nn.Module):
         self.norm = nn.LayerNorm(size)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> FusionResult:
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the gate."""
         image = image_tokens.mean(dim=1)  # (B, D)
         text = masked_mean(text_tokens, text_mask)  # (B, D)
         gate = torch.sigmoid(self.gate(torch.cat([image, text], dim=-1)))  # (B, D)
@@ -231,7 +248,14 @@ class CrossAttentionFusion(nn.Module):
         size = config.fusion_hidden_size
         self.output = nn.Sequential(nn.Linear(2 * size, size), nn.GELU(), nn.LayerNorm(size))
 
-    def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> FusionResult:
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and both attention maps."""
         text_to_image, image_to_text = [], []
         for text_block, image_block in zip(self.text_blocks, self.image_blocks):
             # Both directions read the previous layer's states, so neither modality sees itself twice.
@@ -261,7 +285,14 @@ class SequenceFusion(nn.Module):
         self.blocks = nn.ModuleList(FusionBlock(config, cross=False) for _ in range(config.fusion_num_layers))
         self.norm = nn.LayerNorm(size)
 
-    def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> FusionResult:
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the self-attention maps."""
         batch, num_image, num_text = image_tokens.shape[0], image_tokens.shape[1], text_tokens.shape[1]
         length = 1 + num_image + num_text
         if length > self.position_embeddings.num_embeddings:

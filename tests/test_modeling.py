@@ -16,7 +16,7 @@ from mm_hub import (
     MMHubForImageTextRetrieval,
     MMHubModel,
 )
-from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+from tests.helpers import TEXT_ENCODER_TYPES, assert_same_outputs, random_images, tiny_config, tiny_processor
 
 FUSIONS = sorted(FUSION_REGISTRY)
 TEXTS = ["a red circle on the left", "two blue squares", "a green triangle above a yellow star"]
@@ -205,7 +205,7 @@ def test_save_and_load_give_identical_outputs(head, fusion_type, text_encoder_ty
     for loader in (model_class, auto_class, AutoModel):
         loaded = loader.from_pretrained(tmp_path).eval()
         assert type(loaded) is model_class, f"{loader.__name__} gave {type(loaded).__name__}"
-        assert torch.equal(_outputs(loaded, batch), expected)
+        assert_same_outputs(_outputs(loaded, batch), expected)
 
 
 @pytest.mark.parametrize(
@@ -226,7 +226,7 @@ def test_non_resnet_vision_encoders(vision_config, fusion_type, batch, tmp_path)
     model.save_pretrained(tmp_path)
     loaded = MMHubForImageTextClassification.from_pretrained(tmp_path).eval()
     assert isinstance(loaded.config.vision_config, type(vision_config))
-    assert torch.equal(_outputs(loaded, batch), _outputs(model, batch))
+    assert_same_outputs(_outputs(loaded, batch), _outputs(model, batch))
 
 
 def test_default_config_is_resnet18_with_minilm_shape():
@@ -234,3 +234,24 @@ def test_default_config_is_resnet18_with_minilm_shape():
     assert config.vision_config.model_type == "resnet" and config.vision_config.depths == [2, 2, 2, 2]
     assert config.vision_config.hidden_sizes[-1] == 512
     assert config.text_config.model_type == "bert" and config.text_config.hidden_size == 384
+
+
+class _MaxFusion(torch.nn.Module):
+    """A fusion written the way a user would add one: max-pool both modalities and add them."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(config.fusion_hidden_size)
+
+    def forward(self, image_tokens, text_tokens, text_mask, output_attentions=False):
+        text = text_tokens.masked_fill(text_mask.unsqueeze(-1) == 0, float("-inf")).amax(dim=1)
+        return self.norm(image_tokens.amax(dim=1) + text), None
+
+
+def test_a_new_fusion_is_one_class_plus_one_registry_entry(monkeypatch, batch, tmp_path):
+    monkeypatch.setitem(FUSION_REGISTRY, "max", _MaxFusion)
+    model = MMHubForImageTextClassification(tiny_config("max", dropout=0.0)).eval()
+    assert isinstance(model.mm_hub.fusion, _MaxFusion)
+    model.save_pretrained(tmp_path)
+    loaded = MMHubForImageTextClassification.from_pretrained(tmp_path).eval()
+    assert_same_outputs(_outputs(loaded, batch), _outputs(model, batch))
