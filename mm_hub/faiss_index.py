@@ -33,7 +33,7 @@ def new_faiss_index(
     nlist: int | None = None,
     nprobe: int | None = None,
     hnsw_m: int = 32,
-    ef_construction: int = 80,
+    ef_construction: int = 40,
     ef_search: int = 64,
     seed: int = 0,
 ) -> tuple[Any, dict]:

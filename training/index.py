@@ -71,7 +71,7 @@ def load_split(source: str, config: str | None, split: str, streaming: bool) -> 
     elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
         data = datasets.load_from_disk(source)
         if isinstance(data, datasets.Dataset):
-            data = datasets.DatasetDict({split: data})
+            data = datasets.DatasetDict({"train": data})  # a saved single split is the train split
     else:
         return _hub_split(source, config, split, streaming)
     if split not in data:

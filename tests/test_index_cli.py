@@ -1,0 +1,67 @@
+"""`python -m training.index`: build from a saved model + dataset folder, resume, push to the (local) Hub, reload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mm_hub.index import METADATA_FILE, MultimodalIndex
+from training.index import main
+from tests.index_helpers import catalogue, save_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("model") / "retrieval-model")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data") / "catalogue"
+    catalogue(10).save_to_disk(str(folder))
+    return folder
+
+
+def test_cli_builds_pushes_and_the_pushed_index_reloads(model_dir, data_dir, tmp_path, hub_server, hub_repo_id):
+    out = tmp_path / "catalogue-index"
+    index = main([
+        "--model", str(model_dir), "--dataset", str(data_dir), "--out", str(out), "--batch-size", "4",
+        "--chunk-size", "4", "--index-type", "hnsw", "--push-to-hub", hub_repo_id, "--no-progress",
+    ])
+    assert len(index) == 10 and index.metadata["index_type"] == "hnsw"
+    assert not (tmp_path / "catalogue-index.partial").exists()  # chunks removed once the index is saved
+    pushed = hub_server.files(hub_repo_id, repo_type="dataset")
+    assert {METADATA_FILE, "README.md", "faiss/image_embeds.faiss", "faiss/item_embeds.faiss"} <= set(pushed)
+    assert any(name.startswith("data/") and name.endswith(".parquet") for name in pushed)
+    assert json.loads(pushed[METADATA_FILE])["model"]["model_id"] == str(model_dir)
+    assert len(hub_server.commits(hub_repo_id, repo_type="dataset")) >= 1
+
+    from_hub = MultimodalIndex.load(hub_repo_id)  # downloads, then loads the recorded model at the first query
+    local = MultimodalIndex.load(out)
+    for query in ("a red item", "a blue item number 6"):
+        assert [(r["row"], round(r["score"], 5)) for r in from_hub.search_text(query, k=5)] == [
+            (r["row"], round(r["score"], 5)) for r in local.search_text(query, k=5)
+        ]
+
+
+def test_cli_streaming_texts_only_with_row_limit(model_dir, data_dir, tmp_path):
+    out = tmp_path / "texts"
+    index = main([
+        "--model", str(model_dir), "--dataset", str(data_dir), "--out", str(out), "--streaming",
+        "--image-column", "none", "--max-rows", "6", "--no-progress",
+    ])
+    assert len(index) == 6 and index.metadata["embedding_columns"] == ["text_embeds"]
+    assert index.search_image(catalogue(1)[0]["image"], k=2)[0]["text"].startswith("a ")
+    with pytest.raises(ValueError, match="no 'image_embeds'"):
+        index.search_text("a red item")
+
+
+def test_cli_reports_bad_input(model_dir, data_dir, tmp_path):
+    with pytest.raises(ValueError, match="no split 'test'"):
+        main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--split", "test"])
+    with pytest.raises(ValueError, match="text_column='caption' is not a column"):
+        main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"),
+              "--text-column", "caption"])
+    with pytest.raises(SystemExit):
+        main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--index-type", "lsh"])
