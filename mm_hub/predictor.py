@@ -43,6 +43,7 @@ from .predictor_io import (
     load_rows,
     read_image,
     resolve_model_source,
+    resolved_commit,
 )
 
 _LOO_CHUNK = 16
@@ -109,6 +110,7 @@ class Predictor:
         self.processor = processor
         self.model_id = model_id
         self.revision = revision
+        self.commit = resolved_commit(model_id, revision) if model_id != "(in memory)" else None
         self.index: Any = None
 
     @classmethod
@@ -173,7 +175,7 @@ class Predictor:
         return {
             "model": self.model_id,
             "revision": self.revision or "main",
-            "commit": getattr(config, "_commit_hash", None),
+            "commit": self.commit,
             "head": "retrieval" if self.can_embed and not self.can_classify else "classification",
             "problem_type": self.problem_type if self.can_classify else None,
             "fusion_type": config.fusion_type if self.can_classify else "none (dual encoder)",

@@ -125,6 +125,19 @@ def load_model(
     return model.eval(), processor
 
 
+def resolved_commit(model_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> str | None:
+    """The commit a Hub model was loaded from (its cached snapshot folder's name); None for local folders."""
+    if Path(model_id).is_dir():
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:  # served from the cache the model was just loaded into
+        config_path = Path(hf_hub_download(str(model_id), "config.json", revision=revision, token=token))
+    except Exception:  # the commit is informative only; the model itself loaded fine
+        return None
+    return config_path.parent.name
+
+
 def read_image(image: Any) -> Image.Image:
     """Open an uploaded image safely and return it as RGB.
 
@@ -273,4 +286,5 @@ __all__ = [
     "load_rows",
     "read_image",
     "resolve_model_source",
+    "resolved_commit",
 ]

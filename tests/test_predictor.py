@@ -1,0 +1,338 @@
+"""Predictor: loading (folders, Hub ids, revisions, errors), classification, explanations and search, on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi
+from PIL import Image
+
+from mm_hub import FUSION_REGISTRY, ImageTextClassificationPipeline
+from mm_hub import MMHubForImageTextClassification as Classifier
+from mm_hub import MMHubForImageTextRetrieval as Retrieval
+from mm_hub.explain import (
+    attention_explanation,
+    grid_shape,
+    heatmap_overlay,
+    merge_word_pieces,
+)
+from mm_hub.predictor import (
+    ABLATIONS,
+    MAX_IMAGE_PIXELS,
+    MAX_TEXT_CHARS,
+    InputError,
+    ModelLoadError,
+    Predictor,
+    check_text,
+    example_pairs,
+    read_image,
+    resolve_model_source,
+)
+from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+
+LABELS = {0: "cat", 1: "dog", 2: "bird"}
+CAPTION = "a red circle left of an unbelievable square"
+
+
+@functools.cache
+def _classifier(fusion: str = "concat", encoder: str = "transformer", seed: int = 0, **kwargs) -> Classifier:
+    """A tiny classifier with the three LABELS (cached: tests only read it, except where they copy it first)."""
+    torch.manual_seed(seed)
+    config = tiny_config(fusion, encoder, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, **kwargs)
+    return Classifier(config).eval()
+
+
+def _save(model, folder) -> str:
+    model.save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_processor()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return random_images(1, seed=3)[0]
+
+
+def _direct_scores(model, processor, images, texts, pixel_values=None) -> torch.Tensor:
+    inputs = processor(images=images, text=texts)
+    if pixel_values is not None:
+        inputs["pixel_values"] = pixel_values
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+# ---- loading -------------------------------------------------------------------------------------------------
+
+
+def test_loads_a_saved_folder_and_describes_it(tmp_path):
+    folder = _save(_classifier("gated", "lstm"), tmp_path / "m")
+    predictor = Predictor.from_pretrained(folder)
+    info = predictor.info()
+    assert info["model"] == folder and info["fusion_type"] == "gated" and info["labels"] == ["cat", "dog", "bird"]
+    assert "BiLSTM" in info["text_encoder"] and info["vision_encoder"].startswith("resnet")
+    markdown = predictor.info_markdown()
+    assert folder in markdown and "`gated`" in markdown and "`bird`" in markdown
+
+
+def test_loads_a_hub_repo_at_a_revision(tmp_path, hub_repo_id):
+    api = HfApi()
+    api.create_repo(hub_repo_id)
+    api.upload_folder(folder_path=_save(_classifier(), tmp_path / "main"), repo_id=hub_repo_id)
+    api.create_branch(hub_repo_id, branch="v2")
+    relabelled = copy.deepcopy(_classifier(seed=1))
+    relabelled.config.id2label = {0: "x", 1: "y", 2: "z"}
+    relabelled.config.label2id = {"x": 0, "y": 1, "z": 2}
+    api.upload_folder(folder_path=_save(relabelled, tmp_path / "v2"), repo_id=hub_repo_id, revision="v2")
+    assert Predictor.from_pretrained(hub_repo_id).labels == ["cat", "dog", "bird"]
+    on_branch = Predictor.from_pretrained(hub_repo_id, revision="v2")
+    assert on_branch.labels == ["x", "y", "z"] and on_branch.info()["revision"] == "v2"
+    assert on_branch.info()["commit"]  # the resolved commit is shown in the UI
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "missing repo", "missing revision", "not mm_hub"])
+def test_load_errors_are_one_clear_message(tmp_path, hub_repo_id, kind):
+    from transformers import BertConfig
+
+    target, revision = str(tmp_path / "nowhere"), None
+    if kind == "missing repo":
+        target = hub_repo_id
+    elif kind == "missing revision":
+        HfApi().create_repo(hub_repo_id)
+        HfApi().upload_folder(folder_path=_save(_classifier(), tmp_path / "m"), repo_id=hub_repo_id)
+        target, revision = hub_repo_id, "no-such-branch"
+    elif kind == "not mm_hub":
+        BertConfig().save_pretrained(tmp_path / "bert")
+        target = str(tmp_path / "bert")
+    with pytest.raises(ModelLoadError) as caught:
+        Predictor.from_pretrained(target, revision=revision)
+    message = str(caught.value)
+    assert repr(target) in message
+    assert ("'bert' model" in message) if kind == "not mm_hub" else ("Could not load the model" in message)
+
+
+def test_model_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("MM_HUB_MODEL", raising=False)
+    monkeypatch.delenv("MM_HUB_REVISION", raising=False)
+    assert resolve_model_source(app_dir=tmp_path).model is None  # nothing set: the demo model
+    (tmp_path / "space_config.json").write_text(json.dumps({"model": "org/space", "revision": "v1"}))
+    source = resolve_model_source(app_dir=tmp_path)
+    assert (source.model, source.revision, source.origin) == ("org/space", "v1", "space_config")
+    monkeypatch.setenv("MM_HUB_MODEL", "org/env")
+    monkeypatch.setenv("MM_HUB_REVISION", "v9")
+    source = resolve_model_source(app_dir=tmp_path)
+    assert (source.model, source.revision, source.origin) == ("org/env", "v9", "env")
+    source = resolve_model_source("org/flag", "v3", app_dir=tmp_path)
+    assert (source.model, source.revision, source.origin) == ("org/flag", "v3", "argument")
+    monkeypatch.delenv("MM_HUB_MODEL")
+    (tmp_path / "space_config.json").write_text('{"revision": "v1"}')
+    with pytest.raises(ModelLoadError, match="must be a JSON object"):
+        resolve_model_source(app_dir=tmp_path)
+
+
+# ---- classification -------------------------------------------------------------------------------------------
+
+
+def test_single_label_probabilities_match_the_pipeline(processor, image):
+    model = _classifier("attention")
+    scores = Predictor(model, processor).classify(image, CAPTION)
+    assert list(scores) == sorted(scores, key=scores.get, reverse=True) and set(scores) == set(LABELS.values())
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    expected = ImageTextClassificationPipeline(model=model, processor=processor)({"image": image, "text": CAPTION})
+    assert {item["label"]: item["score"] for item in expected} == pytest.approx(scores, abs=1e-5)
+    assert list(Predictor(model, processor).classify(image, CAPTION, top_k=2)) == list(scores)[:2]
+
+
+def test_multi_label_and_regression_scores(processor, image):
+    multi = _classifier(problem_type="multi_label_classification")
+    scores = Predictor(multi, processor).classify(image, CAPTION)
+    logits = _direct_scores(multi, processor, [image], [CAPTION])[0]
+    assert [scores[LABELS[i]] for i in range(3)] == pytest.approx(logits.sigmoid().tolist(), abs=1e-5)
+    assert sum(scores.values()) != pytest.approx(1.0, abs=1e-3)  # independent, not a distribution
+    regression = Classifier(tiny_config(num_labels=1, problem_type="regression", id2label={0: "stars"})).eval()
+    value = Predictor(regression, processor).classify(image, CAPTION)
+    assert value == pytest.approx({"stars": _direct_scores(regression, processor, [image], [CAPTION])[0, 0].item()})
+
+
+# ---- explanations ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoder", TEXT_ENCODER_TYPES)
+@pytest.mark.parametrize("fusion", sorted(FUSION_REGISTRY))
+def test_explain_every_fusion(processor, image, fusion, encoder):
+    model = _classifier(fusion, encoder)
+    result = Predictor(model, processor).explain(image, CAPTION)
+    # Attention fusions draw a heatmap over the model's view of the image; the others cannot.
+    assert (result.heatmap is not None) == (fusion in ("attention", "sequence"))
+    assert result.word_method == ("attention" if fusion in ("attention", "sequence") else "leave-one-out")
+    if result.heatmap is not None:
+        assert min(result.heatmap.size) >= 320 and result.heatmap.mode == "RGB"
+    assert [word for word, _ in result.words] == CAPTION.split()  # word pieces joined, no [CLS]/[SEP]
+    assert all(-1.0 <= score <= 1.0 for _, score in result.words) and max(abs(s) for _, s in result.words) > 0
+    # The ablation runs the documented neutral inputs: empty text, and the mean-colour (all-zero) image.
+    inputs = processor(images=[image], text=[CAPTION])
+    both = _direct_scores(model, processor, [image], [CAPTION]).softmax(-1)[0]
+    image_only = _direct_scores(model, processor, [image], [""]).softmax(-1)[0]
+    text_only = _direct_scores(model, processor, [image], [CAPTION], torch.zeros_like(inputs["pixel_values"])).softmax(
+        -1
+    )[0]
+    for name, expected in zip(ABLATIONS, (both, image_only, text_only)):
+        assert [result.ablation[name][LABELS[i]] for i in range(3)] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert result.predicted == LABELS[int(both.argmax())]
+
+
+def test_leave_one_out_is_the_score_drop_per_word(processor, image):
+    model = _classifier("gated")
+    predictor = Predictor(model, processor)
+    result = predictor.explain(image, "red circle")
+    base = _direct_scores(model, processor, [image], ["red circle"]).softmax(-1)[0]
+    target = int(base.argmax())
+    drops = [
+        base[target] - _direct_scores(model, processor, [image], [w]).softmax(-1)[0, target] for w in ("circle", "red")
+    ]
+    peak = max(abs(float(d)) for d in drops)
+    assert [score for _, score in result.words] == pytest.approx([float(d) / peak for d in drops], abs=1e-4)
+
+
+def test_attention_explanation_finds_the_attended_cell_and_word():
+    num_image, num_text = 6, 5  # text: [CLS] w1 w2 w3 [SEP]
+    words = [1, 2, 3]
+    text_to_image = torch.full((1, 2, num_text, num_image), 0.1)
+    text_to_image[0, :, 1:4, 4] = 5.0  # the words look at cell 4
+    image_to_text = torch.full((1, 2, num_image, num_text), 0.1)
+    image_to_text[0, :, :, 2] = 3.0  # every cell attends to word 2
+    cells, word_scores = attention_explanation(
+        "attention", {"text_to_image": (text_to_image,), "image_to_text": (image_to_text,)}, num_image, words
+    )
+    assert int(cells.argmax()) == 4 and int(word_scores.argmax()) == 1 and cells.sum() == pytest.approx(1.0)
+    joint = torch.full((1, 2, 1 + num_image + num_text, 1 + num_image + num_text), 0.1)
+    joint[0, :, 0, 1 + 2] = 4.0  # [CLS] looks at image cell 2
+    joint[0, :, 0, 1 + num_image + 3] = 2.0  # and at word 3
+    cells, word_scores = attention_explanation("sequence", {"self": (joint,)}, num_image, words)
+    assert int(cells.argmax()) == 2 and int(word_scores.argmax()) == 2
+    with pytest.raises(ValueError, match="concat"):
+        attention_explanation("concat", {}, num_image, words)
+
+
+def test_grid_heatmap_and_word_pieces():
+    assert grid_shape(49, 224, 224) == (0, 7, 7)
+    assert grid_shape(197, 224, 224) == (1, 14, 14)  # a ViT's [CLS] + 14x14 patches
+    assert grid_shape(8, 64, 128) == (0, 2, 4)
+    with pytest.raises(ValueError, match="11 image tokens"):
+        grid_shape(11, 64, 64)
+    scores = np.zeros(4)
+    scores[1] = 1.0  # top-right cell of a 2x2 grid
+    overlay = np.asarray(heatmap_overlay(Image.new("RGB", (100, 100), "white"), scores, 2, 2, min_side=100))
+    top_right, bottom_left = overlay[10, 90].astype(int), overlay[90, 10].astype(int)
+    assert top_right[0] > top_right[2] and bottom_left[2] > bottom_left[0]  # red where attended, blue elsewhere
+    assert merge_word_pieces(["un", "##believ", "##able", "cat"], [0.1, 0.9, 0.2, 0.5]) == [
+        ("unbelievable", 0.9),
+        ("cat", 0.5),
+    ]
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------------
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (its pixel data is never needed to check the size)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_bad_images_are_input_errors(tmp_path):
+    cases = {
+        "empty.png": (b"", "empty \\(0 bytes\\)"),
+        "notes.png": (b"this is not an image", "could not be read as an image"),
+        "big.png": (_png_header(8000, 6000), f"limit is {MAX_IMAGE_PIXELS:,} pixels"),
+        "bomb.png": (_png_header(30000, 30000), "too large"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            read_image(str(tmp_path / name))
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), "red").save(good)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    with pytest.raises(InputError, match="damaged or truncated|could not be read"):
+        read_image(str(tmp_path / "cut.png"))
+    for missing in (None, "", {"path": None}):
+        with pytest.raises(InputError, match="No image was given"):
+            read_image(missing)
+    assert read_image({"path": str(good)}).size == (40, 30)  # a Gradio file payload
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "1", "P", "CMYK", "I;16", "I", "F"])
+def test_odd_image_modes_are_classified(tmp_path, processor, mode):
+    path = tmp_path / f"odd.{'tiff' if mode in ('CMYK', 'F') else 'png'}"
+    Image.new(mode, (37, 23)).save(path)
+    assert read_image(str(path)).mode == "RGB"
+    assert sum(Predictor(_classifier(), processor).classify(str(path), "a cat").values()) == pytest.approx(1.0)
+
+
+def test_bad_texts_are_input_errors():
+    for text, message in (
+        (None, "empty"),
+        ("   ", "empty"),
+        (42, "must be a string"),
+        ("x" * (MAX_TEXT_CHARS + 1), "limit"),
+    ):
+        with pytest.raises(InputError, match=message):
+            check_text(text)
+    assert check_text("  a cat  ") == "a cat"
+
+
+def test_examples_come_from_the_shapes_data(tmp_path):
+    pairs = example_pairs(tmp_path)
+    assert len(pairs) >= 4 and all(Image.open(path).size == (192, 192) for path, _ in pairs)
+    assert example_pairs(tmp_path) == pairs  # rendered once, reused
+
+
+# ---- search ---------------------------------------------------------------------------------------------------
+
+
+def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, processor):
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    folder = _save(Retrieval(tiny_config()), tmp_path / "retrieval")
+    predictor = Predictor.from_pretrained(folder)
+    assert predictor.can_embed and not predictor.can_classify and not predictor.can_search
+    with pytest.raises(InputError, match="retrieval"):
+        predictor.classify(random_images(1)[0], "a cat")
+    with pytest.raises(InputError, match="Search needs"):
+        predictor.search_text("a cat")
+    predictor.build_search_index(max_rows=24, progress=False)
+    hits = predictor.search_text("a red circle on the left", k=5)
+    assert len(hits) == 5 and [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(isinstance(h["image"], Image.Image) and h["caption"] for h in hits)
+    by_image = predictor.search_image(hits[0]["image"], k=3)
+    assert len(by_image) == 3 and all(0 <= h["row"] < 24 for h in by_image)
+    with pytest.raises(InputError, match="whole number"):
+        predictor.search_text("a cat", k=0)
+
+    from mm_hub.index import MultimodalIndex
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the cached index should have been reused")
+
+    monkeypatch.setattr(MultimodalIndex, "build", no_rebuild)
+    again = Predictor.from_pretrained(folder)
+    again.build_search_index(max_rows=24, progress=False)
+    assert [h["row"] for h in again.search_text("a red circle on the left", k=5)] == [h["row"] for h in hits]
+
+
+def test_a_classifier_cannot_search(processor):
+    with pytest.raises(InputError, match="retrieval"):
+        Predictor(_classifier(), processor).build_search_index()
