@@ -419,10 +419,16 @@ class MultimodalIndex:
         folder = Path(path_or_repo_id)
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
+            from huggingface_hub.errors import HfHubHTTPError
 
-            folder = Path(
-                snapshot_download(str(path_or_repo_id), repo_type="dataset", revision=revision, token=token)
-            )
+            try:
+                folder = Path(
+                    snapshot_download(str(path_or_repo_id), repo_type="dataset", revision=revision, token=token)
+                )
+            except (HfHubHTTPError, OSError, ValueError) as error:
+                raise ValueError(
+                    f"{path_or_repo_id!r} is neither an index folder nor a dataset repo on the Hub: {error}"
+                ) from error
         metadata_path = folder / METADATA_FILE
         if not metadata_path.exists():
             raise ValueError(f"{path_or_repo_id} is not an mm_hub index: it has no {METADATA_FILE}.")

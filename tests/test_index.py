@@ -168,7 +168,11 @@ def test_mismatched_model_is_a_clear_error(index, processor, tmp_path):
         index.search_embedding(np.ones(16, dtype=np.float32), "image_embeds")
 
 
-def test_bad_input_is_a_clear_error(model, processor, rows):
+def test_bad_input_is_a_clear_error(model, processor, rows, tmp_path):
+    with pytest.raises(ValueError, match="neither an index folder nor a dataset repo"):
+        MultimodalIndex.load(tmp_path / "missing-index")
+    with pytest.raises(ValueError, match="is not an mm_hub index"):
+        MultimodalIndex.load(tmp_path)
     with pytest.raises(ValueError, match="dataset is empty"):
         MultimodalIndex.build(model, processor, rows.select([]), progress=False)
     with pytest.raises(ValueError, match="dataset is empty"):
