@@ -33,8 +33,10 @@ RESULTS = Path(__file__).with_name("results_index.json")
 
 
 def clustered_unit_vectors(num: int, dim: int, num_clusters: int, rng: np.random.Generator,
-                           centers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(num, dim) float32 unit vectors around ``num_clusters`` random centres; returns (vectors, centres)."""
+                           centers: np.ndarray | None = None, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(num, dim) float32 unit vectors around ``num_clusters`` random unit centres, plus Gaussian noise of norm
+    ~``noise`` (1.0: two points of one cluster have cosine ~0.5, of different clusters ~0, so clusters overlap
+    and the exact top 10 depend on the noise, as with real embeddings); returns (vectors, centres)."""
     if centers is None:
         centers = rng.standard_normal((num_clusters, dim), dtype=np.float32)
         centers /= np.linalg.norm(centers, axis=1, keepdims=True)
@@ -42,7 +44,7 @@ def clustered_unit_vectors(num: int, dim: int, num_clusters: int, rng: np.random
     for start in range(0, num, 100_000):  # in blocks, to keep the temporaries small at 1M
         end = min(start + 100_000, num)
         block = centers[rng.integers(0, num_clusters, end - start)]
-        block += rng.standard_normal(block.shape, dtype=np.float32) * (0.6 / np.sqrt(dim))
+        block += rng.standard_normal(block.shape, dtype=np.float32) * (noise / np.sqrt(dim))
         out[start:end] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out, centers
 
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--latency-queries", type=int, default=300)
     parser.add_argument("--clusters", type=int, default=2000)
+    parser.add_argument("--noise", type=float, default=1.0, help="noise norm around the cluster centres")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -113,14 +116,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for size in tqdm(args.sizes, desc="sizes"):
         rng = np.random.default_rng(size)
-        data, centers = clustered_unit_vectors(size, args.dim, args.clusters, rng)
-        queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, rng, centers)
+        data, centers = clustered_unit_vectors(size, args.dim, args.clusters, rng, noise=args.noise)
+        queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, rng, centers, args.noise)
         truth = None
         for index_type in ["flat"] + [t for t in args.types if t != "flat"]:
             row, found = bench_one(index_type, data, queries, truth, 10, args.latency_queries, args.threads)
             truth = found if index_type == "flat" else truth
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            tqdm.write(json.dumps(row))
         del data
     results = {
         "command": "python benchmarks/bench_index.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         "baseline_rss_mib": round(baseline_rss, 1),
         "dim": args.dim,
         "clusters": args.clusters,
+        "noise": args.noise,
         "queries": args.queries,
         "results": rows,
     }

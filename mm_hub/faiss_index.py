@@ -18,7 +18,7 @@ import numpy as np
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 # k-means wants ~39+ training points per centroid; FAISS warns below that and quality drops.
 _POINTS_PER_CENTROID = 39
-_MAX_TRAIN_POINTS_PER_CENTROID = 64
+_MAX_TRAIN_POINTS_PER_CENTROID = 50
 
 
 def default_nlist(num_vectors: int) -> int:
