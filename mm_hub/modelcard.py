@@ -95,14 +95,17 @@ def _encoders(config: dict[str, Any]) -> tuple[str, str]:
 
 
 def _usage(repo_id: str, architecture: str) -> str:
-    load = f"""```python
+    load = f"""Without mm_hub installed, `trust_remote_code=True` loads the model code stored in this repo:
+
+```python
 from transformers import AutoModel, AutoProcessor
 
-# With mm_hub installed (`pip install mm_hub`) no remote code runs; without it, trust_remote_code loads the
-# model code shipped in this repo.
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
 ```
+
+With mm_hub installed, leave `trust_remote_code` out: `import mm_hub` registers its classes, and no code from the
+repo runs (`AutoModel.from_pretrained("{repo_id}")`).
 """
     if architecture == RETRIEVAL:
         return load + f"""
@@ -199,11 +202,12 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     lines += ["", "## Training", ""]
     if training:
         config_name = f" (config `{training['dataset_config']}`)" if training.get("dataset_config") else ""
+        bases = [str(m) for m in training.get("base_models") or []]  # local folders show by name only
         lines.append(
             f"Fine-tuned on `{training.get('dataset')}`{config_name}, split `{training.get('train_split')}`"
             f" ({training.get('num_train_examples', '?')} examples) in {training.get('train_runtime_s', 0):.0f} s;"
             f" evaluated on split `{training.get('eval_split')}`. Base models:"
-            f" {', '.join(f'`{m}`' for m in training.get('base_models') or []) or 'none recorded'}."
+            f" {', '.join(f'`{_hub_id(m) or Path(m).name}`' for m in bases) or 'none recorded'}."
         )
         hyper = training.get("hyperparameters") or {}
         if hyper:

@@ -29,6 +29,7 @@ def run_command(line: str, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = shlex.split(line)
     assert argv[:2] == ["python", "-m"], f"the hub section may only hold `python -m` commands, got: {line}"
     monkeypatch.setattr(sys, "argv", [argv[2], *argv[3:]])
+    monkeypatch.delitem(sys.modules, argv[2], raising=False)  # a fresh module, as in a new interpreter
     runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
 
 
