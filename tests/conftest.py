@@ -61,3 +61,11 @@ def hub_repo_id(request: pytest.FixtureRequest) -> str:
     """A fresh, unused "org/name" repo id for this test (no repo is created)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name).strip("-.")[:60]
     return f"{HUB.user}/{name}-{next(_COUNTER)}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the Hub API calls the local server could not answer (a test failing on one points here)."""
+    if HUB.unhandled:
+        terminalreporter.write_sep("-", "local Hub: requests with no route (or a server error)")
+        for method, path in HUB.unhandled:
+            terminalreporter.write_line(f"{method} {path}")
