@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -32,8 +33,14 @@ from mm_hub.faiss_index import INDEX_TYPES, new_faiss_index
 RESULTS = Path(__file__).with_name("results_index.json")
 
 
-def clustered_unit_vectors(num: int, dim: int, num_clusters: int, rng: np.random.Generator,
-                           centers: np.ndarray | None = None, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def clustered_unit_vectors(
+    num: int,
+    dim: int,
+    num_clusters: int,
+    rng: np.random.Generator,
+    centers: np.ndarray | None = None,
+    noise: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """(num, dim) float32 unit vectors around ``num_clusters`` random unit centres, plus Gaussian noise of norm
     ~``noise`` (1.0: two points of one cluster have cosine ~0.5, of different clusters ~0, so clusters overlap
     and the exact top 10 depend on the noise, as with real embeddings); returns (vectors, centres)."""
@@ -59,8 +66,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_one(index_type: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray | None, k: int,
-              latency_queries: int, threads: int) -> tuple[dict, np.ndarray]:
+def bench_one(
+    index_type: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray | None,
+    k: int,
+    latency_queries: int,
+    threads: int,
+) -> tuple[dict, np.ndarray]:
     """Build one index over ``data`` and measure it; returns (row of results, its top-k ids for the queries)."""
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
@@ -126,8 +140,9 @@ def main(argv: list[str] | None = None) -> dict:
             tqdm.write(json.dumps(row))
         del data
     results = {
-        "command": "python benchmarks/bench_index.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, faiss {faiss.__version__}",
+        "command": "python benchmarks/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"faiss {faiss.__version__}",
         "threads": args.threads,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -22,7 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -137,20 +137,32 @@ def _check_columns(dataset: Dataset | IterableDataset, image_column: str | None,
         raise ValueError(f"The dataset already has column(s) {clashes}; mm_hub writes its embeddings there.")
 
 
-def caption_list(value: Any, row: int | str) -> list[str]:
-    """A text cell (a string or a list of captions) as a non-empty list of strings."""
+def caption_list(value: Any, where: int | str) -> list[str]:
+    """A text cell (a string or a list of captions) as a non-empty list of strings.
+
+    Args:
+        value: the cell.
+        where: its row number, or words naming it (for the error message).
+    """
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+        place = f"Row {where}" if isinstance(where, int) else where
         raise TypeError(
-            f"{row if isinstance(row, str) else f'Row {row}'}: a text cell must be a string or a non-empty list of strings, got {type(value).__name__} "
+            f"{place}: a text cell must be a string or a non-empty list of strings, got {type(value).__name__} "
             f"{str(value)[:80]!r}."
         )
     return list(texts)
 
 
 def _embed_chunk(
-    model: Any, processor: Any, rows: Dataset, start: int, image_column: str | None, text_column: str | None,
-    batch_size: int, bar: tqdm,
+    model: Any,
+    processor: Any,
+    rows: Dataset,
+    start: int,
+    image_column: str | None,
+    text_column: str | None,
+    batch_size: int,
+    bar: tqdm,
 ) -> dict[str, np.ndarray]:
     """Embed one chunk of rows in batches; returns {embedding column: (rows, D)}."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "text")}
@@ -167,7 +179,7 @@ def _embed_chunk(
             per_row = [caption_list(value, start + offset + i) for i, value in enumerate(batch[text_column])]
             flat = embed_texts(model, processor, [text for texts in per_row for text in texts])
             bounds = np.cumsum([0] + [len(texts) for texts in per_row])
-            out["text"].append(normalize(np.stack([flat[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])))
+            out["text"].append(normalize(np.stack([flat[a:b].mean(0) for a, b in pairwise(bounds)])))
         bar.update(count)
     result = {EMBEDDING_COLUMNS[kind]: np.concatenate(parts) for kind, parts in out.items() if parts}
     if len(result) == 2:

@@ -78,7 +78,9 @@ def new_faiss_index(
     # index_factory owns its quantizer (a Python-built IndexIVFFlat would need the quantizer kept alive).
     index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
     sample_size = min(num, nlist * _MAX_TRAIN_POINTS_PER_CENTROID)
-    sample = vectors[np.random.default_rng(seed).choice(num, sample_size, replace=False)] if sample_size < num else vectors
+    sample = (
+        vectors[np.random.default_rng(seed).choice(num, sample_size, replace=False)] if sample_size < num else vectors
+    )
     faiss.extract_index_ivf(index).cp.seed = seed
     index.train(sample)
     params.update(nlist=nlist, nprobe=nprobe)

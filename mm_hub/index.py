@@ -152,8 +152,17 @@ class MultimodalIndex:
         started = time.perf_counter()
         fingerprint = model_fingerprint(model, processor, model_id, model_revision)
         rows = embed_dataset(
-            model, processor, dataset, work_dir, image_column=image_column, text_column=text_column,
-            batch_size=batch_size, chunk_size=chunk_size, dataset_id=dataset_id, num_rows=num_rows, progress=progress,
+            model,
+            processor,
+            dataset,
+            work_dir,
+            image_column=image_column,
+            text_column=text_column,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            dataset_id=dataset_id,
+            num_rows=num_rows,
+            progress=progress,
             fingerprint=fingerprint,
         )
         faiss_indexes = {}
@@ -298,8 +307,11 @@ class MultimodalIndex:
             Up to ``k`` dicts ``{"score", "row", <dataset columns>}``, best first.
         """
         if column not in self.metadata["embedding_columns"]:
-            needs = {"image_embeds": "an image column", "text_embeds": "a text column",
-                     "item_embeds": "both an image and a text column"}
+            needs = {
+                "image_embeds": "an image column",
+                "text_embeds": "a text column",
+                "item_embeds": "both an image and a text column",
+            }
             raise ValueError(
                 f"This index has no {column!r} (that query needs {needs.get(column, 'it')}); it has "
                 f"{self.metadata['embedding_columns']}."
@@ -329,7 +341,9 @@ class MultimodalIndex:
     def embedding(self, row: int, column: str = "item_embeds") -> np.ndarray:
         """(D,) stored embedding of one row in one embedding column."""
         if column not in self.metadata["embedding_columns"]:
-            raise ValueError(f"{column!r} is not one of this index's embedding columns {self.metadata['embedding_columns']}.")
+            raise ValueError(
+                f"{column!r} is not one of this index's embedding columns {self.metadata['embedding_columns']}."
+            )
         if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(self):
             raise ValueError(f"Row {row!r} is out of range: the index has rows 0..{len(self) - 1}.")
         return _column_matrix(self._rows, column, np.array([row]))[0]
@@ -341,7 +355,9 @@ class MultimodalIndex:
         mask = np.ones(len(self), dtype=bool)
         for name, wanted in filter.items():
             if name not in self._payload.column_names:
-                raise ValueError(f"Cannot filter on {name!r}: not a column; the columns are {self._payload.column_names}.")
+                raise ValueError(
+                    f"Cannot filter on {name!r}: not a column; the columns are {self._payload.column_names}."
+                )
             values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
             data = self._rows.data.column(name)
             try:
@@ -466,7 +482,10 @@ class MultimodalIndex:
         with tempfile.TemporaryDirectory(prefix="mm_hub_index_push_") as tmp:
             self._write(Path(tmp))
             info = api.upload_folder(
-                folder_path=tmp, repo_id=repo_id, repo_type="dataset", revision=revision,
+                folder_path=tmp,
+                repo_id=repo_id,
+                repo_type="dataset",
+                revision=revision,
                 commit_message=commit_message or f"Upload mm_hub index ({len(self)} rows)",
             )
         return info.oid

@@ -32,15 +32,15 @@ def index_card(metadata: dict, features: Any) -> str:
     body = f"""
 # mm_hub multimodal index
 
-{metadata['num_rows']} rows of {source} embedded with the retrieval model `{model['model_id']}`
-(revision `{model['revision']}`, {model['embedding_dim']}-d embeddings, config hash `{model['config_hash']}`).
+{metadata["num_rows"]} rows of {source} embedded with the retrieval model `{model["model_id"]}`
+(revision `{model["revision"]}`, {model["embedding_dim"]}-d embeddings, config hash `{model["config_hash"]}`).
 
 | | |
 |---|---|
-| embedding columns | {', '.join(f'`{c}`' for c in metadata['embedding_columns'])} |
-| image / text column | `{metadata['image_column']}` / `{metadata['text_column']}` |
-| FAISS index | `{metadata['index_type']}` {json.dumps(params)} (inner product on unit vectors = cosine) |
-| other columns | {', '.join(f'`{name}`' for name in features)} |
+| embedding columns | {", ".join(f"`{c}`" for c in metadata["embedding_columns"])} |
+| image / text column | `{metadata["image_column"]}` / `{metadata["text_column"]}` |
+| FAISS index | `{metadata["index_type"]}` {json.dumps(params)} (inner product on unit vectors = cosine) |
+| other columns | {", ".join(f"`{name}`" for name in features)} |
 
 `item_embeds` = normalize(image_embeds + text_embeds): an item's score is proportional to the mean of its image's
 and its text's cosine similarity with the query.

@@ -62,11 +62,17 @@ def test_embeddings_are_the_models_and_searches_rank_by_cosine(index, model, pro
 
 def test_save_load_gives_the_same_results_and_a_hub_dataset_folder(index, model, processor, rows, tmp_path):
     folder = index.save(tmp_path / "idx")
-    before = (_ids(index.search_text("a green item", k=6)), _ids(index.search_image(rows[:]["image"][2], k=6)),
-              _ids(index.search(image=rows[:]["image"][5], text="a blue item", k=6)))
+    before = (
+        _ids(index.search_text("a green item", k=6)),
+        _ids(index.search_image(rows[:]["image"][2], k=6)),
+        _ids(index.search(image=rows[:]["image"][5], text="a blue item", k=6)),
+    )
     loaded = MultimodalIndex.load(folder, model, processor)
-    after = (_ids(loaded.search_text("a green item", k=6)), _ids(loaded.search_image(rows[:]["image"][2], k=6)),
-             _ids(loaded.search(image=rows[:]["image"][5], text="a blue item", k=6)))
+    after = (
+        _ids(loaded.search_text("a green item", k=6)),
+        _ids(loaded.search_image(rows[:]["image"][2], k=6)),
+        _ids(loaded.search(image=rows[:]["image"][5], text="a blue item", k=6)),
+    )
     assert after == before
     assert loaded.metadata == index.metadata and len(loaded) == len(rows)
     # Saving over an existing index replaces it whole; the folder is a loadable Hub dataset.
@@ -107,7 +113,9 @@ def test_approximate_multimodal_index_matches_flat_on_a_small_set(index, model, 
         approx = MultimodalIndex.build(model, processor, rows, index_type=index_type, progress=False)
         assert approx.metadata["index_type"] == index_type
         for query in ("a red item", "a blue item number 9"):
-            assert [r["row"] for r in approx.search_text(query, k=3)] == [r["row"] for r in index.search_text(query, k=3)]
+            assert [r["row"] for r in approx.search_text(query, k=3)] == [
+                r["row"] for r in index.search_text(query, k=3)
+            ]
 
 
 def test_several_captions_per_row_use_their_normalised_mean(model, processor, rows):
@@ -141,7 +149,9 @@ def test_interrupted_build_resumes_from_saved_chunks(model, processor, rows, tmp
     assert len(full_batches) == 2  # chunks 1 and 2 only
     monkeypatch.undo()
     fresh = MultimodalIndex.build(model, processor, rows, chunk_size=4, batch_size=4, progress=False)
-    np.testing.assert_allclose(np.asarray(resumed.dataset[:]["item_embeds"]), np.asarray(fresh.dataset[:]["item_embeds"]))
+    np.testing.assert_allclose(
+        np.asarray(resumed.dataset[:]["item_embeds"]), np.asarray(fresh.dataset[:]["item_embeds"])
+    )
     with pytest.raises(ValueError, match="different embedding run"):
         MultimodalIndex.build(model, processor, rows, work_dir=work, chunk_size=3, progress=False)
 
@@ -151,8 +161,9 @@ def test_streaming_dataset_gives_the_same_index(index, model, processor, rows):
         model, processor, rows.to_iterable_dataset(), chunk_size=5, dataset_id="catalogue", progress=False
     )
     assert len(streamed) == len(rows)
-    np.testing.assert_allclose(np.asarray(streamed.dataset[:]["item_embeds"]), np.asarray(index.dataset[:]["item_embeds"]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(streamed.dataset[:]["item_embeds"]), np.asarray(index.dataset[:]["item_embeds"]), atol=1e-6
+    )
     assert _ids(streamed.search_text("a red item", k=5)) == _ids(index.search_text("a red item", k=5))
 
 

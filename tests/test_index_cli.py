@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mm_hub.index import METADATA_FILE, MultimodalIndex
-from training.index import main
 from tests.index_helpers import catalogue, save_model
+from training.index import main
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,25 @@ def data_dir(tmp_path_factory):
 
 def test_cli_builds_pushes_and_the_pushed_index_reloads(model_dir, data_dir, tmp_path, hub_server, hub_repo_id):
     out = tmp_path / "catalogue-index"
-    index = main([
-        "--model", str(model_dir), "--dataset", str(data_dir), "--out", str(out), "--batch-size", "4",
-        "--chunk-size", "4", "--index-type", "hnsw", "--push-to-hub", hub_repo_id, "--no-progress",
-    ])
+    index = main(
+        [
+            "--model",
+            str(model_dir),
+            "--dataset",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--chunk-size",
+            "4",
+            "--index-type",
+            "hnsw",
+            "--push-to-hub",
+            hub_repo_id,
+            "--no-progress",
+        ]
+    )
     assert len(index) == 10 and index.metadata["index_type"] == "hnsw"
     assert not (tmp_path / "catalogue-index.partial").exists()  # chunks removed once the index is saved
     pushed = hub_server.files(hub_repo_id, repo_type="dataset")
@@ -47,10 +62,22 @@ def test_cli_builds_pushes_and_the_pushed_index_reloads(model_dir, data_dir, tmp
 
 def test_cli_streaming_texts_only_with_row_limit(model_dir, data_dir, tmp_path):
     out = tmp_path / "texts"
-    index = main([
-        "--model", str(model_dir), "--dataset", str(data_dir), "--out", str(out), "--streaming",
-        "--image-column", "none", "--max-rows", "6", "--no-progress",
-    ])
+    index = main(
+        [
+            "--model",
+            str(model_dir),
+            "--dataset",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--streaming",
+            "--image-column",
+            "none",
+            "--max-rows",
+            "6",
+            "--no-progress",
+        ]
+    )
     assert len(index) == 6 and index.metadata["embedding_columns"] == ["text_embeds"]
     assert index.search_image(catalogue(1)[0]["image"], k=2)[0]["text"].startswith("a ")
     with pytest.raises(ValueError, match="no 'image_embeds'"):
@@ -61,7 +88,19 @@ def test_cli_reports_bad_input(model_dir, data_dir, tmp_path):
     with pytest.raises(ValueError, match="no split 'test'"):
         main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--split", "test"])
     with pytest.raises(ValueError, match="text_column='caption' is not a column"):
-        main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"),
-              "--text-column", "caption"])
+        main(
+            [
+                "--model",
+                str(model_dir),
+                "--dataset",
+                str(data_dir),
+                "--out",
+                str(tmp_path / "x"),
+                "--text-column",
+                "caption",
+            ]
+        )
     with pytest.raises(SystemExit):
-        main(["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--index-type", "lsh"])
+        main(
+            ["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--index-type", "lsh"]
+        )

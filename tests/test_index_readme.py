@@ -4,16 +4,14 @@ tiny `retrieval-model`, against the local test Hub. Commands run in-process (par
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
-import runpy
 import shlex
-import sys
 from pathlib import Path
 
 from tests.helpers import readme_code_blocks
 from tests.index_helpers import save_model
 
-ROOT = Path(__file__).resolve().parent.parent
 # The README's scale command measures 100k and 1M vectors (tens of minutes); the test runs the same script small.
 BENCH_SMALL = ["--sizes", "3000", "--dim", "32", "--clusters", "50", "--queries", "40", "--latency-queries", "10"]
 
@@ -25,12 +23,7 @@ def _run(command: str, tmp_path: Path) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         if argv[1] == "-m":
-            old_argv = sys.argv
-            sys.argv = argv[2:]
-            try:
-                runpy.run_module(argv[2], run_name="__main__", alter_sys=False)
-            finally:
-                sys.argv = old_argv
+            importlib.import_module(argv[2]).main(argv[3:])  # what `python -m` runs, with the same arguments
         elif argv[1] == "-c":
             exec(compile(argv[2], "<readme -c>", "exec"), {})
         else:

@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.index", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="retrieval model folder or Hub id")
     parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id, local folder, save_to_disk folder, or 'shapes'")
+    parser.add_argument(
+        "--dataset", required=True, help="Hub dataset id, local folder, save_to_disk folder, or 'shapes'"
+    )
     parser.add_argument("--dataset-config", default=None, help="dataset config name (for 'shapes': key=value,...)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the index to")
@@ -65,8 +67,10 @@ def load_split(source: str, config: str | None, split: str, streaming: bool) -> 
     if source == "shapes":
         from mm_hub.shapes import make_shapes_dataset
 
-        kwargs = {key.strip(): int(value) for key, _, value in
-                  (part.partition("=") for part in (config or "").split(",") if part.strip())}
+        kwargs = {
+            key.strip(): int(value)
+            for key, _, value in (part.partition("=") for part in (config or "").split(",") if part.strip())
+        }
         data = make_shapes_dataset(task="retrieval", **kwargs)
     elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
         data = datasets.load_from_disk(source)
@@ -111,18 +115,30 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
         index_kwargs.update(hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     work_dir = args.out.with_name(args.out.name + ".partial")
     index = MultimodalIndex.build(
-        model, processor, data, image_column=args.image_column, text_column=args.text_column,
-        index_type=args.index_type, batch_size=args.batch_size, chunk_size=args.chunk_size, work_dir=work_dir,
-        model_id=args.model, model_revision=args.revision,
+        model,
+        processor,
+        data,
+        image_column=args.image_column,
+        text_column=args.text_column,
+        index_type=args.index_type,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        work_dir=work_dir,
+        model_id=args.model,
+        model_revision=args.revision,
         dataset_id=args.dataset if args.dataset_config is None else f"{args.dataset} ({args.dataset_config})",
-        num_rows=num_rows, progress=not args.no_progress, **index_kwargs,
+        num_rows=num_rows,
+        progress=not args.no_progress,
+        **index_kwargs,
     )
     folder = index.save(args.out)
     # The built index reads its rows from the chunks; reopen the saved copy before deleting them.
     index = MultimodalIndex.load(folder, model, processor)
     shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {args.index_type}) "
-          f"in {time.perf_counter() - started:.1f}s -> {folder}")
+    print(
+        f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {args.index_type}) "
+        f"in {time.perf_counter() - started:.1f}s -> {folder}"
+    )
     if args.push_to_hub:
         commit = index.push_to_hub(args.push_to_hub, private=args.private)
         print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
