@@ -207,7 +207,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
             f"Fine-tuned on `{training.get('dataset')}`{config_name}, split `{training.get('train_split')}`"
             f" ({training.get('num_train_examples', '?')} examples) in {training.get('train_runtime_s', 0):.0f} s;"
             f" evaluated on split `{training.get('eval_split')}`. Base models:"
-            f" {', '.join(f'`{_hub_id(m) or Path(m).name}`' for m in bases) or 'none recorded'}."
+            f" {', '.join(f'`{_hub_id(m) or (Path(m).name if Path(m).exists() else m)}`' for m in bases) or 'none recorded'}."
         )
         hyper = training.get("hyperparameters") or {}
         if hyper:
