@@ -109,6 +109,22 @@ def bench_one(
     return row, found
 
 
+def markdown_table(results: dict) -> str:
+    """The results as the README's markdown table (one row per size and index type)."""
+    lines = [
+        "| vectors | index | params | build | index memory | query p50 / p95 (1 thread) | batch QPS | recall@10 |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["results"]:
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items() if k not in ("index_type", "dim")) or "exact"
+        lines.append(
+            f"| {row['num_vectors']:,} | {row['index_type']} | {params} | {row['build_s']:.1f} s | "
+            f"{row['index_mib']:.0f} MiB | {row['query_ms_p50']:.2f} / {row['query_ms_p95']:.1f} ms | "
+            f"{row['batch_qps']:,.0f} | {row['recall@10']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and write the results JSON; returns it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -121,7 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--noise", type=float, default=1.0, help="noise norm around the cluster centres")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="print the README table of the --out results and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        results = json.loads(args.out.read_text())
+        print(markdown_table(results))
+        return results
     if "flat" not in args.types:
         parser.error("--types must include flat: it gives the exact results recall is measured against")
 
@@ -156,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, args.out)
+    print(markdown_table(results))
     return results
 
 
