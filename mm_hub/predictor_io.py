@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +99,39 @@ def _load_error_message(model_id: str, revision: str | None, error: BaseExceptio
     )
 
 
+def _endpoint_reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether the Hub answers at all (any HTTP status counts); one quick try, no retries."""
+    request = urllib.request.Request(endpoint, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # refused, unresolvable, timed out, malformed URL
+        return False
+    return True
+
+
+def _offline_fallback(model_id: str, revision: str | None) -> bool:
+    """For a Hub id: True when the Hub cannot be reached but the model is cached (load it from the cache).
+
+    Checked up front because the Hub client retries an unreachable endpoint with backoff for ~30 s before failing;
+    a person starting the app gets the answer in seconds instead.
+
+    Raises:
+        ModelLoadError: the Hub cannot be reached and the model is not in the cache.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(model_id).is_dir() or constants.HF_HUB_OFFLINE or _endpoint_reachable(constants.ENDPOINT):
+        return False
+    if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
+        return True
+    raise ModelLoadError(
+        f"Could not load the model {model_id!r} (revision {revision or 'main'!r}): cannot reach {constants.ENDPOINT} "
+        "and the model is not in the local cache. Check the network (or HF_ENDPOINT), or pass a local folder."
+    )
+
+
 def load_model(
     model_id: str | os.PathLike, revision: str | None = None, token: str | None = None
 ) -> tuple[MMHubForImageTextClassification | MMHubForImageTextRetrieval, MMHubProcessor]:
@@ -106,8 +141,9 @@ def load_model(
         ModelLoadError: the id/folder does not exist, cannot be reached, or is not an mm_hub model.
     """
     model_id = str(model_id)
+    hub_kwargs = {"revision": revision, "token": token, "local_files_only": _offline_fallback(model_id, revision)}
     try:
-        config = AutoConfig.from_pretrained(model_id, revision=revision, token=token)
+        config = AutoConfig.from_pretrained(model_id, **hub_kwargs)
     except Exception as error:  # hub, network and file errors come in many types; the user needs one message
         raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
     if config.model_type != "mm_hub":
@@ -118,8 +154,8 @@ def load_model(
     retrieval = "MMHubForImageTextRetrieval" in (config.architectures or [])
     head = MMHubForImageTextRetrieval if retrieval else MMHubForImageTextClassification
     try:
-        model = head.from_pretrained(model_id, revision=revision, token=token)
-        processor = MMHubProcessor.from_pretrained(model_id, revision=revision, token=token)
+        model = head.from_pretrained(model_id, **hub_kwargs)
+        processor = MMHubProcessor.from_pretrained(model_id, **hub_kwargs)
     except Exception as error:
         raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
     return model.eval(), processor

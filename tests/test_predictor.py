@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -99,6 +102,11 @@ def test_loads_a_hub_repo_at_a_revision(tmp_path, hub_repo_id):
     on_branch = Predictor.from_pretrained(hub_repo_id, revision="v2")
     assert on_branch.labels == ["x", "y", "z"] and on_branch.info()["revision"] == "v2"
     assert on_branch.info()["commit"]  # the resolved commit is shown in the UI
+    # With the Hub unreachable, a cached model still loads (HF_ENDPOINT is read at import: a fresh process).
+    script = f"from mm_hub.predictor import Predictor; print(Predictor.from_pretrained({hub_repo_id!r}, 'v2').labels)"
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "['x', 'y', 'z']" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kind", ["missing folder", "missing repo", "missing revision", "not mm_hub"])

@@ -1,0 +1,210 @@
+"""The Gradio app end to end: launched on 127.0.0.1 and called through `gradio_client` (every endpoint, error cases),
+`app.demo` built from the environment, and `python app.py` as a process (serving, and its startup error)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from mm_hub.predictor import MAX_TEXT_CHARS, Predictor
+from tests.helpers import tiny_config, tiny_processor
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = {0: "mismatch", 1: "match"}
+
+
+def save_tiny_model(folder: Path, head: str = "classification", fusion: str = "attention") -> str:
+    """Save a tiny mm_hub model + processor into ``folder`` (the app loads it like any pushed model)."""
+    torch.manual_seed(0)
+    if head == "classification":
+        config = tiny_config(fusion, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
+        model = MMHubForImageTextClassification(config)
+    else:
+        model = MMHubForImageTextRetrieval(tiny_config(fusion))
+    model.save_pretrained(folder)
+    tiny_processor().save_pretrained(folder)
+    return str(folder)
+
+
+def launch(demo: gr.Blocks) -> gr.Blocks:
+    """Serve ``demo`` on 127.0.0.1 in this process (a free port from 7860 up) without blocking."""
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD)
+    return demo
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    return save_tiny_model(tmp_path_factory.mktemp("app_model"))
+
+
+@pytest.fixture(scope="module")
+def served(model_dir):
+    demo = launch(app.create_demo(model=model_dir))
+    yield demo, Client(demo.local_url, verbose=False)
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("images") / "scene.png"
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(path)
+    return str(path)
+
+
+def _tab_visibility(demo: gr.Blocks) -> dict[str, bool]:
+    return {
+        component["props"]["label"]: component["props"].get("visible", True)
+        for component in demo.config["components"]
+        if component["type"] == "tabitem"
+    }
+
+
+def test_named_endpoints_and_tabs(served):
+    demo, client = served
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/classify", "/explain", "/search", "/search_image"} <= set(endpoints)
+    assert _tab_visibility(demo) == {"Classify": True, "Explain": True, "Search": False}  # a classifier cannot embed
+
+
+def test_classify_endpoint_matches_the_predictor(served, model_dir, image_path):
+    _, client = served
+    result = client.predict(handle_file(image_path), "a red square", api_name="/classify")
+    confidences = {item["label"]: item["confidence"] for item in result["confidences"]}
+    expected = Predictor.from_pretrained(model_dir).classify(image_path, "a red square")
+    assert confidences == pytest.approx(expected, abs=1e-5) and result["label"] == next(iter(expected))
+
+
+def test_explain_endpoint(served, image_path):
+    _, client = served
+    heatmap, words, table, summary = client.predict(handle_file(image_path), "a red square", api_name="/explain")
+    assert min(Image.open(heatmap).size) >= 320  # attention fusion: the heatmap over the model's view
+    assert [item["token"] for item in words] == ["a", "red", "square"]
+    assert table["headers"] == ["label", "image + text", "image only", "text only"]
+    assert sorted(row[0] for row in table["data"]) == ["match", "mismatch"]
+    assert all(sum(row[i] for row in table["data"]) == pytest.approx(1.0, abs=1e-3) for i in (1, 2, 3))
+    assert "Prediction **" in summary and "fusion attention" in summary
+
+
+def _write(path: Path, content: bytes) -> str:
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_bad_inputs_are_readable_errors(served, image_path, tmp_path):
+    _, client = served
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (9000, 5000)).save(bomb)  # 45 megapixels in a few kilobytes
+    cases = [
+        (handle_file(image_path), "", "The text is empty"),
+        (handle_file(image_path), "x" * (MAX_TEXT_CHARS + 5), f"the limit is {MAX_TEXT_CHARS:,}"),
+        (None, "a cat", "No image was given"),
+        (handle_file(_write(tmp_path / "empty.png", b"")), "a cat", "is empty \\(0 bytes\\)"),
+        (handle_file(_write(tmp_path / "text.png", b"hello, not pixels")), "a cat", "could not be read as an image"),
+        (handle_file(str(bomb)), "a cat", "too large"),
+    ]
+    for endpoint in ("/classify", "/explain"):
+        for image, text, message in cases:
+            with pytest.raises(AppError, match=message):
+                client.predict(image, text, api_name=endpoint)
+    with pytest.raises(AppError, match="retrieval"):  # a classifier app has no index to search
+        client.predict("a cat", 3, api_name="/search")
+
+
+def test_retrieval_app_searches_and_refuses_to_classify(tmp_path, image_path, monkeypatch):
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MM_HUB_DATASET", raising=False)
+    demo = launch(app.create_demo(model=save_tiny_model(tmp_path / "retrieval", head="retrieval")))
+    try:
+        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Search": True}
+        client = Client(demo.local_url, verbose=False)
+        gallery = client.predict("a red circle on the left", 4, api_name="/search")
+        assert len(gallery) == 4 and all(Path(item["image"]).exists() and item["caption"] for item in gallery)
+        texts = client.predict(handle_file(image_path), 3, api_name="/search_image")
+        assert len(texts["data"]) == 3 and all(isinstance(row[1], str) and row[1] for row in texts["data"])
+        with pytest.raises(AppError, match="retrieval"):
+            client.predict(handle_file(image_path), "a cat", api_name="/classify")
+        with pytest.raises(AppError, match="search query is empty"):
+            client.predict("  ", 3, api_name="/search")
+    finally:
+        demo.close()
+
+
+def test_demo_attribute_is_built_from_the_environment(model_dir, monkeypatch):
+    monkeypatch.setenv("MM_HUB_MODEL", model_dir)
+    module = importlib.reload(app)
+    assert "demo" not in vars(module)  # importing app builds nothing
+    assert isinstance(module.demo, gr.Blocks)
+    assert any(model_dir in str(c["props"].get("value", "")) for c in module.demo.config["components"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_python_app_py_serves_and_fails_clearly(model_dir, image_path, tmp_path):
+    env = {**os.environ, "MM_HUB_CACHE": str(tmp_path / "cache")}
+    env.pop("MM_HUB_MODEL", None)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # While it starts: a model that does not exist, and a Hub that cannot be reached, each give one message.
+    unreachable = {**env, "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}
+    failures = [
+        subprocess.Popen(
+            [sys.executable, "app.py", "--model", target],
+            cwd=ROOT,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for target, e in ((str(tmp_path / "no-such-model"), env), ("someone/model", unreachable))
+    ]
+    try:
+        for process in failures:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 2, stderr
+            assert stderr.startswith("error: Could not load the model") and "Traceback" not in stderr
+        assert f"cannot reach {unreachable['HF_ENDPOINT']}" in stderr  # no minute of retries: one quick check
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
+        while not _answers(url):
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "app.py did not start serving within 120 s"
+            time.sleep(0.3)
+        client = Client(url, verbose=False)
+        result = client.predict(handle_file(image_path), "a red square", api_name="/classify")
+        assert result["label"] in LABELS.values()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
