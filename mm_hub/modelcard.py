@@ -108,7 +108,7 @@ With mm_hub installed, leave `trust_remote_code` out: `import mm_hub` registers 
 repo runs (`AutoModel.from_pretrained("{repo_id}")`).
 """
     if architecture == RETRIEVAL:
-        return load + f"""
+        return load + """
 Embed images and texts into one space and rank by cosine similarity:
 
 ```python
