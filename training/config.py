@@ -87,8 +87,15 @@ class TrainConfig:
     lstm_hidden_size: int = _opt(256, "Hidden size per direction of the BiLSTM text encoder.")
     projection_dim: int = _opt(256, "Shared embedding size of the retrieval head.")
     dropout: float = _opt(0.1, "Dropout of the fusion module and head.")
+    initializer_range: float = _opt(
+        0.02, "Std of the normal init of new layers; small models trained from scratch learn cross-modal "
+        "interactions much sooner with a larger one (the demo uses 0.1)."
+    )
     freeze_vision_encoder: bool = _opt(False, "Freeze the vision encoder.")
     freeze_text_encoder: bool = _opt(False, "Freeze the text encoder.")
+    freeze_text_embeddings: bool = _opt(
+        False, "Freeze only the text side's token embedding table (the pretrained one the BiLSTM starts from)."
+    )
     # Optimisation
     learning_rate: float = _opt(5e-4, "Learning rate of the new layers (projections, fusion, head).")
     encoder_learning_rate: float | None = _opt(
@@ -106,6 +113,9 @@ class TrainConfig:
     lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (transformers SchedulerType).")
     mixed_precision: str = _opt("no", "Mixed precision (needs a GPU for fp16).", MIXED_PRECISION)
     seed: int = _opt(42, "Seed of model init, data order, splits and augmentation.")
+    torch_threads: int | None = _opt(
+        None, "CPU threads torch uses (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
+    )
     # Augmentation (training split only)
     augment: bool = _opt(True, "Random resized crop, flip and colour jitter on training images.")
     crop_scale: float = _opt(0.8, "Smallest area share kept by the random resized crop.")

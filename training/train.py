@@ -79,6 +79,7 @@ def model_kwargs(config: TrainConfig, labels: LabelInfo | None) -> dict[str, Any
         "lstm_hidden_size": config.lstm_hidden_size,
         "projection_dim": config.projection_dim,
         "dropout": config.dropout,
+        "initializer_range": config.initializer_range,
         "freeze_vision_encoder": config.freeze_vision_encoder,
         "freeze_text_encoder": config.freeze_text_encoder,
     }
@@ -99,10 +100,11 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
     vision_config = load_json_or_file(config.vision_config, "vision_config")
     text_config = load_json_or_file(config.text_config, "text_config")
     if vision_config is None and text_config is None:
-        return head.from_vision_text_pretrained(
+        model, processor = head.from_vision_text_pretrained(
             config.vision_model, text_model, text_encoder_type=config.text_encoder_type,
             max_length=config.max_length, **kwargs,
         )
+        return _freeze_embeddings(model, config), processor
     processor = build_processor(config)
     if vision_config is None:  # pretrained vision weights, random text tower
         vision = AutoModel.from_pretrained(config.vision_model)
@@ -138,7 +140,16 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
         elif text_config is None:
             pretrained = AutoModel.from_pretrained(text_model)
             base.text_encoder.model.load_state_dict(pretrained.state_dict(), strict=False)
-    return model, processor
+    return _freeze_embeddings(model, config), processor
+
+
+def _freeze_embeddings(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """``--freeze-text-embeddings``: keep the (large, pretrained) token embedding table fixed."""
+    if config.freeze_text_embeddings:
+        encoder = model.mm_hub.text_encoder
+        table = encoder.embeddings if config.text_encoder_type == "lstm" else encoder.model.get_input_embeddings()
+        table.requires_grad_(False)
+    return model
 
 
 def pretrained_prefixes(config: TrainConfig) -> list[str]:
@@ -424,7 +435,7 @@ def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, 
         for key in ("learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps",
                     "num_train_epochs", "max_steps", "weight_decay", "label_smoothing", "warmup_ratio",
                     "lr_scheduler_type", "fusion_type", "dropout", "freeze_vision_encoder", "freeze_text_encoder",
-                    "text_encoder_type", "max_length", "augment", "seed", "mixed_precision")
+                    "freeze_text_embeddings", "text_encoder_type", "max_length", "augment", "seed", "mixed_precision")
     }
     vision = config.vision_model if config.vision_config is None else f"random init: {load_json_or_file(config.vision_config, 'vision_config')}"
     text = config.text_model or minilm_path()
@@ -446,6 +457,8 @@ def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, 
 def run_training(config: TrainConfig) -> dict[str, float]:
     """Run one recipe end to end (search first with ``hpo_trials``); the library entry point behind the CLI."""
     config.validate()
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     run = Run(config)
     if config.hpo_trials > 0:
         from .hpo import search

@@ -1,0 +1,79 @@
+"""The built-in demo model: the ``demo`` preset trained once on the shapes dataset, then cached.
+
+``ensure_demo_model()`` is what the app falls back to when no model is configured. Training happens in a temporary
+folder beside the cache entry and is moved into place with ``os.replace``, so an interrupted run never leaves a
+half-written model where the next call would pick it up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mm_hub.defaults import cache_dir as default_cache_dir
+
+from .config import TrainConfig
+
+DEMO_PRESET = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_FOLDER = "demo-model"
+REQUIRED_FILES = ("config.json", "model.safetensors", "processor_config.json", "eval_results.json")
+
+
+def demo_config(output_dir: str | os.PathLike, progress: bool = True, **overrides: Any) -> TrainConfig:
+    """The ``demo`` preset as a `TrainConfig` writing to ``output_dir`` (``overrides`` replace preset values)."""
+    values = yaml.safe_load(DEMO_PRESET.read_text())
+    values.update(output_dir=str(output_dir), progress=progress, **overrides)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"Unknown demo overrides {unknown}.")
+    return TrainConfig(**values)
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished demo model (every file the training run writes last is there)."""
+    return all((folder / name).is_file() for name in REQUIRED_FILES)
+
+
+def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **overrides: Any) -> Path:
+    """Folder of the trained demo model + processor, training it once (a few minutes on a CPU) when missing.
+
+    Args:
+        cache_dir: where the ``demo-model`` folder lives; default ``mm_hub.defaults.cache_dir()``.
+        progress: show the training progress bar in the terminal.
+        **overrides: preset values to change (e.g. ``max_steps=2`` for a smoke test); a model trained with
+            overrides is cached like the real one, so use a separate ``cache_dir`` for them.
+
+    Returns:
+        The folder; load it with ``AutoModel.from_pretrained`` / ``pipeline(model=folder)``.
+    """
+    from .train import run_training
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / DEMO_FOLDER
+    if is_complete(target):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".demo-model-", dir=root))
+    try:
+        if progress:
+            print(f"Training the mm_hub demo model into {target} (once; later runs reuse it).", flush=True)
+        run_training(demo_config(work, progress=progress, **overrides))
+        for checkpoint in work.glob("checkpoint-*"):  # only the final model is served
+            shutil.rmtree(checkpoint)
+        if target.exists() and not is_complete(target):
+            shutil.rmtree(target)  # debris of an older, interrupted layout
+        try:
+            os.replace(work, target)
+        except OSError:
+            if not is_complete(target):  # another process finished first: keep its model
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return target
