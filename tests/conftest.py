@@ -40,7 +40,6 @@ os.environ.update(
     HF_XET_CACHE=str(_HF_HOME / "xet"),
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_XET="1",  # the test Hub speaks LFS, not Xet
-    HF_HUB_DISABLE_IMPLICIT_TOKEN="0",
 )
 # The suite talks to the local server only; inherited offline switches would make every Hub test meaningless.
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):

@@ -104,6 +104,25 @@ def test_space_needs_a_pushed_model(hub_repo_id, hub_server):
     assert hub_repo_id not in hub_server.repos("space")
 
 
+def test_space_app_closure_follows_relative_and_lazy_imports(tmp_path):
+    (tmp_path / "mm_hub").mkdir()
+    (tmp_path / "training" / "configs").mkdir(parents=True)
+    (tmp_path / "app.py").write_text("import os\nfrom mm_hub.front import run\n")
+    (tmp_path / "mm_hub" / "__init__.py").write_text("")
+    (tmp_path / "mm_hub" / "front.py").write_text("from .helpers import x\ndef run():\n    from training import demo\n")
+    (tmp_path / "mm_hub" / "helpers.py").write_text("x = 1\n")
+    (tmp_path / "mm_hub" / "unused.py").write_text("y = 2\n")
+    (tmp_path / "training" / "__init__.py").write_text("")
+    (tmp_path / "training" / "demo.py").write_text("")
+    (tmp_path / "training" / "configs" / "demo.yaml").write_text("task: classification\n")
+    assert space_cli.app_modules(tmp_path) == [
+        "app.py", "mm_hub/__init__.py", "mm_hub/front.py", "mm_hub/helpers.py", "training/__init__.py",
+        "training/configs/demo.yaml", "training/demo.py",
+    ]
+    with pytest.raises(ValueError, match="no app.py"):
+        space_cli.app_modules(tmp_path / "mm_hub")
+
+
 def test_shapes_datasets_round_trip(hub_repo_id, hub_server):
     shapes = make_shapes_dataset(num_train=6, num_eval=4, num_heldout=0, image_size=32, seed=1)
     shapes.push_to_hub(hub_repo_id, private=True)

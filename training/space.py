@@ -67,6 +67,8 @@ def app_modules(root: str | Path = ROOT, app_file: str = "app.py") -> list[str]:
     """Repo-relative paths of app.py and every local module it needs, following imports transitively, plus the
     YAML presets of `training/` when the app imports it (the demo model is trained from them)."""
     root = Path(root)
+    if not (root / app_file).is_file():
+        raise ValueError(f"no {app_file} in {root}: run the Space command from a checkout of the mm_hub repository")
     todo, seen = [root / app_file], set()
     while todo:
         file = todo.pop()
