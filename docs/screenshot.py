@@ -69,7 +69,9 @@ def classify_in_browser(url: str, image_path: str, text: str, screenshot: str | 
         box.send_keys(text)
         driver.find_element(By.ID, "classify-button").click()
         selector = "#prediction [data-testid='label-output-value']"
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, selector) and d.find_element(By.CSS_SELECTOR, selector).text)
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, selector) and d.find_element(By.CSS_SELECTOR, selector).text
+        )
         label = driver.find_element(By.CSS_SELECTOR, selector).text.strip()
         driver.save_screenshot(str(screenshot))
         return label

@@ -161,17 +161,15 @@ def load_model(
     return model.eval(), processor
 
 
-def resolved_commit(model_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> str | None:
-    """The commit a Hub model was loaded from (its cached snapshot folder's name); None for local folders."""
+def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) -> str | None:
+    """The commit a Hub model was loaded from (the name of its cached snapshot folder; no network call); None for
+    local folders."""
+    from huggingface_hub import try_to_load_from_cache
+
     if Path(model_id).is_dir():
         return None
-    from huggingface_hub import hf_hub_download
-
-    try:  # served from the cache the model was just loaded into
-        config_path = Path(hf_hub_download(str(model_id), "config.json", revision=revision, token=token))
-    except Exception:  # the commit is informative only; the model itself loaded fine
-        return None
-    return config_path.parent.name
+    cached = try_to_load_from_cache(str(model_id), "config.json", revision=revision)
+    return Path(cached).parent.name if isinstance(cached, str) else None
 
 
 def read_image(image: Any) -> Image.Image:

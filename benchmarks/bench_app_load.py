@@ -1,0 +1,91 @@
+"""Load on the Gradio app: N concurrent `gradio_client` clients each send M `/classify` requests; reports errors and
+latency percentiles. `tests/test_app_load.py` runs it on a tiny model with a time bound.
+
+    python benchmarks/bench_app_load.py                        # the demo model, 8 clients x 25 requests
+    python benchmarks/bench_app_load.py --model org/name --clients 4 --requests 10
+    python benchmarks/bench_app_load.py --url http://127.0.0.1:7860/   # an app that is already running
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def run_load(url: str, image_path: str, text: str, clients: int = 8, requests: int = 25) -> dict:
+    """Send ``clients`` x ``requests`` ``/classify`` calls, each client on its own thread and connection.
+
+    Returns:
+        ``{"requests", "errors", "error_messages", "p50_s", "p95_s", "max_s", "wall_s", "throughput_rps"}``.
+    """
+    from gradio_client import Client, handle_file
+
+    def one_client(_: int) -> tuple[list[float], list[str]]:
+        client = Client(url, verbose=False)
+        latencies, errors = [], []
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                client.predict(handle_file(image_path), text, api_name="/classify")
+                latencies.append(time.perf_counter() - start)
+            except Exception as error:  # counted and reported: the point is to see whether any request fails
+                errors.append(f"{type(error).__name__}: {error}")
+        return latencies, errors
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        results = list(pool.map(one_client, range(clients)))
+    wall = time.perf_counter() - started
+    latencies = sorted(t for times, _ in results for t in times)
+    errors = [message for _, messages in results for message in messages]
+    quantiles = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
+    return {
+        "requests": clients * requests,
+        "errors": len(errors),
+        "error_messages": errors[:5],
+        "p50_s": statistics.median(latencies) if latencies else float("nan"),
+        "p95_s": quantiles[18] if latencies else float("nan"),
+        "max_s": latencies[-1] if latencies else float("nan"),
+        "wall_s": wall,
+        "throughput_rps": len(latencies) / wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the app in this process (unless ``--url``) and print the load results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="Hub id or folder (default: the demo model)")
+    parser.add_argument("--url", help="load an app that is already running instead")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=25, help="requests per client")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mm_hub.predictor import example_pairs
+
+    image_path, text = example_pairs()[0]
+    demo = None
+    if args.url is None:
+        import app
+
+        demo = app.create_demo(model=args.model)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        result = run_load(args.url or demo.local_url, image_path, text, args.clients, args.requests)
+    finally:
+        if demo is not None:
+            demo.close()
+    print(
+        f"{result['requests']} requests from {args.clients} clients: {result['errors']} errors, "
+        f"p50 {result['p50_s'] * 1000:.0f} ms, p95 {result['p95_s'] * 1000:.0f} ms, max {result['max_s'] * 1000:.0f} ms, "
+        f"{result['throughput_rps']:.1f} req/s ({result['wall_s']:.1f} s)"
+    )
+    for message in result["error_messages"]:
+        print("  error:", message)
+
+
+if __name__ == "__main__":
+    main()
