@@ -87,15 +87,15 @@ def resolve_token(token: str | None, repo_id: str) -> str:
     return token
 
 
-def as_auth_error(err: HfHubHTTPError, repo_id: str) -> Exception:
-    """A HubAuthError with a readable message for a 401/403 answer; other errors unchanged."""
+def auth_error(err: HfHubHTTPError, repo_id: str) -> HubAuthError | None:
+    """A HubAuthError with a readable message for a 401/403 answer; None for any other error."""
     status = err.response.status_code if err.response is not None else None
-    if status in (401, 403):
-        return HubAuthError(
-            f"The Hub refused the push to {repo_id!r} (HTTP {status}): check that your token is valid and has write"
-            f" access to this namespace. Server said: {str(err).splitlines()[-1]}"
-        )
-    return err
+    if status not in (401, 403):
+        return None
+    return HubAuthError(
+        f"The Hub refused the request for {repo_id!r} (HTTP {status}): check that your token is valid and has"
+        f" write access to this namespace. Server said: {str(err).splitlines()[-1]}"
+    )
 
 
 def push_to_hub(
@@ -140,7 +140,9 @@ def push_to_hub(
         message = commit_message or f"Upload {architecture} ({config.get('fusion_type')} fusion) with mm_hub"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision, create_pr=create_pr)
     except HfHubHTTPError as err:
-        raise as_auth_error(err, repo_id) from err
+        if (auth := auth_error(err, repo_id)) is None:
+            raise
+        raise auth from err
     return info.oid
 
 

@@ -171,6 +171,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str) -> None:
         if path == "/" and method in ("GET", "HEAD"):  # the front page: what reachability checks probe
             return self._send(200, b"local test Hub\n", {"Content-Type": "text/plain"}, head=method == "HEAD")
+        self._authenticated()  # like the Hub, an invalid token is refused on every request, reads included
         if path == "/api/whoami-v2" and method == "GET":
             if not self._authenticated():
                 raise HubError(401, "Invalid username or password.")

@@ -216,7 +216,7 @@ def test_push_without_token_fails_clearly_and_leaves_folder(trained, hub_repo_id
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubAuthError, match="needs a Hugging Face write token"):
         push_to_hub(trained["folder"], hub_repo_id)
-    with pytest.raises(HubAuthError, match="HTTP 401.*token is valid"):
+    with pytest.raises(HubAuthError, match="refused the request.*HTTP 401.*token is valid"):
         push_to_hub(trained["folder"], hub_repo_id, token="hf_wrong")
     assert hub_repo_id not in hub_server.repos()
     assert _digest(trained["folder"]) == before

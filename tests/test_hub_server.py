@@ -29,6 +29,9 @@ def test_writes_need_a_valid_token(hub_repo_id, hub_server):
         api.create_repo(hub_repo_id, token="hf_not_a_real_token")
     assert bad_token.value.response.status_code == 401
     api.create_repo(hub_repo_id)
+    with pytest.raises(HfHubHTTPError) as bad_token_read:  # the Hub refuses a bad token even on public reads
+        api.model_info(hub_repo_id, token="hf_not_a_real_token")
+    assert bad_token_read.value.response.status_code == 401
     with pytest.raises(HfHubHTTPError) as anonymous_commit:
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=hub_repo_id, token=False)
     assert anonymous_commit.value.response.status_code == 401

@@ -15,7 +15,7 @@ from datasets import load_dataset
 from huggingface_hub import HfApi, SpaceCard, snapshot_download
 
 from mm_hub import MMHubForImageTextClassification
-from mm_hub.hub import push_to_hub
+from mm_hub.hub import HubAuthError, push_to_hub
 from mm_hub.predictor import Predictor, resolve_model_source
 from mm_hub.shapes import make_shapes_dataset
 from tests.helpers import random_images, tiny_config, tiny_processor
@@ -98,9 +98,14 @@ def test_space_update_repins_and_removes_stale_modules(pushed_model, hub_repo_id
     assert hub_server.commits(hub_repo_id, repo_type="space")[0].title == "pin the second commit"
 
 
-def test_space_needs_a_pushed_model(hub_repo_id, hub_server):
+def test_space_needs_a_pushed_model_and_a_token(pushed_model, hub_repo_id, hub_server, monkeypatch):
     with pytest.raises(ValueError, match="is not on the Hub: push it first"):
         space_cli.create_space(f"{hub_server.user}/never-pushed", hub_repo_id)
+    with pytest.raises(HubAuthError, match="refused the request.*HTTP 401"):
+        space_cli.create_space(pushed_model["repo_id"], hub_repo_id, token="hf_wrong")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubAuthError, match="needs a Hugging Face write token"):
+        space_cli.create_space(pushed_model["repo_id"], hub_repo_id)
     assert hub_repo_id not in hub_server.repos("space")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from mm_hub.hub import HubAuthError, as_auth_error, check_repo_id, resolve_token
+from mm_hub.hub import HubAuthError, auth_error, check_repo_id, resolve_token
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PACKAGES = ("mm_hub", "training")
@@ -131,6 +131,10 @@ def create_space(
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise ValueError(f"model {model_id!r} (revision {revision or 'main'}) is not on the Hub: push it first"
                          f" (python -m training.push). Hub answered: {str(err).splitlines()[0]}") from err
+    except HfHubHTTPError as err:
+        if (auth := auth_error(err, model_id)) is None:
+            raise
+        raise auth from err
     files = space_files(model_id, space_id, revision)
     try:
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
@@ -141,7 +145,9 @@ def create_space(
         message = commit_message or f"Serve {model_id}{'@' + revision if revision else ''} with the mm_hub app"
         info = api.create_commit(space_id, operations, commit_message=message, repo_type="space")
     except HfHubHTTPError as err:
-        raise as_auth_error(err, space_id) from err
+        if (auth := auth_error(err, space_id)) is None:
+            raise
+        raise auth from err
     return info.oid
 
 
