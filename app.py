@@ -88,7 +88,8 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
         """Top-k texts for an image query, as table rows."""
         return [[round(hit["score"], 4), hit["caption"]] for hit in predictor.search_image(image, int(k))]
 
-    with gr.Blocks(title="mm_hub") as demo:
+    # No usage analytics: the app must start and run on machines without internet access.
+    with gr.Blocks(title="mm_hub", analytics_enabled=False) as demo:
         gr.Markdown("# mm_hub · image + text")
         gr.Markdown(predictor.info_markdown(), elem_id="model-info")
         with gr.Tabs():

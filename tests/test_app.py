@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -17,12 +18,14 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from huggingface_hub import HfApi
 from PIL import Image
 
 import app
 from mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
 from mm_hub.predictor import MAX_TEXT_CHARS, Predictor
-from tests.helpers import tiny_config, tiny_processor
+from mm_hub.shapes import render_scene
+from tests.helpers import readme_code_blocks, tiny_config, tiny_processor
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {0: "mismatch", 1: "match"}
@@ -206,3 +209,54 @@ def test_python_app_py_serves(model_dir, image_path, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
+    """The README's app commands and gradio_client snippets, as written: the Hub ids they name are served by the
+    local test Hub, ports 7860/7861 become free ones, and each `python app.py ...` line runs `app.main` in-process."""
+    api = HfApi()
+    for repo, head in (("your-name/mm-hub-shapes", "classification"), ("your-name/mm-hub-clip", "retrieval")):
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=save_tiny_model(tmp_path / repo, head=head))
+    monkeypatch.chdir(tmp_path)
+    render_scene([("red", "circle", "left")], image_size=96).save("scene.png")
+    ports = {"7860": str(_free_port()), "7861": str(_free_port())}
+    monkeypatch.setenv("GRADIO_SERVER_PORT", ports["7860"])
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MM_HUB_MODEL", raising=False)
+    served: dict[int, gr.Blocks] = {}
+    real_launch = gr.Blocks.launch
+
+    def launch_in_background(self, **kwargs):
+        port = int(kwargs.get("server_port") or os.environ["GRADIO_SERVER_PORT"])
+        if port in served:  # a later README line reuses the port: the earlier app stops first
+            served.pop(port).close()
+        served[port] = self
+        return real_launch(self, **{**kwargs, "server_port": port, "prevent_thread_lock": True, "quiet": True})
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch_in_background)
+    try:
+        (commands,) = readme_code_blocks("app", language="bash")
+        for line in filter(None, commands.strip().splitlines()):
+            for old, new in ports.items():
+                line = line.replace(old, new)
+            words = shlex.split(line)
+            while "=" in words[0]:
+                name, value = words.pop(0).split("=", 1)
+                monkeypatch.setenv(name, value)
+            assert words[:2] == ["python", "app.py"], line
+            app.main(words[2:])
+        assert len(served) == 2
+        namespace: dict = {}  # one session: the second snippet uses the first one's imports
+        for block in readme_code_blocks("app"):
+            for old, new in ports.items():
+                block = block.replace(old, new)
+            exec(compile(block, "README.md[app]", "exec"), namespace)
+    finally:
+        for demo in served.values():
+            demo.close()
+    printed = capsys.readouterr().out
+    assert namespace["prediction"]["label"] in LABELS.values() and "Prediction **" in printed
+    assert [w["token"] for w in namespace["words"]] == ["a", "red", "circle", "on", "the", "left"]
+    assert sorted(row[0] for row in namespace["ablation"]["data"]) == ["match", "mismatch"]
+    assert printed.count(" · ") >= 3  # the three search hits ("score · caption") were printed
