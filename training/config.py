@@ -80,6 +80,10 @@ class TrainConfig:
         "pretrained weights; the tokenizer still comes from --text-model."
     )
     max_length: int = _opt(64, "Longest tokenised text; longer texts are truncated.")
+    init_encoders_from: str | None = _opt(
+        None, "Saved mm_hub model folder whose vision and text encoder weights initialise this model's (e.g. a "
+        "retrieval model trained on the same data: aligned towers make the fusion learn much sooner)."
+    )
     fusion_type: str = _opt("attention", "Fusion strategy (mm_hub.FUSION_REGISTRY).")
     fusion_hidden_size: int = _opt(256, "Width of the fusion module.")
     fusion_num_layers: int = _opt(1, "Attention blocks of the attention/sequence fusions.")
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name == "resume_from_checkpoint":
             parser.add_argument(flag, nargs="?", const="latest", **kwargs)
         else:
-            parser.add_argument(flag, type=kind, nargs="+" if is_list else None, **kwargs)
+            parser.add_argument(flag, type=kind, nargs="*" if is_list else None, **kwargs)
     parser.formatter_class = argparse.HelpFormatter  # defaults are already in each help text
     return parser
 

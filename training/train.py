@@ -144,12 +144,30 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
 
 
 def _freeze_embeddings(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
-    """``--freeze-text-embeddings``: keep the (large, pretrained) token embedding table fixed."""
+    """``--init-encoders-from`` (copy encoder weights), then ``--freeze-text-embeddings`` (fix the token table)."""
+    if config.init_encoders_from:
+        _copy_encoders(model, Path(config.init_encoders_from))
     if config.freeze_text_embeddings:
         encoder = model.mm_hub.text_encoder
         table = encoder.embeddings if config.text_encoder_type == "lstm" else encoder.model.get_input_embeddings()
         table.requires_grad_(False)
     return model
+
+
+def _copy_encoders(model: torch.nn.Module, folder: Path) -> None:
+    """Load the ``mm_hub.vision_encoder.*`` / ``mm_hub.text_encoder.*`` weights of a saved model; shapes must match."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"--init-encoders-from {folder}: no *.safetensors weights there.")
+    saved = {k: v for f in files for k, v in load_file(str(f)).items()
+             if k.startswith(("mm_hub.vision_encoder.", "mm_hub.text_encoder."))}
+    own = model.state_dict()
+    wrong = [k for k, v in saved.items() if k not in own or own[k].shape != v.shape]
+    if not saved or wrong:
+        raise ValueError(f"--init-encoders-from {folder}: its encoders do not fit this model's (mismatched: {wrong[:5]}).")
+    model.load_state_dict(saved, strict=False)
 
 
 def pretrained_prefixes(config: TrainConfig) -> list[str]:
