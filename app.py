@@ -112,7 +112,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                     with gr.Column():
                         heatmap = gr.Image(label="Where the text looked in the image (fusion attention)")
                         words = gr.HighlightedText(label="Word importance", combine_adjacent=False)
-                summary = gr.Markdown()
+                summary = gr.Markdown(label="Summary")
                 ablation = gr.Dataframe(headers=["label", *ABLATIONS], label="Modality ablation", interactive=False)
                 gr.Markdown(NEUTRAL_INPUTS)
                 ex_button.click(

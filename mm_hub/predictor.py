@@ -112,6 +112,7 @@ class Predictor:
         self.revision = revision
         self.commit = resolved_commit(model_id, revision) if model_id != "(in memory)" else None
         self.index: Any = None
+        self.origin = "argument"  # how the model was chosen: argument, env, space_config or demo (see ModelSource)
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None, token: str | None = None):
@@ -125,8 +126,11 @@ class Predictor:
         if source.model is None:
             from training.demo import ensure_demo_model  # the library proper never imports training otherwise
 
-            return cls.from_pretrained(ensure_demo_model(progress=progress))
-        return cls.from_pretrained(source.model, revision=source.revision)
+            predictor = cls.from_pretrained(ensure_demo_model(progress=progress))
+        else:
+            predictor = cls.from_pretrained(source.model, revision=source.revision)
+        predictor.origin = source.origin
+        return predictor
 
     # ---- what the model can do ---------------------------------------------------------------------------------
 
@@ -190,7 +194,8 @@ class Predictor:
         info = self.info()
         commit = f" (commit `{info['commit'][:10]}`)" if info["commit"] else ""
         lines = [
-            f"**Model** `{info['model']}` · revision `{info['revision']}`{commit} · {info['head']} head"
+            f"**Model** `{info['model']}`{' (the built-in demo model)' if self.origin == 'demo' else ''} · revision "
+            f"`{info['revision']}`{commit} · {info['head']} head"
             + (f" ({info['problem_type']})" if info["problem_type"] else ""),
             f"**Fusion** `{info['fusion_type']}` · **image encoder** {info['vision_encoder']} · **text encoder** "
             f"{info['text_encoder']} · {info['parameters'] / 1e6:.2f}M parameters",
