@@ -44,7 +44,8 @@ def _ignored(relative: Path) -> bool:
 def model_files(folder: str | Path) -> list[Path]:
     """The files of a saved model folder that a push uploads (relative paths, sorted)."""
     folder = Path(folder)
-    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and not _ignored(p.relative_to(folder)))
+    relative = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    return sorted(path for path in relative if not _ignored(path))
 
 
 def check_model_folder(folder: str | Path) -> dict[str, Any]:

@@ -168,7 +168,8 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
         datasets=[dataset_id] if dataset_id else None, base_model=base_models or None,
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{_body(folder, repo_id, config, architecture, training, metrics)}")
+    body = _body(folder, repo_id, config, architecture, training, metrics)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
 def _body(folder: Path, repo_id: str, config: dict, architecture: str, training: dict, metrics: dict) -> str:
@@ -202,12 +203,14 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     lines += ["", "## Training", ""]
     if training:
         config_name = f" (config `{training['dataset_config']}`)" if training.get("dataset_config") else ""
-        bases = [str(m) for m in training.get("base_models") or []]  # local folders show by name only
+        # Hub ids as they are, local folders by name only, anything else (e.g. "random init: ...") verbatim.
+        bases = [_hub_id(str(m)) or (Path(m).name if Path(m).exists() else str(m))
+                 for m in training.get("base_models") or []]
         lines.append(
             f"Fine-tuned on `{training.get('dataset')}`{config_name}, split `{training.get('train_split')}`"
             f" ({training.get('num_train_examples', '?')} examples) in {training.get('train_runtime_s', 0):.0f} s;"
             f" evaluated on split `{training.get('eval_split')}`. Base models:"
-            f" {', '.join(f'`{_hub_id(m) or (Path(m).name if Path(m).exists() else m)}`' for m in bases) or 'none recorded'}."
+            f" {', '.join(f'`{name}`' for name in bases) or 'none recorded'}."
         )
         hyper = training.get("hyperparameters") or {}
         if hyper:

@@ -277,7 +277,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         info = {"id": repo.repo_id, "_id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
                 "private": repo.private, "gated": False, "disabled": False, "lastModified": commit.date,
                 "createdAt": commit.date, "downloads": 0, "likes": 0, "tags": [],
-                "siblings": [{"rfilename": p, "size": len(hub._blob(s)), "blobId": s} for p, s in commit.files.items()]}
+                "siblings": [{"rfilename": p, "size": hub._blob_size(s), "blobId": s} for p, s in commit.files.items()]}
         if "README.md" in commit.files:
             card = hub._blob(commit.files["README.md"]).decode()
             if card.startswith("---"):
@@ -292,7 +292,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         return info
 
     def _file_entry(self, path: str, sha: str) -> dict:
-        return {"type": "file", "oid": sha, "size": len(self.server_hub._blob(sha)), "path": path}
+        return {"type": "file", "oid": sha, "size": self.server_hub._blob_size(sha), "path": path}
 
     def _tree(self, commit: Commit, folder: str, recursive: bool) -> list[dict]:
         prefix = f"{folder}/" if folder else ""
@@ -429,7 +429,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         hub = self.server_hub
         commit = hub._commit_at(repo, revision)
         if path not in commit.files:
-            headers = {"X-Repo-Commit": commit.sha, "X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}
+            headers = {"X-Repo-Commit": commit.sha, "X-Error-Code": "EntryNotFound",
+                       "X-Error-Message": "Entry not found"}
             return self._send(404, {"error": "Entry not found"}, headers, head=method == "HEAD")
         sha = commit.files[path]
         content = hub._blob(sha)

@@ -117,6 +117,9 @@ class HubStore:
     def _blob(self, sha: str) -> bytes:
         return (self.root / "blobs" / sha).read_bytes()
 
+    def _blob_size(self, sha: str) -> int:
+        return (self.root / "blobs" / sha).stat().st_size
+
     def _put_blob(self, content: bytes, folder: str = "blobs", sha: str | None = None) -> str:
         sha = sha or git_blob_sha(content)
         path = self.root / folder / sha
@@ -134,13 +137,17 @@ class HubStore:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return repo.commits[sha]
 
-    def _new_commit(self, repo: Repo, parent: str | None, title: str, description: str, files: dict[str, str]) -> Commit:
+    def _new_commit(
+        self, repo: Repo, parent: str | None, title: str, description: str, files: dict[str, str]
+    ) -> Commit:
         seed = f"{repo.repo_id}{parent}{title}{time.time_ns()}{sorted(files.items())}".encode()
         commit = Commit(hashlib.sha1(seed).hexdigest(), parent, title, description, files)
         repo.commits[commit.sha] = commit
         return commit
 
-    def create_repo(self, repo_id: str, repo_type: str = "model", private: bool = False, sdk: str | None = None) -> Repo:
+    def create_repo(
+        self, repo_id: str, repo_type: str = "model", private: bool = False, sdk: str | None = None
+    ) -> Repo:
         """Create a repo with the Hub's initial `.gitattributes` commit on `main` (HubError 409 if it exists)."""
         with self.lock:
             if (repo_type, repo_id) in self._repos:

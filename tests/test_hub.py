@@ -72,7 +72,8 @@ def _save(model, processor, folder: Path, training_info: bool = True) -> Path:
     if training_info:
         (folder / "eval_results.json").write_text(json.dumps(EVAL_RESULTS))
         info = {"task": "image-text-classification", "dataset": "mm-tester/shapes", "dataset_config": None,
-                "train_split": "train", "eval_split": "validation", "base_models": ["random-init-resnet", minilm_path()],
+                "train_split": "train", "eval_split": "validation",
+                "base_models": ["random-init-resnet", minilm_path()],
                 "hyperparameters": {"learning_rate": 0.01, "max_steps": 3}, "metrics": EVAL_RESULTS,
                 "train_runtime_s": 1.5, "num_train_examples": 4}
         (folder / "training_info.json").write_text(json.dumps(info))
@@ -85,7 +86,8 @@ def _logits(model, processor, images) -> torch.Tensor:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,8 @@ def test_pull_without_mm_hub_then_offline_from_cache(trained, pushed, tmp_path, 
     torch.testing.assert_close(torch.tensor(pulled["logits"]), trained["logits"], rtol=0, atol=1e-6)
     local = ImageTextClassificationPipeline(model=trained["model"], processor=trained["processor"])
     expected = local([{"image": im, "text": t} for im, t in zip(trained["images"], TEXTS)], top_k=3)
-    assert [[p["label"] for p in row] for row in pulled["predictions"]] == [[p["label"] for p in row] for row in expected]
+    labels = [[p["label"] for p in row] for row in expected]
+    assert [[p["label"] for p in row] for row in pulled["predictions"]] == labels
     for row, expected_row in zip(pulled["predictions"], expected):
         assert [p["score"] for p in row] == pytest.approx([p["score"] for p in expected_row], abs=1e-6)
 
@@ -236,7 +239,8 @@ def test_push_cli(trained, hub_repo_id, hub_server, capsys):
     commit = push_cli.main(["--model-dir", str(trained["folder"]), "--repo-id", hub_repo_id, "--private",
                             "--commit-message", "from the CLI"])
     assert f"{hub_server.url}/{hub_repo_id}" in capsys.readouterr().out
-    assert hub_server.commits(hub_repo_id)[0].title == "from the CLI" and hub_server.commits(hub_repo_id)[0].sha == commit
+    last = hub_server.commits(hub_repo_id)[0]
+    assert (last.title, last.sha) == ("from the CLI", commit)
     assert hub_server.repo(hub_repo_id).private
 
 

@@ -56,12 +56,14 @@ def test_space_uploads_app_package_config_and_header(pushed_model, hub_repo_id, 
     assert hub_server.commits(hub_repo_id, repo_type="space")[0].sha == commit
     assert files["app.py"] == (REPO_ROOT / "app.py").read_bytes()
     assert files["requirements.txt"] == (REPO_ROOT / "requirements.txt").read_bytes()
-    assert json.loads(files["space_config.json"]) == {"model": pushed_model["repo_id"], "revision": pushed_model["first"]}
+    expected_config = {"model": pushed_model["repo_id"], "revision": pushed_model["first"]}
+    assert json.loads(files["space_config.json"]) == expected_config
     # Every mm_hub / training module any uploaded file imports is uploaded too, and nothing else of the repo is.
     modules = {p for p in files if p.endswith(".py")}
     for path in modules:
         for name in _local_imports(files[path].decode()):
-            assert f"{name.replace('.', '/')}.py" in files or f"{name.replace('.', '/')}/__init__.py" in files, (path, name)
+            stem = name.replace(".", "/")
+            assert f"{stem}.py" in files or f"{stem}/__init__.py" in files, (path, name)
     assert {"mm_hub/__init__.py", "mm_hub/modeling_mm_hub.py", "mm_hub/predictor.py"} <= modules
     assert not any(p.startswith(("tests/", "benchmarks/")) for p in files)
 
@@ -75,7 +77,7 @@ def test_space_uploads_app_package_config_and_header(pushed_model, hub_repo_id, 
     # The app, started from the Space's files, serves the pushed model at the pinned revision.
     space_dir = Path(snapshot_download(hub_repo_id, repo_type="space", local_dir=tmp_path / "space"))
     source = resolve_model_source(app_dir=space_dir)
-    assert (source.model, source.revision, source.origin) == (pushed_model["repo_id"], pushed_model["first"], "space_config")
+    assert (source.model, source.revision, source.origin) == (*expected_config.values(), "space_config")
     predictor = Predictor.from_source(source)
     image, text = random_images(1, seed=3)[0], "a red circle"
     with torch.no_grad():
