@@ -63,18 +63,32 @@ def count_parameters(folder: Path) -> int | None:
     return total
 
 
-def _metric_name(key: str) -> str:
-    return key[len("eval_"):] if key.startswith("eval_") else key
+def split_metrics(eval_results: dict[str, Any] | None, eval_split: str = "eval") -> dict[str, dict[str, float]]:
+    """Evaluation results by split: split -> metric name -> value, without the Trainer's runtime bookkeeping.
+
+    ``eval_<metric>`` keys belong to `eval_split`; ``<split>_<metric>`` keys, where the eval split reports the same
+    metric, to the extra evaluation split ``<split>`` (how training reports e.g. ``heldout_accuracy``).
+    """
+    numeric = {k: float(v) for k, v in (eval_results or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    main_names = sorted((k[len("eval_"):] for k in numeric if k.startswith("eval_")), key=len, reverse=True)
+    splits: dict[str, dict[str, float]] = {}
+    for key, value in numeric.items():
+        if key.startswith("eval_"):
+            split, name = eval_split, key[len("eval_"):]
+        else:
+            name = next((m for m in main_names if key.endswith(f"_{m}") and len(key) > len(m) + 1), None)
+            split, name = (key[: -len(name) - 1], name) if name else (eval_split, key)
+        if name not in NON_METRICS:
+            splits.setdefault(split, {})[name] = value
+    return splits
 
 
-def _metrics(eval_results: dict[str, Any] | None) -> dict[str, float]:
-    """Flat metric name -> value, without the Trainer's runtime bookkeeping."""
-    metrics = {}
-    for key, value in (eval_results or {}).items():
-        name = _metric_name(key)
-        if name not in NON_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[name] = float(value)
-    return metrics
+def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+    names = list(dict.fromkeys(name for split in metrics.values() for name in split))
+    rows = [f"| {name} | " + " | ".join(f"{m[name]:.4f}" if name in m else "-" for m in metrics.values()) + " |"
+            for name in names]
+    return [f"| Metric | {' | '.join(metrics)} |", "|---|" + "---|" * len(metrics)] + rows
 
 
 def _encoders(config: dict[str, Any]) -> tuple[str, str]:
@@ -146,7 +160,8 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
         raise ValueError(f"{folder} is not a saved mm_hub model folder ({found}); expected model_type 'mm_hub'.")
     architecture = (config.get("architectures") or ["MMHubModel"])[0]
     training = _read_json(folder / "training_info.json") or {}
-    metrics = _metrics(_read_json(folder / "eval_results.json") or training.get("metrics"))
+    metrics = split_metrics(_read_json(folder / "eval_results.json") or training.get("metrics"),
+                            training.get("eval_split") or "eval")
     fusion = config.get("fusion_type", "concat")
     task = TASKS.get(architecture, "feature-extraction")
     pipeline_tag = PIPELINE_TAGS.get(architecture, "feature-extraction")
@@ -159,8 +174,8 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
         eval_results = [
             EvalResult(task_type=pipeline_tag, task_name=task, dataset_type=dataset_id or dataset,
                        dataset_name=dataset, dataset_config=training.get("dataset_config"),
-                       dataset_split=training.get("eval_split"), metric_type=name, metric_value=value)
-            for name, value in metrics.items() if name != "loss"
+                       dataset_split=split, metric_type=name, metric_value=value)
+            for split, values in metrics.items() for name, value in values.items() if name != "loss"
         ] or None
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=pipeline_tag, license=license,
@@ -220,7 +235,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
         lines.append("No `training_info.json` was saved with this model, so its training data is not recorded.")
     lines += ["", "## Evaluation", ""]
     if metrics:
-        lines += ["| Metric | Value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+        lines += ["Metrics per evaluation split:", ""] + _metrics_table(metrics)
     else:
         lines.append("No evaluation results were saved with this model.")
     lines += ["", "## How to use", "", _usage(repo_id, architecture)]

@@ -25,7 +25,8 @@ from training import push as push_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["a red circle above a blue square", "two green triangles"]
-EVAL_RESULTS = {"eval_accuracy": 0.75, "eval_f1": 0.5, "eval_loss": 0.61, "eval_runtime": 0.2, "epoch": 1.0}
+EVAL_RESULTS = {"eval_accuracy": 0.75, "eval_macro_f1": 0.5, "eval_loss": 0.61, "eval_runtime": 0.2, "epoch": 1.0,
+                "heldout_accuracy": 0.6, "heldout_macro_f1": 0.4}
 REMOTE_CODE = ("configuration_mm_hub.py", "modeling_mm_hub.py", "processing_mm_hub.py", "pipeline_mm_hub.py")
 
 # Runs in a fresh interpreter where `import mm_hub` fails: everything must come from the repo's remote code.
@@ -181,11 +182,13 @@ def test_model_card_metadata_and_prose(pushed):
     assert data.license == "apache-2.0"
     assert data.datasets == ["mm-tester/shapes"]
     assert data.base_model == [MINILM_HUB_ID]  # the local MiniLM folder maps to its Hub id; non-Hub names drop
-    metrics = {r.metric_type: r.metric_value for r in data.eval_results}
-    assert metrics == {"accuracy": 0.75, "f1": 0.5}
-    assert {r.dataset_split for r in data.eval_results} == {"validation"}
+    metrics = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
+    assert metrics == {("validation", "accuracy"): 0.75, ("validation", "macro_f1"): 0.5,
+                       ("heldout", "accuracy"): 0.6, ("heldout", "macro_f1"): 0.4}
     text = card.text
-    assert "`attention` fusion" in text and "| accuracy | 0.7500 |" in text and "| learning_rate | 0.01 |" in text
+    assert "`attention` fusion" in text and "| learning_rate | 0.01 |" in text
+    assert "| Metric | validation | heldout |" in text and "| accuracy | 0.7500 | 0.6000 |" in text
+    assert "| loss | 0.6100 | - |" in text
     assert f'AutoModel.from_pretrained("{pushed["repo_id"]}", trust_remote_code=True)' in text
     assert f'pipeline(model="{pushed["repo_id"]}", trust_remote_code=True)' in text
     assert "## Limitations" in text
