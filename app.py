@@ -12,6 +12,7 @@ this file > the demo model. This file only lays out the UI; the work is done by 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -42,14 +43,13 @@ NEUTRAL_INPUTS = (
 def _user_errors(fn):
     """Turn the predictor's `InputError` (bad image or text) into a `gr.Error` the person sees."""
 
+    @functools.wraps(fn)  # keeps the signature, so the API docs name the parameters
     def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
         except InputError as error:
             raise gr.Error(str(error)) from error
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
