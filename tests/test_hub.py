@@ -239,13 +239,15 @@ def test_private_repo_is_hidden_without_token(trained, hub_repo_id):
         AutoModel.from_pretrained(hub_repo_id, token=False)
 
 
-def test_push_cli(trained, hub_repo_id, hub_server, capsys):
+def test_push_cli(trained, hub_repo_id, hub_server, capsys, tmp_path):
     commit = push_cli.main(["--model-dir", str(trained["folder"]), "--repo-id", hub_repo_id, "--private",
                             "--commit-message", "from the CLI"])
     assert f"{hub_server.url}/{hub_repo_id}" in capsys.readouterr().out
     last = hub_server.commits(hub_repo_id)[0]
     assert (last.title, last.sha) == ("from the CLI", commit)
     assert hub_server.repo(hub_repo_id).private
+    with pytest.raises(SystemExit, match="error: .*holds no config.json"):
+        push_cli.main(["--model-dir", str(tmp_path), "--repo-id", hub_repo_id])
 
 
 def test_retrieval_model_card_and_stale_weights(hub_repo_id, hub_server, tmp_path):

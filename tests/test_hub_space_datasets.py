@@ -101,8 +101,8 @@ def test_space_update_repins_and_removes_stale_modules(pushed_model, hub_repo_id
 
 
 def test_space_needs_a_pushed_model_and_a_token(pushed_model, hub_repo_id, hub_server, monkeypatch):
-    with pytest.raises(ValueError, match="is not on the Hub: push it first"):
-        space_cli.create_space(f"{hub_server.user}/never-pushed", hub_repo_id)
+    with pytest.raises(SystemExit, match="error: model .* is not on the Hub: push it first"):
+        space_cli.main(["--model", f"{hub_server.user}/never-pushed", "--space-id", hub_repo_id])
     with pytest.raises(HubAuthError, match="refused the request.*HTTP 401"):
         space_cli.create_space(pushed_model["repo_id"], hub_repo_id, token="hf_wrong")
     monkeypatch.delenv("HF_TOKEN")

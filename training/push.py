@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from mm_hub.hub import push_to_hub
+from mm_hub.hub import HubAuthError, push_to_hub
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,16 +27,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Run the push; returns the commit id."""
+    """Run the push; returns the commit id. Invalid input or a refused token exits with the message (status 1)."""
     args = parse_args(argv)
-    commit = push_to_hub(
-        args.model_dir,
-        args.repo_id,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
+    try:
+        commit = push_to_hub(
+            args.model_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+        )
+    except (ValueError, TypeError, HubAuthError) as err:  # a message for the person, not a traceback
+        raise SystemExit(f"error: {err}") from err
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"pushed {args.model_dir} to {endpoint}/{args.repo_id} (revision {args.revision or 'main'}) commit {commit}")
     return commit

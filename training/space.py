@@ -163,10 +163,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Run the Space command; prints the Space URL and returns the commit id."""
+    """Run the Space command; prints the Space URL and returns the commit id. Invalid input or a refused token
+    exits with the message (status 1)."""
     args = parse_args(argv)
-    commit = create_space(args.model, args.space_id, revision=args.revision, private=args.private,
-                          commit_message=args.commit_message)
+    try:
+        commit = create_space(args.model, args.space_id, revision=args.revision, private=args.private,
+                              commit_message=args.commit_message)
+    except (ValueError, TypeError, HubAuthError) as err:  # a message for the person, not a traceback
+        raise SystemExit(f"error: {err}") from err
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"Space {endpoint}/spaces/{args.space_id} serves {args.model} (commit {commit})")
     return commit
