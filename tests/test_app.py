@@ -149,6 +149,7 @@ def test_retrieval_app_searches_and_refuses_to_classify(tmp_path, image_path, mo
 
 def test_demo_attribute_is_built_from_the_environment(model_dir, monkeypatch):
     monkeypatch.setenv("MM_HUB_MODEL", model_dir)
+    vars(app).pop("demo", None)  # as on a fresh import, whatever earlier tests did
     module = importlib.reload(app)
     assert "demo" not in vars(module)  # importing app builds nothing
     assert isinstance(module.demo, gr.Blocks)

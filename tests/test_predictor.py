@@ -338,6 +338,26 @@ def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, 
     assert [h["row"] for h in again.search_text("a red circle on the left", k=5)] == [h["row"] for h in hits]
 
 
+def test_search_a_local_dataset_folder_and_a_saved_index(tmp_path, monkeypatch):
+    from mm_hub.shapes import make_shapes_dataset
+
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    rows = make_shapes_dataset(num_train=12, num_eval=0, num_heldout=0)["train"].remove_columns("label")
+    (tmp_path / "data").mkdir()
+    rows.to_parquet(str(tmp_path / "data" / "train.parquet"))  # a local dataset folder, as load_dataset reads it
+    torch.manual_seed(0)
+    predictor = Predictor.from_pretrained(_save(Retrieval(tiny_config()), tmp_path / "retrieval"))
+    index = predictor.build_search_index(str(tmp_path), progress=False)
+    assert len(index) == 12 and index.metadata["text_column"] == "text"
+    texts = {hit["caption"] for hit in predictor.search_image(rows[0]["image"], k=12)}
+    assert texts == set(rows["text"])
+    index.save(tmp_path / "saved-index")
+    reopened = Predictor(predictor.model, predictor.processor)
+    assert len(reopened.build_search_index(str(tmp_path / "saved-index"))) == 12  # used as is, not re-embedded
+    with pytest.raises(InputError, match="Cannot load the dataset"):
+        reopened.build_search_index(str(tmp_path / "no-such-dataset"))
+
+
 def test_a_classifier_cannot_search(processor):
     with pytest.raises(InputError, match="retrieval"):
         Predictor(_classifier(), processor).build_search_index()
