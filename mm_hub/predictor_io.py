@@ -25,8 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoConfig
 
 from .modeling_mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
-from .processing_mm_hub import MMHubProcessor, to_rgb
+from .processing_mm_hub import MMHubProcessor, load_rgb_image, to_rgb
 
+# Inputs larger than this are refused from the header, before decoding (a small PNG can decode to gigabytes: a
+# decompression bomb). PIL's own limit (Image.MAX_IMAGE_PIXELS, ~89 MP) only warns below twice its value.
 MAX_IMAGE_PIXELS = 40_000_000
 # Captions longer than this many characters are refused; shorter ones are truncated to the processor's max_length.
 MAX_TEXT_CHARS = 1000
@@ -187,9 +189,12 @@ def read_image(image: Any) -> Image.Image:
     if image is None or (isinstance(image, str) and not image.strip()):
         raise InputError("No image was given: upload an image (PNG, JPEG, WebP, GIF, BMP, TIFF) or take a photo.")
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(image) if image.size else None
-        if image is None:
-            raise InputError("The image is empty (an array with no pixels).")
+        if image.shape and np.prod(image.shape[:2]) > MAX_IMAGE_PIXELS:
+            raise InputError(f"The image array {image.shape} has more than {MAX_IMAGE_PIXELS:,} pixels.")
+        try:
+            image = load_rgb_image(image)  # (H, W), (H, W, C) or (C, H, W), any dtype
+        except (TypeError, ValueError) as error:
+            raise InputError(f"The image array cannot be read: {error}") from error
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -201,7 +206,9 @@ def read_image(image: Any) -> Image.Image:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 opened = Image.open(path)
         except Image.DecompressionBombError as error:
-            raise InputError(f"The image is too large to process: {error}. The limit is {MAX_IMAGE_PIXELS:,} pixels.")
+            raise InputError(
+                f"The image is too large to process: {error}. The limit is {MAX_IMAGE_PIXELS:,} pixels."
+            ) from error
         except (UnidentifiedImageError, OSError) as error:
             raise InputError(
                 f"The file {path.name!r} could not be read as an image ({type(error).__name__}); upload a PNG, JPEG, "

@@ -277,6 +277,10 @@ def test_bad_images_are_input_errors(tmp_path):
         with pytest.raises(InputError, match="No image was given"):
             read_image(missing)
     assert read_image({"path": str(good)}).size == (40, 30)  # a Gradio file payload
+    assert read_image(np.zeros((3, 20, 10))).size == (10, 20)  # arrays of any layout / dtype, as the processor takes
+    for array in (np.zeros((0, 5, 3), dtype=np.uint8), np.zeros((5, 6, 7))):
+        with pytest.raises(InputError, match="cannot be read"):
+            read_image(array)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "1", "P", "CMYK", "I;16", "I", "F"])
