@@ -41,17 +41,17 @@ def _rows(count: int):
         yield i, render_scene(scene, image_size=32, seed=i), caption, category, tags, score
 
 
-def csv_folder(root: Path, count: int = 16) -> Path:
+def csv_folder(root: Path, count: int = 16, name: str = "data.csv") -> Path:
     """A csv whose columns have unusual names (``Picture Path``, ``Caption Text``, ``Kind``) and relative paths."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pictures").mkdir(exist_ok=True)
-    with open(root / "data.csv", "w", newline="") as handle:
+    with open(root / name, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["Picture Path", "Caption Text", "Kind"])
         for i, image, caption, category, _, _ in _rows(count):
             image.save(root / "pictures" / f"{i}.png")
             writer.writerow([f"pictures/{i}.png", caption, category])
-    return root / "data.csv"
+    return root / name
 
 
 def jsonl_multilabel(root: Path, count: int = 16) -> Path:

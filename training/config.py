@@ -244,12 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRESETS = Path(__file__).parent / "configs"
+
+
+def find_preset(name: str) -> Path:
+    """A preset path as given, else relative to the installed package (``training/configs/demo.yaml`` works from any
+    folder), else a preset name (``demo``); a ValueError lists the presets otherwise."""
+    candidates = [Path(name), PRESETS.parent.parent / name, PRESETS / name, PRESETS / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    available = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+    raise ValueError(f"--config {name!r} is neither a file nor a preset; presets: {available}.")
+
+
 def resolve_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults < YAML preset (``--config``) < CLI flags -> a validated `TrainConfig`."""
     args = build_parser().parse_args(argv)
     values: dict[str, Any] = {}
     if args.config:
-        preset = yaml.safe_load(Path(args.config).read_text()) or {}
+        preset = yaml.safe_load(find_preset(args.config).read_text()) or {}
         if not isinstance(preset, dict):
             raise ValueError(f"{args.config} must hold a mapping of options, got {type(preset).__name__}.")
         known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -1,4 +1,4 @@
-"""The built-in demo model: the ``demo`` preset trained once on the shapes dataset, then cached.
+"""The built-in demo model: the ``demo_retrieval`` then ``demo`` presets trained once on the shapes data, cached.
 
 ``ensure_demo_model()`` is what the app falls back to when no model is configured. Training happens in a temporary
 folder beside the cache entry and is moved into place with ``os.replace``, so an interrupted run never leaves a
@@ -21,13 +21,16 @@ from mm_hub.defaults import cache_dir as default_cache_dir
 from .config import TrainConfig
 
 DEMO_PRESET = Path(__file__).parent / "configs" / "demo.yaml"
+STAGE1_PRESET = Path(__file__).parent / "configs" / "demo_retrieval.yaml"
 DEMO_FOLDER = "demo-model"
 REQUIRED_FILES = ("config.json", "model.safetensors", "processor_config.json", "eval_results.json")
 
 
-def demo_config(output_dir: str | os.PathLike, progress: bool = True, **overrides: Any) -> TrainConfig:
-    """The ``demo`` preset as a `TrainConfig` writing to ``output_dir`` (``overrides`` replace preset values)."""
-    values = yaml.safe_load(DEMO_PRESET.read_text())
+def demo_config(
+    output_dir: str | os.PathLike, progress: bool = True, preset: Path = DEMO_PRESET, **overrides: Any
+) -> TrainConfig:
+    """A demo preset (stage 2 by default) as a `TrainConfig` writing to ``output_dir``; ``overrides`` replace values."""
+    values = yaml.safe_load(preset.read_text())
     values.update(output_dir=str(output_dir), progress=progress, **overrides)
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
@@ -46,8 +49,9 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
     Args:
         cache_dir: where the ``demo-model`` folder lives; default ``mm_hub.defaults.cache_dir()``.
         progress: show the training progress bar in the terminal.
-        **overrides: preset values to change (e.g. ``max_steps=2`` for a smoke test); a model trained with
-            overrides is cached like the real one, so use a separate ``cache_dir`` for them.
+        **overrides: stage-2 preset values to change (e.g. ``max_steps=2`` for a smoke test), and ``stage1``: a
+            dict of stage-1 values; a model trained with overrides is cached like the real one, so use a separate
+            ``cache_dir`` for them.
 
     Returns:
         The folder; load it with ``AutoModel.from_pretrained`` / ``pipeline(model=folder)``.
@@ -63,7 +67,11 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
     try:
         if progress:
             print(f"Training the mm_hub demo model into {target} (once; later runs reuse it).", flush=True)
-        run_training(demo_config(work, progress=progress, **overrides))
+        stage1 = work / "stage1-retrieval"
+        run_training(demo_config(stage1, progress=progress, preset=STAGE1_PRESET, **overrides.get("stage1", {})))
+        stage2 = {k: v for k, v in overrides.items() if k != "stage1"}
+        run_training(demo_config(work, progress=progress, init_encoders_from=str(stage1), **stage2))
+        shutil.rmtree(stage1)
         for checkpoint in work.glob("checkpoint-*"):  # only the final model is served
             shutil.rmtree(checkpoint)
         if target.exists() and not is_complete(target):

@@ -1,0 +1,91 @@
+"""Runs every command of README.md's train section, in order, against the local Hub and local files.
+
+Each `python -m training.train` line runs through `training.train.main` with its exact arguments plus tiny-model
+flags appended (a 32 px random ResNet, a 1-layer text tower, 2 steps), because the presets' real towers
+(ResNet-18, MiniLM) and full epochs do not fit a unit test; the flags only override sizes, never the data, task or
+outputs the line asks for. The `torchrun` line runs as a real 2-process (gloo) DDP job.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from mm_hub import AutoModelForImageTextRetrieval
+from tests.train_data import csv_folder, tiny_flags
+from training.train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def train_section_commands() -> list[str]:
+    """The command lines of the bash blocks between the train section markers."""
+    section = README.read_text().split("<!-- section:train -->", 1)[1].split("<!-- /section:train -->", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    assert [lang for lang, _ in blocks] == ["bash"]
+    return [line.strip() for line in blocks[0][1].splitlines() if line.strip()]
+
+
+def small(output_dir: str) -> list[str]:
+    """Tiny-model flags (appended, so they win) that keep the line's own --output-dir."""
+    return [*tiny_flags(Path(output_dir)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
+
+
+def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
+    monkeypatch.chdir(tmp_path)
+    csv_folder(tmp_path / "data", name="pairs.csv")
+    lines = train_section_commands()
+    assert len(lines) == 7
+    for line in lines:
+        argv = shlex.split(line)
+        if argv[:2] == ["python", "-c"]:
+            exec(compile(argv[2], "README.md", "exec"), {"__name__": "__readme__"})
+        elif argv[:3] == ["python", "-m", "training.train"] and argv[3:] == ["--help"]:
+            try:
+                main(["--help"])
+            except SystemExit as stop:
+                assert stop.code == 0
+        elif argv[:3] == ["python", "-m", "training.train"]:
+            args = argv[3:]
+            main([*args, *small(args[args.index("--output-dir") + 1])])
+        else:
+            assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
+            args = argv[5:]
+            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                       "-m", "training.train", *args, *small(args[args.index("--output-dir") + 1]), "--torch-threads", "1"]
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+
+    out = capsys.readouterr().out
+    assert "--hpo-trials" in out and "--image-column" in out  # --help
+    # the Hub dataset, then a model trained on it and pushed with its card and reports
+    assert {"train", "eval", "heldout"} <= {p.split("/")[-1].split("-")[0]
+                                             for p in hub_server.files("your-name/shapes", repo_type="dataset")}
+    pushed = set(hub_server.files("your-name/mm-hub-shapes"))
+    assert {"model.safetensors", "README.md", "training_info.json", "eval_results.json"} <= pushed
+    info = json.loads(hub_server.read("your-name/mm-hub-shapes", "training_info.json"))
+    assert info["dataset"] == "your-name/shapes" and info["num_train_examples"] == 1000
+    # the csv with its own column names
+    config = json.loads((tmp_path / "outputs/csv-model/config.json").read_text())
+    assert config["id2label"] == {"0": "angular", "1": "round"}
+    # retrieval on the shapes captions
+    assert "eval_text_to_image_recall@1" in json.loads((tmp_path / "outputs/my-retrieval/eval_results.json").read_text())
+    AutoModelForImageTextRetrieval.from_pretrained(tmp_path / "outputs/my-retrieval")
+    # the search: two trials in the table, the best one retrained
+    with open(tmp_path / "outputs/search/hpo/results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["trial"] for row in rows] == ["0", "1"]
+    best = json.loads((tmp_path / "outputs/search/hpo/best.json").read_text())["best_hyperparameters"]
+    assert json.loads((tmp_path / "outputs/search/config.json").read_text())["fusion_type"] == best["fusion_type"]
+    # DDP: two processes of 4 rows per step -> 2 steps saw 16 rows
+    state = json.loads((tmp_path / "outputs/ddp/checkpoint-2/trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert json.loads((tmp_path / "outputs/ddp/training_info.json").read_text())["metrics"]["eval_accuracy"] >= 0
