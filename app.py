@@ -40,6 +40,13 @@ NEUTRAL_INPUTS = (
 )
 
 
+def _warn_if_cut(predictor: Predictor, text: Any) -> None:
+    """A toast when the text is longer than the model reads (it is truncated, not refused)."""
+    dropped = predictor.dropped_tokens(text)
+    if dropped:
+        gr.Warning(f"The text is longer than this model reads: its last {dropped} tokens were ignored.")
+
+
 def _user_errors(fn):
     """Turn the predictor's `InputError` (bad image or text) into a `gr.Error` the person sees."""
 
@@ -61,6 +68,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     def classify(image: Any, text: str) -> dict[str, float] | str:
         """Label scores of one (image, text) pair."""
         scores = predictor.classify(image, text)
+        _warn_if_cut(predictor, text)
         if predictor.problem_type == "regression":
             return ", ".join(f"{label} = {value:.4g}" for label, value in scores.items())
         return scores
@@ -69,6 +77,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     def explain(image: Any, text: str) -> tuple[Any, list[tuple[str, float]], list[list[Any]], str]:
         """Heatmap, word importance, ablation table and a one-line summary for one pair."""
         result = predictor.explain(image, text)
+        _warn_if_cut(predictor, text)
         table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in predictor.labels]
         tops = ", ".join(f"{name}: **{next(iter(result.ablation[name]))}**" for name in ABLATIONS)
         method = "fusion attention" if result.word_method == "attention" else "leave-one-out (score drop per word)"

@@ -330,6 +330,13 @@ class Predictor:
         pairs = sorted(zip(self.labels, scores.tolist()), key=lambda pair: pair[1], reverse=True)
         return {label: float(score) for label, score in pairs}
 
+    def dropped_tokens(self, text: str) -> int:
+        """How many tokens of ``text`` fall beyond the processor's ``max_length`` (the model never sees them)."""
+        if not isinstance(text, str):
+            return 0
+        length = len(self.processor.tokenizer(text.strip(), add_special_tokens=True)["input_ids"])
+        return max(0, length - self.processor.max_length)
+
     def classify(self, image: Any, text: Any, top_k: int | None = None) -> dict[str, float]:
         """Score one (image, text) pair.
 

@@ -90,6 +90,8 @@ def test_classify_endpoint_matches_the_predictor(served, model_dir, image_path):
     confidences = {item["label"]: item["confidence"] for item in result["confidences"]}
     expected = Predictor.from_pretrained(model_dir).classify(image_path, "a red square")
     assert confidences == pytest.approx(expected, abs=1e-5) and result["label"] == next(iter(expected))
+    long_text = " ".join(["red"] * 40)  # beyond max_length: truncated with a warning toast, still answered
+    assert client.predict(handle_file(image_path), long_text, api_name="/classify")["label"] in LABELS.values()
 
 
 def test_explain_endpoint(served, image_path):

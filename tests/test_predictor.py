@@ -303,6 +303,12 @@ def test_bad_texts_are_input_errors():
     assert check_text("  a cat  ") == "a cat"
 
 
+def test_dropped_tokens_counts_what_the_model_never_sees(processor):
+    predictor = Predictor(_classifier(), processor)  # max_length 16, [CLS] and [SEP] included
+    assert predictor.dropped_tokens("a red circle") == 0
+    assert predictor.dropped_tokens(" ".join(["cat"] * 20)) == 20 + 2 - processor.max_length
+
+
 def test_examples_come_from_the_shapes_data(tmp_path):
     pairs = example_pairs(tmp_path)
     assert len(pairs) >= 4 and all(Image.open(path).size == (192, 192) for path, _ in pairs)
