@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from mm_hub.faiss_index import INDEX_TYPES, new_faiss_index
+from mm_hub.faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
 
 RESULTS = Path(__file__).with_name("results_index.json")
 
@@ -74,7 +74,8 @@ def bench_one(
     k: int,
     latency_queries: int,
     threads: int,
-) -> tuple[dict, np.ndarray]:
+    sweep: dict[str, list[int]] | None = None,
+) -> tuple[list[dict], np.ndarray]:
     """Build one index over ``data`` and measure it; returns (row of results, its top-k ids for the queries)."""
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
@@ -83,30 +84,39 @@ def bench_one(
         index.add(data[start : start + 100_000])
     build_s = time.perf_counter() - started
     index_bytes = faiss.serialize_index(index).nbytes
-
-    started = time.perf_counter()
-    _, found = index.search(queries, k)  # batch, all threads
-    batch_s = time.perf_counter() - started
-    faiss.omp_set_num_threads(1)
-    latencies = []
-    for query in queries[:latency_queries]:
+    # The query-time knob of each type (HNSW ef_search, IVF nprobe): the default first, then any swept values.
+    knob = {"hnsw": "ef_search", "ivf": "nprobe"}.get(index_type)
+    values = [params.get(knob)] + [v for v in (sweep or {}).get(knob, []) if v != params.get(knob)]
+    rows, first_found = [], None
+    for value in values:
+        run_params = dict(params, **({knob: value} if knob else {}))
+        configure_faiss_index(index, run_params)
         started = time.perf_counter()
-        index.search(query[None], k)
-        latencies.append((time.perf_counter() - started) * 1000)
-    faiss.omp_set_num_threads(threads)
-    row = {
-        "index_type": index_type,
-        "params": params,
-        "num_vectors": len(data),
-        "build_s": round(build_s, 2),
-        "index_mib": round(index_bytes / 2**20, 1),
-        "query_ms_p50": round(float(np.percentile(latencies, 50)), 3),
-        "query_ms_p95": round(float(np.percentile(latencies, 95)), 3),
-        "batch_qps": round(len(queries) / batch_s, 1),
-        f"recall@{k}": 1.0 if truth is None else round(recall_at_k(found, truth), 4),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
-    }
-    return row, found
+        _, found = index.search(queries, k)  # batch, all threads
+        batch_s = time.perf_counter() - started
+        first_found = found if first_found is None else first_found
+        faiss.omp_set_num_threads(1)
+        latencies = []
+        for query in queries[:latency_queries]:
+            started = time.perf_counter()
+            index.search(query[None], k)
+            latencies.append((time.perf_counter() - started) * 1000)
+        faiss.omp_set_num_threads(threads)
+        rows.append(
+            {
+                "index_type": index_type,
+                "params": run_params,
+                "num_vectors": len(data),
+                "build_s": round(build_s, 2),
+                "index_mib": round(index_bytes / 2**20, 1),
+                "query_ms_p50": round(float(np.percentile(latencies, 50)), 3),
+                "query_ms_p95": round(float(np.percentile(latencies, 95)), 3),
+                "batch_qps": round(len(queries) / batch_s, 1),
+                f"recall@{k}": 1.0 if truth is None else round(recall_at_k(found, truth), 4),
+                "peak_rss_mib": round(peak_rss_mib(), 1),
+            }
+        )
+    return rows, first_found
 
 
 def markdown_table(results: dict) -> str:
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--noise", type=float, default=1.0, help="noise norm around the cluster centres")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--ef-search", type=int, nargs="*", default=[], help="also measure HNSW at these ef_search")
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="also measure IVF at these nprobe")
     parser.add_argument("--table", action="store_true", help="print the README table of the --out results and exit")
     args = parser.parse_args(argv)
     if args.table:
@@ -155,10 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
         queries, _ = clustered_unit_vectors(args.queries, args.dim, args.clusters, rng, centers, args.noise)
         truth = None
         for index_type in ["flat"] + [t for t in args.types if t != "flat"]:
-            row, found = bench_one(index_type, data, queries, truth, 10, args.latency_queries, args.threads)
+            sweep = {"ef_search": args.ef_search, "nprobe": args.nprobe}
+            measured, found = bench_one(index_type, data, queries, truth, 10, args.latency_queries, args.threads, sweep)
             truth = found if index_type == "flat" else truth
-            rows.append(row)
-            tqdm.write(json.dumps(row))
+            rows.extend(measured)
+            for row in measured:
+                tqdm.write(json.dumps(row))
         del data
     results = {
         "command": "python benchmarks/bench_index.py " + " ".join(argv if argv is not None else sys.argv[1:]),
