@@ -62,7 +62,7 @@ def _user_errors(fn):
 
 def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) -> gr.Blocks:
     """Lay out the Classify / Explain / Search tabs around ``predictor``; the queue limits concurrent model calls."""
-    shared = dict(preprocess=False, concurrency_id="model", concurrency_limit=CONCURRENCY_LIMIT)
+    shared = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": CONCURRENCY_LIMIT}
 
     @_user_errors
     def classify(image: Any, text: str) -> dict[str, float] | str:

@@ -124,7 +124,8 @@ class Predictor:
     def from_source(cls, source: ModelSource, progress: bool = True) -> Predictor:
         """Load the model a `ModelSource` names; the demo source trains the demo model once when it is missing."""
         if source.model is None:
-            from training.demo import ensure_demo_model  # the library proper never imports training otherwise
+            # The library proper never imports training otherwise.
+            from training.demo import ensure_demo_model
 
             predictor = cls.from_pretrained(ensure_demo_model(progress=progress))
         else:
@@ -197,8 +198,10 @@ class Predictor:
             f"**Model** `{info['model']}`{' (the built-in demo model)' if self.origin == 'demo' else ''} · revision "
             f"`{info['revision']}`{commit} · {info['head']} head"
             + (f" ({info['problem_type']})" if info["problem_type"] else ""),
-            f"**Fusion** `{info['fusion_type']}` · **image encoder** {info['vision_encoder']} · **text encoder** "
-            f"{info['text_encoder']} · {info['parameters'] / 1e6:.2f}M parameters",
+            (
+                f"**Fusion** `{info['fusion_type']}` · **image encoder** {info['vision_encoder']} · **text encoder** "
+                f"{info['text_encoder']} · {info['parameters'] / 1e6:.2f}M parameters"
+            ),
         ]
         if info["labels"]:
             lines.append("**Labels** " + ", ".join(f"`{label}`" for label in info["labels"]))
