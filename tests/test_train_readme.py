@@ -17,8 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+import yaml
+from safetensors.torch import load_file
+
 from mm_hub import AutoModelForImageTextRetrieval
 from tests.train_data import csv_folder, tiny_flags
+from training.config import find_preset
 from training.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +34,8 @@ def train_section_commands() -> list[str]:
     """The command lines of the bash blocks between the train section markers."""
     section = README.read_text().split("<!-- section:train -->", 1)[1].split("<!-- /section:train -->", 1)[0]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
-    assert [lang for lang, _ in blocks] == ["bash"]
-    return [line.strip() for line in blocks[0][1].splitlines() if line.strip()]
+    assert [lang for lang, _ in blocks] == ["bash", "bash"]
+    return [line.strip() for _, code in blocks for line in code.splitlines() if line.strip()]
 
 
 def small(output_dir: str) -> list[str]:
@@ -38,11 +43,16 @@ def small(output_dir: str) -> list[str]:
     return [*tiny_flags(Path(output_dir)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
 
 
+def preset_output(args: list[str]) -> str:
+    """The output_dir a preset writes to when the line does not name one (relative: inside the test's folder)."""
+    return yaml.safe_load(find_preset(args[args.index("--config") + 1]).read_text())["output_dir"]
+
+
 def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     monkeypatch.chdir(tmp_path)
     csv_folder(tmp_path / "data", name="pairs.csv")
     lines = train_section_commands()
-    assert len(lines) == 7
+    assert len(lines) == 9
     for line in lines:
         argv = shlex.split(line)
         if argv[:2] == ["python", "-c"]:
@@ -54,7 +64,9 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
                 assert stop.code == 0
         elif argv[:3] == ["python", "-m", "training.train"]:
             args = argv[3:]
-            main([*args, *small(args[args.index("--output-dir") + 1])])
+            output = args[args.index("--output-dir") + 1] if "--output-dir" in args else preset_output(args)
+            main([*args, *small(output), "--dataset-config", "num_train=16,num_eval=8,num_heldout=8,image_size=32"]
+                 if "--output-dir" not in args else [*args, *small(output)])
         else:
             assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
             args = argv[5:]
@@ -89,3 +101,9 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     state = json.loads((tmp_path / "outputs/ddp/checkpoint-2/trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert json.loads((tmp_path / "outputs/ddp/training_info.json").read_text())["metrics"]["eval_accuracy"] >= 0
+    # the demo's two stages: the classifier's encoders start from the contrastive stage's (2 small steps apart)
+    assert "heldout_accuracy" in json.loads((tmp_path / "outputs/demo/eval_results.json").read_text())
+    stage1 = load_file(str(tmp_path / "outputs/demo-retrieval/model.safetensors"))
+    stage2 = load_file(str(tmp_path / "outputs/demo/model.safetensors"))
+    for name in ("mm_hub.text_encoder.lstm.weight_ih_l0", "mm_hub.vision_encoder.model.embedder.embedder.convolution.weight"):
+        assert torch.allclose(stage1[name], stage2[name], atol=0.02), name

@@ -141,8 +141,8 @@ def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
     return split
 
 
-def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | None]:
-    """``(train, eval, extra_eval_splits, base_dir)`` with canonical columns, ready for `Decoder`."""
+def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | None, str]:
+    """``(train, eval, extra_eval_splits, base_dir, eval_split_description)`` with canonical columns."""
     data, base_dir = load_source(config)
     available = list(data)
     if config.train_split not in data:
@@ -169,7 +169,8 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | N
     extra = {name: _prepare(data[name], config, config.max_eval_samples) for name in config.extra_eval_splits}
     train = _prepare(train, config, config.max_train_samples)
     evaluation = _prepare(evaluation, config, config.max_eval_samples)
-    return train, evaluation, extra, base_dir
+    described = eval_name or f"{config.eval_fraction:g} of {config.train_split} (seed {config.seed})"
+    return train, evaluation, extra, base_dir, described
 
 
 def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
@@ -185,7 +186,7 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
     else:
         if config.labels is None and isinstance(train, datasets.IterableDataset):
             raise ValueError("Cannot collect label names from a streamed dataset; pass them with --labels.")
-        values = _flat_labels(train) if config.labels is None else []
+        values = list(train["label"]) if config.labels is None else []
         is_list = inner is not None or any(isinstance(v, list) for v in values[:1])
         problem = "multi_label_classification" if is_list else "single_label_classification"
         flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
@@ -208,10 +209,6 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
             for row, value in enumerate(evaluation["label"]):  # unknown eval labels fail now, not mid-training
                 info.encode(value, f"{row} of the eval split")
     return info
-
-
-def _flat_labels(split: datasets.Dataset) -> list[Any]:
-    return list(split["label"])
 
 
 def image_size_of(processor: MMHubProcessor) -> int:

@@ -338,7 +338,7 @@ class Run:
     def __init__(self, config: TrainConfig):
         self.config = config
         set_seed(config.seed)
-        self.train, self.eval, self.extra, base_dir = load_splits(config)
+        self.train, self.eval, self.extra, base_dir, self.eval_split = load_splits(config)
         self.labels = None if config.task == "retrieval" else infer_labels(self.train, self.eval, config)
         model, self.processor = build_model(config, self.labels)
         self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
@@ -462,7 +462,7 @@ def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, 
         "dataset": config.dataset,
         "dataset_config": config.dataset_config,
         "train_split": config.train_split,
-        "eval_split": config.eval_split or "eval",
+        "eval_split": run.eval_split,
         "base_models": [vision, text],
         "hyperparameters": hyperparameters,
         "metrics": metrics,
