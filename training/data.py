@@ -291,7 +291,8 @@ class Collator:
         self.skipped: dict[str, set] = {}
         self.skip_events = Counter()
 
-    def _reason(self, row: dict[str, Any]) -> str | None:
+    def reason(self, row: dict[str, Any]) -> str | None:
+        """Why a row cannot be used (unreadable image, empty text), or None."""
         if row.get("error"):
             return row["error"]
         text = row.get("text")
@@ -308,7 +309,7 @@ class Collator:
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         good = []
         for row in rows:
-            reason = self._reason(row)
+            reason = self.reason(row)
             if reason is None:
                 good.append(row)
                 continue

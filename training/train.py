@@ -249,7 +249,7 @@ def evaluate_retrieval(model: torch.nn.Module, dataset: Any, collator: Collator,
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         good = []
         for row in rows:
-            reason = collator._reason(row)
+            reason = collator.reason(row)
             if reason is None:
                 good.append(row)
             elif collator.strict:
