@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nlist", default=None, type=int, help="IVF cells (default ~4*sqrt(N))")
     parser.add_argument("--nprobe", default=None, type=int, help="IVF cells scanned per query")
     parser.add_argument("--hnsw-m", default=32, type=int, help="HNSW graph degree")
+    parser.add_argument("--ef-construction", default=40, type=int, help="HNSW candidates while building")
     parser.add_argument("--ef-search", default=64, type=int, help="HNSW candidates per query")
     parser.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
     parser.add_argument("--max-rows", default=None, type=int, help="index only the first N rows")
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
     if args.index_type == "ivf":
         index_kwargs.update(nlist=args.nlist, nprobe=args.nprobe)
     elif args.index_type == "hnsw":
-        index_kwargs.update(hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+        index_kwargs.update(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
     work_dir = args.out.with_name(args.out.name + ".partial")
     index = MultimodalIndex.build(
         model,
