@@ -28,6 +28,7 @@ from mm_hub.predictor import (
     example_pairs,
     resolve_model_source,
 )
+from training.demo import ensure_demo_model
 
 APP_DIR = Path(__file__).resolve().parent
 # Model calls run one at a time (the CPU's cores go to torch's own threads); others wait in the queue.
@@ -152,7 +153,8 @@ def create_demo(model: str | None = None, revision: str | None = None, dataset: 
     Raises:
         ModelLoadError: the model cannot be loaded. InputError: the search dataset cannot be indexed.
     """
-    predictor = Predictor.from_source(resolve_model_source(model, revision, app_dir=APP_DIR))
+    source = resolve_model_source(model, revision, app_dir=APP_DIR)
+    predictor = Predictor.from_source(source, demo_model=ensure_demo_model)
     if predictor.can_embed:
         predictor.build_search_index(dataset or os.environ.get("MM_HUB_DATASET") or None)
     return build_demo(predictor, example_pairs())

@@ -243,10 +243,15 @@ class CrossAttentionFusion(nn.Module):
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
+        # Image cells get learned position embeddings (row-major grid index): attention alone is blind to where a
+        # cell is, and captions talk about positions ("on the left").
+        self.image_position_embeddings = nn.Embedding(config.fusion_max_positions, config.fusion_hidden_size)
         self.text_blocks = nn.ModuleList(FusionBlock(config, cross=True) for _ in range(config.fusion_num_layers))
         self.image_blocks = nn.ModuleList(FusionBlock(config, cross=True) for _ in range(config.fusion_num_layers))
         size = config.fusion_hidden_size
-        self.output = nn.Sequential(nn.Linear(2 * size, size), nn.GELU(), nn.LayerNorm(size))
+        self.pool_query = nn.Linear(size, size)
+        self.pool_key = nn.Linear(size, size)
+        self.output = nn.Sequential(nn.Linear(3 * size, size), nn.GELU(), nn.LayerNorm(size))
 
     def forward(
         self,
@@ -256,6 +261,13 @@ class CrossAttentionFusion(nn.Module):
         output_attentions: bool = False,
     ) -> FusionResult:
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and both attention maps."""
+        num_image = image_tokens.shape[1]
+        if num_image > self.image_position_embeddings.num_embeddings:
+            raise ValueError(
+                f"The image gives {num_image} tokens but fusion_max_positions="
+                f"{self.image_position_embeddings.num_embeddings}; use smaller images or raise fusion_max_positions."
+            )
+        image_tokens = image_tokens + self.image_position_embeddings(torch.arange(num_image, device=image_tokens.device))
         text_to_image, image_to_text = [], []
         for text_block, image_block in zip(self.text_blocks, self.image_blocks):
             # Both directions read the previous layer's states, so neither modality sees itself twice.
@@ -264,8 +276,18 @@ class CrossAttentionFusion(nn.Module):
             text_tokens, image_tokens = new_text, new_image
             text_to_image.append(t2i)
             image_to_text.append(i2t)
-        pooled = torch.cat([masked_mean(text_tokens, text_mask), image_tokens.mean(dim=1)], dim=-1)  # (B, 2D)
-        attentions = {"text_to_image": tuple(text_to_image), "image_to_text": tuple(image_to_text)}
+        text = masked_mean(text_tokens, text_mask)  # (B, D)
+        # The whole text picks the image cells it is about (one attention read-out), and the element-wise
+        # product of the two is a direct agreement signal the classifier would otherwise have to discover.
+        scores = torch.einsum("bd,bnd->bn", self.pool_query(text), self.pool_key(image_tokens))  # (B, N)
+        pool_weights = (scores / image_tokens.shape[-1] ** 0.5).softmax(dim=-1)
+        image = torch.einsum("bn,bnd->bd", pool_weights, image_tokens)  # (B, D)
+        pooled = torch.cat([text, image, text * image], dim=-1)  # (B, 3D)
+        attentions = {
+            "text_to_image": tuple(text_to_image),
+            "image_to_text": tuple(image_to_text),
+            "pooling": (pool_weights,),
+        }
         return self.output(pooled), (attentions if output_attentions else None)
 
 
@@ -528,8 +550,11 @@ class MMHubModel(MMHubPreTrainedModel):
         self.text_encoder = TEXT_ENCODERS[config.text_encoder_type](config)
         if add_fusion:
             size = config.fusion_hidden_size
-            self.image_projection = nn.Linear(self.vision_encoder.hidden_size, size)
-            self.text_projection = nn.Linear(self.text_encoder.hidden_size, size)
+            # LayerNorm after each projection puts both modalities on the same scale: a BiLSTM over small
+            # pretrained embeddings starts ~10x quieter than BatchNorm'd CNN features, and a fusion that multiplies
+            # the two (attention) then barely gets a gradient.
+            self.image_projection = nn.Sequential(nn.Linear(self.vision_encoder.hidden_size, size), nn.LayerNorm(size))
+            self.text_projection = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, size), nn.LayerNorm(size))
             self.fusion = build_fusion(config)
         else:
             self.fusion = None

@@ -13,6 +13,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -121,13 +122,23 @@ class Predictor:
         return cls(model, processor, model_id=str(model_id), revision=revision)
 
     @classmethod
-    def from_source(cls, source: ModelSource, progress: bool = True) -> Predictor:
-        """Load the model a `ModelSource` names; the demo source trains the demo model once when it is missing."""
-        if source.model is None:
-            # The library proper never imports training otherwise.
-            from training.demo import ensure_demo_model
+    def from_source(
+        cls, source: ModelSource, demo_model: Callable[[], str | os.PathLike] | None = None
+    ) -> Predictor:
+        """Load the model a `ModelSource` names.
 
-            predictor = cls.from_pretrained(ensure_demo_model(progress=progress))
+        Args:
+            source: from `resolve_model_source`; its ``model`` is None when nothing was configured.
+            demo_model: returns the folder of the fallback model for that case (the app passes
+                ``training.demo.ensure_demo_model``: the library itself never imports the training code).
+
+        Raises:
+            ModelLoadError: the model cannot be loaded, or no model was configured and there is no fallback.
+        """
+        if source.model is None:
+            if demo_model is None:
+                raise ModelLoadError("No model was given (--model, MM_HUB_MODEL or space_config.json).")
+            predictor = cls.from_pretrained(demo_model())
         else:
             predictor = cls.from_pretrained(source.model, revision=source.revision)
         predictor.origin = source.origin

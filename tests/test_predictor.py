@@ -375,11 +375,11 @@ def test_a_classifier_cannot_search(processor):
 
 def test_no_model_given_serves_the_demo_model(tmp_path, monkeypatch):
     monkeypatch.delenv("MM_HUB_MODEL", raising=False)
-    import training.demo
-
     folder = _save(_classifier(), tmp_path / "demo-model")  # stands in for the trained demo (never trained in tests)
     calls = []
-    monkeypatch.setattr(training.demo, "ensure_demo_model", lambda progress=True: calls.append(progress) or folder)
-    predictor = Predictor.from_source(resolve_model_source(None, app_dir=tmp_path), progress=False)
-    assert calls == [False] and predictor.model_id == folder
+    source = resolve_model_source(None, app_dir=tmp_path)
+    predictor = Predictor.from_source(source, demo_model=lambda: calls.append("demo") or folder)
+    assert calls == ["demo"] and predictor.model_id == folder
     assert "(the built-in demo model)" in predictor.info_markdown()
+    with pytest.raises(ModelLoadError, match="No model was given"):
+        Predictor.from_source(source)

@@ -63,3 +63,17 @@ def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert "python -m training.train --config training/configs/demo.yaml" in DEMO_PRESET.read_text()
     assert "stage1-retrieval" not in {p.name for p in folder.iterdir()}
+
+
+def test_a_demo_cache_from_other_code_is_not_reused(tmp_path):
+    from training.demo import DEMO_FOLDER, FINGERPRINT_FILE, REQUIRED_FILES, demo_fingerprint, is_complete
+
+    folder = tmp_path / DEMO_FOLDER
+    folder.mkdir()
+    for name in REQUIRED_FILES:
+        (folder / name).write_text("{}")
+    assert not is_complete(folder)  # no fingerprint: made before fingerprints, or interrupted
+    (folder / FINGERPRINT_FILE).write_text("0" * 64)
+    assert not is_complete(folder)  # made by different presets or model code
+    (folder / FINGERPRINT_FILE).write_text(demo_fingerprint() + "\n")
+    assert is_complete(folder)

@@ -8,6 +8,7 @@ half-written model where the next call would pick it up.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +25,19 @@ DEMO_PRESET = Path(__file__).parent / "configs" / "demo.yaml"
 STAGE1_PRESET = Path(__file__).parent / "configs" / "demo_retrieval.yaml"
 DEMO_FOLDER = "demo-model"
 REQUIRED_FILES = ("config.json", "model.safetensors", "processor_config.json", "eval_results.json")
+FINGERPRINT_FILE = "demo_fingerprint.txt"
+
+
+def demo_fingerprint() -> str:
+    """Hash of what the cached demo model depends on: both presets and the model's code. A cache entry made by an
+    older mm_hub (different layers or weight names) is retrained instead of loading with missing weights."""
+    import mm_hub.configuration_mm_hub as configuration
+    import mm_hub.modeling_mm_hub as modeling
+
+    digest = hashlib.sha256()
+    for path in (STAGE1_PRESET, DEMO_PRESET, Path(configuration.__file__), Path(modeling.__file__)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def demo_config(
@@ -39,8 +53,13 @@ def demo_config(
 
 
 def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished demo model (every file the training run writes last is there)."""
-    return all((folder / name).is_file() for name in REQUIRED_FILES)
+    """Whether ``folder`` holds a finished demo model made by this mm_hub (files and `demo_fingerprint` match)."""
+    stamp = folder / FINGERPRINT_FILE
+    return (
+        all((folder / name).is_file() for name in REQUIRED_FILES)
+        and stamp.is_file()
+        and stamp.read_text().strip() == demo_fingerprint()
+    )
 
 
 def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **overrides: Any) -> Path:
@@ -74,6 +93,7 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
         shutil.rmtree(stage1)
         for checkpoint in work.glob("checkpoint-*"):  # only the final model is served
             shutil.rmtree(checkpoint)
+        (work / FINGERPRINT_FILE).write_text(demo_fingerprint() + "\n")
         if target.exists() and not is_complete(target):
             shutil.rmtree(target)  # debris of an older, interrupted layout
         try:
