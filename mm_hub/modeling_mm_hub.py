@@ -235,10 +235,12 @@ class GatedFusion(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """Cross-attention both ways: text tokens attend to image grid cells and image cells attend to text tokens.
+    """Cross-attention both ways: text tokens attend to image grid cells (which carry learned position embeddings)
+    and image cells attend to text tokens; then the pooled text reads out the cells it is about, and the fused
+    vector is ``[text, read-out, text * read-out]`` through an MLP.
 
     ``attentions["text_to_image"]`` holds one (B, heads, T, N) tensor per layer, ``attentions["image_to_text"]``
-    one (B, heads, N, T) tensor per layer.
+    one (B, heads, N, T) tensor per layer, and ``attentions["pooling"]`` the read-out weights (B, N).
     """
 
     def __init__(self, config: MMHubConfig):
@@ -372,7 +374,7 @@ class MMHubModelOutput(ModelOutput):
             Text encoder output.
         fusion_attentions (`dict[str, tuple[torch.FloatTensor]]`, *optional*):
             Returned with `output_attentions=True`; the keys and shapes depend on the fusion type (see each fusion
-            class): `gate` for gated, `text_to_image`/`image_to_text` for attention, `self` for sequence.
+            class): `gate` for gated, `text_to_image`/`image_to_text`/`pooling` for attention, `self` for sequence.
     """
 
     fused_embeds: torch.FloatTensor | None = None

@@ -133,6 +133,8 @@ def test_fusion_attentions_have_documented_shapes(fusion_type, batch):
     elif fusion_type == "attention":
         assert [a.shape for a in attentions["text_to_image"]] == [(3, 2, num_text, num_image)] * 2
         assert [a.shape for a in attentions["image_to_text"]] == [(3, 2, num_image, num_text)] * 2
+        (pooling,) = attentions["pooling"]
+        assert pooling.shape == (3, num_image) and torch.allclose(pooling.sum(-1), torch.ones(3))
         # Image cells never attend to padding tokens.
         padded = batch["attention_mask"] == 0
         weights = attentions["image_to_text"][0]  # (B, h, N, T)
