@@ -262,7 +262,7 @@ class CrossAttentionFusion(nn.Module):
         text_mask: torch.Tensor,
         output_attentions: bool = False,
     ) -> FusionResult:
-        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and both attention maps."""
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the attention maps."""
         num_image = image_tokens.shape[1]
         if num_image > self.image_position_embeddings.num_embeddings:
             raise ValueError(
