@@ -139,6 +139,17 @@ TEXT_ENCODERS = {"transformer": MMHubTransformerTextEncoder, "lstm": MMHubLSTMTe
 FusionResult = tuple[torch.Tensor, dict[str, tuple[torch.Tensor, ...]] | None]
 
 
+def position_embeddings(table: nn.Embedding, length: int, what: str) -> torch.Tensor:
+    """Rows ``0 .. length-1`` of a learned position table (length, D); a ValueError starting with ``what`` when the
+    sequence is longer than the table (``config.fusion_max_positions``)."""
+    if length > table.num_embeddings:
+        raise ValueError(
+            f"{what} but fusion_max_positions={table.num_embeddings}; use shorter text or smaller images, or raise "
+            "fusion_max_positions."
+        )
+    return table(torch.arange(length, device=table.weight.device))
+
+
 class FeedForward(nn.Sequential):
     """The transformer MLP: D -> 4D -> D."""
 
@@ -264,12 +275,9 @@ class CrossAttentionFusion(nn.Module):
     ) -> FusionResult:
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the attention maps."""
         num_image = image_tokens.shape[1]
-        if num_image > self.image_position_embeddings.num_embeddings:
-            raise ValueError(
-                f"The image gives {num_image} tokens but fusion_max_positions="
-                f"{self.image_position_embeddings.num_embeddings}; use smaller images or raise fusion_max_positions."
-            )
-        image_tokens = image_tokens + self.image_position_embeddings(torch.arange(num_image, device=image_tokens.device))
+        image_tokens = image_tokens + position_embeddings(
+            self.image_position_embeddings, num_image, f"The image gives {num_image} tokens"
+        )
         text_to_image, image_to_text = [], []
         for text_block, image_block in zip(self.text_blocks, self.image_blocks):
             # Both directions read the previous layer's states, so neither modality sees itself twice.
@@ -319,14 +327,14 @@ class SequenceFusion(nn.Module):
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the self-attention maps."""
         batch, num_image, num_text = image_tokens.shape[0], image_tokens.shape[1], text_tokens.shape[1]
         length = 1 + num_image + num_text
-        if length > self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"The joint sequence has {length} tokens (1 + {num_image} image + {num_text} text) but "
-                f"fusion_max_positions={self.position_embeddings.num_embeddings}; use shorter text or smaller images."
-            )
+        positions = position_embeddings(
+            self.position_embeddings,
+            length,
+            f"The joint sequence has {length} tokens (1 + {num_image} image + {num_text} text)",
+        )
         x = torch.cat([self.cls_token.expand(batch, -1, -1), image_tokens, text_tokens], dim=1)  # (B, S, D)
         modality = torch.tensor([0] + [1] * num_image + [2] * num_text, device=x.device)
-        x = x + self.modality_embeddings(modality) + self.position_embeddings(torch.arange(length, device=x.device))
+        x = x + self.modality_embeddings(modality) + positions
         ones = torch.ones(batch, 1 + num_image, dtype=text_mask.dtype, device=x.device)
         mask = torch.cat([ones, text_mask], dim=1)  # (B, S)
         attentions = []
