@@ -322,6 +322,9 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
         remove_unused_columns=False,
         report_to=config.report_to,
         disable_tqdm=not config.progress,
+        # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU; on a machine without an
+        # accelerator, torchrun would otherwise start independent single-process runs that race on the output folder
+        use_cpu=not torch.accelerator.is_available(),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
@@ -434,7 +437,7 @@ def train_and_save(run: Run) -> dict[str, float]:
         trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
         _write_json(output / "eval_results.json", metrics)
-        _write_json(output / "training_info.json", training_info(run, metrics, result.metrics, skipped))
+        _write_json(output / "training_info.json", training_info(run, metrics, result.metrics, skipped, trainer.args.world_size))
         print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if config.push_to_hub:
             from mm_hub.hub import push_to_hub
@@ -445,7 +448,8 @@ def train_and_save(run: Run) -> dict[str, float]:
     return metrics
 
 
-def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict) -> dict[str, Any]:
+def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict,
+                  num_processes: int) -> dict[str, Any]:
     """The ``training_info.json`` the model card reads (see the interfaces in the README)."""
     config = run.config
     hyperparameters = {
@@ -469,6 +473,7 @@ def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, 
         "train_runtime_s": float(train_metrics.get("train_runtime", 0.0)),
         "num_train_examples": len(run.train) if hasattr(run.train, "__len__") else config.max_steps * config.batch_size,
         "skipped_rows": skipped,
+        "num_processes": num_processes,
     }
 
 
