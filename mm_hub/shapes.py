@@ -8,7 +8,9 @@ equally often: neither the image alone nor the text alone tells the label, only 
 
 The ``heldout`` split measures compositional generalisation: its captions name only the colour+shape pairs in
 ``HELDOUT_PAIRS``, which no ``train`` or ``eval`` caption ever names (those objects may still appear, unnamed, in
-training images). The retrieval variant pairs each scene with several true captions describing all its shapes.
+training images). The retrieval variant pairs each scene with several true captions describing all its shapes; as
+its captions name every shape, its ``train`` and ``eval`` scenes hold no held-out pair at all and each ``heldout``
+scene holds at least one, so a model trained on both variants has never read a held-out pair's name.
 
 Not a remote-code file; pushed models never import it.
 """
@@ -30,6 +32,7 @@ SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("left", "center", "right")
 # Never named together in train/eval captions; the only pairs the held-out captions name.
 HELDOUT_PAIRS = frozenset({("red", "triangle"), ("green", "circle"), ("blue", "square"), ("yellow", "triangle")})
+TRAIN_PAIRS = [(colour, shape) for colour in COLOURS for shape in SHAPES if (colour, shape) not in HELDOUT_PAIRS]
 LABELS = ["mismatch", "match"]
 TASKS = ("classification", "retrieval")
 BACKGROUND = (245, 245, 245)
@@ -107,11 +110,17 @@ def render_scene(
     return image
 
 
-def _random_scene(rng: random.Random, must_include: tuple[str, str] | None = None) -> list[ShapeSpec]:
-    """1-3 shapes at distinct positions; ``must_include`` = (colour, shape) forces one of them."""
+def _random_scene(
+    rng: random.Random, must_include: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None
+) -> list[ShapeSpec]:
+    """1-3 shapes at distinct positions; ``must_include`` = (colour, shape) forces one of them, ``pairs`` limits
+    the (colour, shape) of the others (any pair when None)."""
     count = rng.randint(1, len(POSITIONS))
     positions = rng.sample(POSITIONS, count)
-    specs = [ShapeSpec(rng.choice(list(COLOURS)), rng.choice(SHAPES), position) for position in positions]
+    if pairs is None:
+        specs = [ShapeSpec(rng.choice(list(COLOURS)), rng.choice(SHAPES), position) for position in positions]
+    else:
+        specs = [ShapeSpec(*rng.choice(pairs), position) for position in positions]
     if must_include is not None:
         index = rng.randrange(count)
         specs[index] = ShapeSpec(must_include[0], must_include[1], specs[index].position)
@@ -220,7 +229,10 @@ def make_shapes_dataset(
                 rows["text"].append(caption)
                 rows["label"].append(int(match))
             else:
-                scene = _random_scene(rng)
+                if split == "heldout":
+                    scene = _random_scene(rng, must_include=rng.choice(sorted(HELDOUT_PAIRS)))
+                else:
+                    scene = _random_scene(rng, pairs=TRAIN_PAIRS)
                 rows["captions"].append(_retrieval_captions(rng, scene, captions_per_image))
             rows["image"].append(render_scene(scene, image_size=image_size, seed=render_seed))
         features = {"image": datasets.Image()}

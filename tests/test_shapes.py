@@ -90,6 +90,14 @@ def test_retrieval_variant_has_several_true_captions():
                 assert colour in (cells[position] if position else set().union(*cells.values()))
 
 
+def test_retrieval_variant_names_heldout_pairs_only_in_heldout():
+    data = make_shapes_dataset(num_train=60, num_eval=20, num_heldout=20, task="retrieval", image_size=48, seed=1)
+    for split in ("train", "eval", "heldout"):
+        for captions in data[split]["captions"]:
+            named = {CAPTION.match(part).groups()[:2] for part in captions[0].split(" and ")}
+            assert bool(named & HELDOUT_PAIRS) == (split == "heldout"), (split, captions)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

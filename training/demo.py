@@ -29,13 +29,14 @@ FINGERPRINT_FILE = "demo_fingerprint.txt"
 
 
 def demo_fingerprint() -> str:
-    """Hash of what the cached demo model depends on: both presets and the model's code. A cache entry made by an
-    older mm_hub (different layers or weight names) is retrained instead of loading with missing weights."""
+    """Hash of what the cached demo model depends on: both presets, the model's code and the data generator. A cache
+    entry made by an older mm_hub (different layers, weight names or data) is retrained instead of reused."""
     import mm_hub.configuration_mm_hub as configuration
     import mm_hub.modeling_mm_hub as modeling
+    import mm_hub.shapes as shapes
 
     digest = hashlib.sha256()
-    for path in (STAGE1_PRESET, DEMO_PRESET, Path(configuration.__file__), Path(modeling.__file__)):
+    for path in (STAGE1_PRESET, DEMO_PRESET, Path(configuration.__file__), Path(modeling.__file__), Path(shapes.__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
