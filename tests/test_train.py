@@ -48,11 +48,12 @@ def test_multilabel_jsonl(tmp_path):
 def test_regression_and_skipped_bad_rows(tmp_path, caplog):
     data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
     out = tmp_path / "out"
-    metrics = main(["--dataset", str(data), "--label-column", "score", "--max-steps", "4", *tiny_flags(out)])
+    metrics = main(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--max-steps", "4"])
     assert {"eval_mse", "eval_mae"} <= set(metrics)
     info = read(out, "training_info.json")
-    # 4 steps x 4 rows = one pass over 16 rows: every bad row was seen and counted once
-    assert info["skipped_rows"]["train"] == {"unreadable image": 2, "empty text": 1}
+    # 4 steps x 4 rows = one pass over 16 rows: every bad row was seen and counted once; the validation split
+    # (the first 8 rows) is counted on its own
+    assert info["skipped_rows"] == {"train": {"unreadable image": 2, "empty text": 1}, "eval": {"unreadable image": 2}}
     assert "Skipped 3 rows of the train split" in caplog.text
     assert AutoModelForImageTextClassification.from_pretrained(out).config.problem_type == "regression"
 

@@ -349,9 +349,19 @@ class Collator:
         return inputs
 
     def report(self) -> dict[str, int]:
-        """Distinct skipped rows by reason (empty when nothing was skipped)."""
+        """Distinct skipped rows by reason (empty when nothing was skipped), over every process of a DDP run (each
+        process collates its own shard; every process must call this, as it is a collective there)."""
+        skipped, events = self.skipped, self.skip_events
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (skipped, events))
+            skipped, events = {}, Counter()
+            for rows_by_kind, counts in parts:
+                for kind, rows in rows_by_kind.items():
+                    skipped.setdefault(kind, set()).update(rows)
+                events.update(counts)
         # Streamed rows carry no row number ("?"): count every skip event instead.
-        return {kind: self.skip_events[kind] if "?" in rows else len(rows) for kind, rows in self.skipped.items()}
+        return {kind: events[kind] if "?" in rows else len(rows) for kind, rows in skipped.items()}
 
 
 def attach_decoder(split: Any, decoder: Decoder) -> Any:

@@ -222,6 +222,15 @@ class MMHubTrainer(Trainer):
         )
         return self.optimizer
 
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+        """The Trainer's eval loader, collated by the eval collator: streamed rows are not augmented, and skipped
+        rows are counted as the eval split's, not the train split's."""
+        train_collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
         """Classification: the Trainer's loop. Retrieval: embed every image and caption of the split, then recall@K."""
         if self.recipe.task != "retrieval":
