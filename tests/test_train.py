@@ -45,10 +45,12 @@ def test_multilabel_jsonl(tmp_path):
     assert sorted(config.label2id) == ["angular", "blue", "green", "red", "round"]
 
 
-def test_regression_and_skipped_bad_rows(tmp_path, caplog):
+@pytest.mark.parametrize("workers", [0, 2])  # with workers, collation runs in other processes
+def test_regression_and_skipped_bad_rows(tmp_path, caplog, workers):
     data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
     out = tmp_path / "out"
-    metrics = main(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--max-steps", "4"])
+    metrics = main(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--max-steps", "4",
+                    "--dataloader-num-workers", str(workers)])
     assert {"eval_mse", "eval_mae"} <= set(metrics)
     info = read(out, "training_info.json")
     # 4 steps x 4 rows = one pass over 16 rows: every bad row was seen and counted once; the validation split

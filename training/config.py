@@ -136,7 +136,7 @@ class TrainConfig:
     )
     early_stopping_patience: int | None = _opt(None, "Stop after this many evaluations without improvement.")
     logging_steps: int = _opt(10, "Steps between loss logs.")
-    dataloader_num_workers: int = _opt(0, "DataLoader worker processes (skip counts are reported with 0).")
+    dataloader_num_workers: int = _opt(0, "DataLoader worker processes that decode and collate batches.")
     resume_from_checkpoint: str | None = _opt(
         None, "Resume from a checkpoint folder, or 'latest' for the newest one in --output-dir."
     )

@@ -26,6 +26,7 @@ from .config import TrainConfig
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 ROW = "__row__"
+SKIPPED = "skipped_rows"  # batch key: (reason, row number) of the rows a batch dropped; `MMHubTrainer` pops it
 
 
 @dataclass
@@ -131,14 +132,17 @@ def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
         mapping[config.label_column] = "label"
     if limit is not None:
         split = split.take(limit) if isinstance(split, datasets.IterableDataset) else split.select(range(min(limit, len(split))))
+    if split.features is not None and isinstance(split.features.get(config.image_column), datasets.Image):
+        # Cast before renaming: on a streamed dataset (datasets 5) a cast after rename_columns still decodes.
+        split = split.cast_column(config.image_column, datasets.Image(decode=False))
     if split.column_names is not None:
         split = split.select_columns(list(mapping))
     split = split.rename_columns({k: v for k, v in mapping.items() if k != v})
-    if split.features is not None and isinstance(split.features.get("image"), datasets.Image):
-        split = split.cast_column("image", datasets.Image(decode=False))
     if isinstance(split, datasets.Dataset):
-        split = split.add_column(ROW, list(range(len(split))))
-    return split
+        return split.add_column(ROW, list(range(len(split))))
+    # Streamed rows are numbered as they are read (every DDP process reads the same stream, so numbers agree).
+    features = None if split.features is None else datasets.Features({**split.features, ROW: datasets.Value("int64")})
+    return split.map(lambda row, index: {ROW: index}, with_indices=True, features=features)
 
 
 def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | None, str]:
@@ -288,8 +292,7 @@ class Collator:
         self.strict = strict
         self.split = split
         self.decoder = decoder  # set for streamed data, where `with_transform` is unavailable
-        self.skipped: dict[str, set] = {}
-        self.skip_events = Counter()
+        self.skipped: dict[str, set] = {}  # reason -> row numbers
 
     def reason(self, row: dict[str, Any]) -> str | None:
         """Why a row cannot be used (unreadable image, empty text), or None."""
@@ -303,11 +306,13 @@ class Collator:
             return "empty text"
         return None
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def usable(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
+        """Decode streamed rows, then split them into usable rows and ``(reason, row number)`` skips (``strict``
+        raises on the first bad row instead)."""
         if self.decoder is not None:
             batch = self.decoder({key: [row.get(key) for row in rows] for key in rows[0]})
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        good = []
+        good, skipped = [], []
         for row in rows:
             reason = self.reason(row)
             if reason is None:
@@ -316,15 +321,25 @@ class Collator:
             where = row.get(ROW, "?")
             if self.strict:
                 raise ValueError(f"Row {where} of the {self.split} split: {reason} (--strict is set).")
-            kind = "empty text" if reason == "empty text" else "unreadable image"
+            skipped.append(("empty text" if reason == "empty text" else "unreadable image", where))
+        return good, skipped
+
+    def record(self, skipped: list[tuple[str, Any]]) -> None:
+        """Count the skips a batch carried (``batch[SKIPPED]``). Counting happens here, in the training process,
+        because collation may run in DataLoader worker processes whose counters would be lost."""
+        for kind, where in skipped:
             self.skipped.setdefault(kind, set()).add(where)
-            self.skip_events[kind] += 1
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Processor outputs of the usable rows, plus ``SKIPPED``: the rows dropped (the trainer pops and records it)."""
+        good, skipped = self.usable(rows)
         if not good:
+            reasons = dict(Counter(kind for kind, _ in skipped))
             raise ValueError(
-                f"Every row of a {self.split} batch was unusable ({dict(self.skip_events)}); the dataset is mostly "
-                "corrupt - check the image and text columns."
+                f"Every row of a {self.split} batch was unusable ({reasons}); the dataset is mostly corrupt - check "
+                "the image and text columns."
             )
-        return self.encode(good)
+        return {**self.encode(good), SKIPPED: skipped}
 
     def encode(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Processor outputs (and labels) for rows that are known to be usable."""
@@ -351,17 +366,15 @@ class Collator:
     def report(self) -> dict[str, int]:
         """Distinct skipped rows by reason (empty when nothing was skipped), over every process of a DDP run (each
         process collates its own shard; every process must call this, as it is a collective there)."""
-        skipped, events = self.skipped, self.skip_events
+        skipped = self.skipped
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, (skipped, events))
-            skipped, events = {}, Counter()
-            for rows_by_kind, counts in parts:
-                for kind, rows in rows_by_kind.items():
+            torch.distributed.all_gather_object(parts, skipped)
+            skipped = {}
+            for part in parts:
+                for kind, rows in part.items():
                     skipped.setdefault(kind, set()).update(rows)
-                events.update(counts)
-        # Streamed rows carry no row number ("?"): count every skip event instead.
-        return {kind: events[kind] if "?" in rows else len(rows) for kind, rows in skipped.items()}
+        return {kind: len(rows) for kind, rows in skipped.items()}
 
 
 def attach_decoder(split: Any, decoder: Decoder) -> Any:

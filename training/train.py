@@ -37,7 +37,7 @@ from mm_hub.metrics import classification_metrics, multilabel_metrics, regressio
 
 from .config import TrainConfig, load_json_or_file, resolve_config
 from .data import (
-    ROW,
+    SKIPPED,
     Collator,
     Decoder,
     LabelInfo,
@@ -222,6 +222,17 @@ class MMHubTrainer(Trainer):
         )
         return self.optimizer
 
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """The Trainer's step, after counting the rows the collator dropped from this batch."""
+        self.data_collator.record(inputs.pop(SKIPPED, []))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple:
+        """The Trainer's eval step, after counting the rows the eval collator dropped from this batch."""
+        (self.eval_collator or self.data_collator).record(inputs.pop(SKIPPED, []))
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
     def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
         """The Trainer's eval loader, collated by the eval collator: streamed rows are not augmented, and skipped
         rows are counted as the eval split's, not the train split's."""
@@ -253,18 +264,8 @@ def evaluate_retrieval(model: torch.nn.Module, dataset: Any, collator: Collator,
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list)
     image_embeds, text_embeds, owners = [], [], []
     for rows in tqdm(loader, desc="retrieval eval", leave=False, disable=not sys.stderr.isatty()):
-        if collator.decoder is not None:
-            batch = collator.decoder({key: [row.get(key) for row in rows] for key in rows[0]})
-            rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        good = []
-        for row in rows:
-            reason = collator.reason(row)
-            if reason is None:
-                good.append(row)
-            elif collator.strict:
-                raise ValueError(f"Row {row.get(ROW, '?')} of the {collator.split} split: {reason} (--strict is set).")
-            else:
-                collator.skipped.setdefault(reason if reason == "empty text" else "unreadable image", set()).add(row.get(ROW))
+        good, skipped = collator.usable(rows)
+        collator.record(skipped)
         if not good:
             continue
         pixels = collator.processor(images=[row["image"] for row in good], return_tensors="pt")["pixel_values"]
@@ -334,6 +335,9 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
         # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU; on a machine without an
         # accelerator, torchrun would otherwise start independent single-process runs that race on the output folder
         use_cpu=not torch.accelerator.is_available(),
+        # Streamed data: each process reads the stream and keeps its share of every batch, instead of the first
+        # process broadcasting batches (which holds only tensors, and our batches carry the skipped-row list).
+        accelerator_config={"dispatch_batches": False} if config.streaming else None,
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
