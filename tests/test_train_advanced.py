@@ -54,7 +54,8 @@ def test_ddp_processes_report_every_skipped_row(tmp_path, streaming):
     # Two processes of 4 rows x 2 steps cover the 16 train rows; each sees only its shard of the bad rows.
     data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29533 + streaming),
+    port = str(29533 + streaming)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                "-m", "training.train", "--dataset", str(data), "--label-column", "score", *tiny_flags(out),
                "--no-progress", "--torch-threads", "1", *(["--streaming"] if streaming else [])]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -331,7 +331,8 @@ class Collator:
             self.skipped.setdefault(kind, set()).add(where)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Processor outputs of the usable rows, plus ``SKIPPED``: the rows dropped (the trainer pops and records it)."""
+        """Processor outputs of the usable rows, plus ``SKIPPED``: the rows dropped (the trainer pops, then records
+        them)."""
         good, skipped = self.usable(rows)
         if not good:
             reasons = dict(Counter(kind for kind, _ in skipped))

@@ -36,8 +36,10 @@ def demo_fingerprint() -> str:
     import mm_hub.shapes as shapes
 
     digest = hashlib.sha256()
-    for path in (STAGE1_PRESET, DEMO_PRESET, Path(configuration.__file__), Path(modeling.__file__), Path(shapes.__file__)):
-        digest.update(path.read_bytes())
+    for module in (configuration, modeling, shapes):
+        digest.update(Path(module.__file__).read_bytes())
+    for preset in (STAGE1_PRESET, DEMO_PRESET):
+        digest.update(preset.read_bytes())
     return digest.hexdigest()
 
 

@@ -222,7 +222,9 @@ class MMHubTrainer(Trainer):
         )
         return self.optimizer
 
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
         """The Trainer's step, after counting the rows the collator dropped from this batch."""
         self.data_collator.record(inputs.pop(SKIPPED, []))
         return super().training_step(model, inputs, num_items_in_batch)
@@ -450,7 +452,8 @@ def train_and_save(run: Run) -> dict[str, float]:
         trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
         _write_json(output / "eval_results.json", metrics)
-        _write_json(output / "training_info.json", training_info(run, metrics, result.metrics, skipped, trainer.args.world_size))
+        info = training_info(run, metrics, result.metrics, skipped, trainer.args.world_size)
+        _write_json(output / "training_info.json", info)
         print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if config.push_to_hub:
             from mm_hub.hub import push_to_hub
