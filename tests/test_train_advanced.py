@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train_data import csv_folder, disk_dataset, tiny_flags
+from tests.train_data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.demo import DEMO_PRESET, ensure_demo_model
 from training.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def csv_flags(data: Path) -> list[str]:
@@ -54,13 +50,8 @@ def test_ddp_processes_report_every_skipped_row(tmp_path, streaming):
     # Two processes of 4 rows x 2 steps cover the 16 train rows; each sees only its shard of the bad rows.
     data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
     out = tmp_path / "out"
-    port = str(29533 + streaming)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-               "-m", "training.train", "--dataset", str(data), "--label-column", "score", *tiny_flags(out),
-               "--no-progress", "--torch-threads", "1", *(["--streaming"] if streaming else [])]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun_train(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--no-progress",
+                    *(["--streaming"] if streaming else [])], port=29533 + streaming)
     info = json.loads((out / "training_info.json").read_text())
     assert info["num_processes"] == 2
     assert info["skipped_rows"] == {"train": {"unreadable image": 2, "empty text": 1}, "eval": {"unreadable image": 2}}

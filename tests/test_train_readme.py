@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -22,11 +19,10 @@ import yaml
 from safetensors.torch import load_file
 
 from mm_hub import AutoModelForImageTextRetrieval
-from tests.train_data import csv_folder, tiny_flags
+from tests.train_data import ROOT, csv_folder, tiny_flags, torchrun_train
 from training.config import find_preset
 from training.train import main
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
@@ -70,11 +66,7 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
         else:
             assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
             args = argv[5:]
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-                       "-m", "training.train", *args, *small(args[args.index("--output-dir") + 1]), "--torch-threads", "1"]
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-            assert result.returncode == 0, result.stderr[-3000:]
+            torchrun_train([*args, *small(args[args.index("--output-dir") + 1])], port=29531)
 
     out = capsys.readouterr().out
     assert "--hpo-trials" in out and "--image-column" in out  # --help

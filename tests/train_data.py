@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
 
 from mm_hub.shapes import render_scene
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_VISION = '{"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8}'
 TINY_TEXT = '{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}'
 SCENES = [
@@ -33,6 +37,15 @@ def tiny_flags(output_dir: Path, *extra: str, text: str = "transformer") -> list
     else:
         flags += ["--text-encoder-type", "lstm"]
     return flags + list(extra)
+
+
+def torchrun_train(args: list[str], port: int) -> None:
+    """``torchrun --nproc_per_node 2 -m training.train ARGS`` on the CPU (one thread each); fails with its stderr."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               "-m", "training.train", *args, "--torch-threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def _rows(count: int):
