@@ -8,9 +8,11 @@ equally often: neither the image alone nor the text alone tells the label, only 
 
 The ``heldout`` split measures compositional generalisation: its captions name only the colour+shape pairs in
 ``HELDOUT_PAIRS``, which no ``train`` or ``eval`` caption ever names (those objects may still appear, unnamed, in
-training images). The retrieval variant pairs each scene with several true captions describing all its shapes; as
-its captions name every shape, its ``train`` and ``eval`` scenes hold no held-out pair at all and each ``heldout``
-scene holds at least one, so a model trained on both variants has never read a held-out pair's name.
+training images). The retrieval variant pairs each scene with several true captions describing all its shapes. In its
+``train`` and ``eval`` splits a share of the objects (``heldout_object_rate``) are held-out pairs, and those are
+described by their colour or their shape alone (``"a red shape on the left"``, ``"a triangle on the left"``); each
+``heldout`` scene holds at least one held-out pair, named in full. So a model trained on both variants has seen
+red triangles and read "red" and "triangle" about them, but has never read the two together.
 
 Not a remote-code file; pushed models never import it.
 """
@@ -55,9 +57,13 @@ class ShapeSpec:
             if value not in choices:
                 raise ValueError(f"Unknown {name} {value!r}; choose one of {list(choices)}.")
 
-    def caption(self, with_position: bool = True) -> str:
-        """``"a red circle on the left"`` (or ``"a red circle"`` without the position)."""
-        text = f"a {self.colour} {self.shape}"
+    def caption(self, with_position: bool = True, name: str = "both") -> str:
+        """``"a red circle on the left"`` (or ``"a red circle"`` without the position); ``name="colour"`` gives
+        ``"a red shape ..."`` and ``name="shape"`` gives ``"a circle ..."``."""
+        if name not in ("both", "colour", "shape"):
+            raise ValueError(f"name must be 'both', 'colour' or 'shape', got {name!r}.")
+        words = {"both": f"{self.colour} {self.shape}", "colour": f"{self.colour} shape", "shape": self.shape}[name]
+        text = f"a {words}"
         if not with_position:
             return text
         return f"{text} in the center" if self.position == "center" else f"{text} on the {self.position}"
@@ -111,16 +117,20 @@ def render_scene(
 
 
 def _random_scene(
-    rng: random.Random, must_include: tuple[str, str] | None = None, pairs: list[tuple[str, str]] | None = None
+    rng: random.Random, must_include: tuple[str, str] | None = None, heldout_rate: float | None = None
 ) -> list[ShapeSpec]:
-    """1-3 shapes at distinct positions; ``must_include`` = (colour, shape) forces one of them, ``pairs`` limits
-    the (colour, shape) of the others (any pair when None)."""
+    """1-3 shapes at distinct positions; ``must_include`` = (colour, shape) forces one of them. Each other shape is
+    any (colour, shape) pair when ``heldout_rate`` is None, else a held-out pair with that probability and a
+    ``TRAIN_PAIRS`` one otherwise."""
     count = rng.randint(1, len(POSITIONS))
     positions = rng.sample(POSITIONS, count)
-    if pairs is None:
-        specs = [ShapeSpec(rng.choice(list(COLOURS)), rng.choice(SHAPES), position) for position in positions]
-    else:
-        specs = [ShapeSpec(*rng.choice(pairs), position) for position in positions]
+    specs = []
+    for position in positions:
+        if heldout_rate is None:
+            colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        else:
+            colour, shape = rng.choice(sorted(HELDOUT_PAIRS) if rng.random() < heldout_rate else TRAIN_PAIRS)
+        specs.append(ShapeSpec(colour, shape, position))
     if must_include is not None:
         index = rng.randrange(count)
         specs[index] = ShapeSpec(must_include[0], must_include[1], specs[index].position)
@@ -171,13 +181,20 @@ def _classification_example(rng: random.Random, heldout: bool, match: bool) -> t
             return scene, false.caption(with_position)
 
 
-def _retrieval_captions(rng: random.Random, scene: list[ShapeSpec], num_captions: int) -> list[str]:
-    """Several true descriptions of a whole scene: shapes in random orders, with or without positions."""
-    captions = [" and ".join(spec.caption() for spec in sorted(scene, key=lambda s: POSITIONS.index(s.position)))]
+def _retrieval_captions(rng: random.Random, scene: list[ShapeSpec], num_captions: int, heldout: bool) -> list[str]:
+    """Several true descriptions of a whole scene: shapes in random orders, with or without positions. Outside the
+    held-out split, held-out pairs are named by their colour or their shape alone."""
+
+    def phrase(spec: ShapeSpec, with_position: bool) -> str:
+        named = heldout or (spec.colour, spec.shape) not in HELDOUT_PAIRS
+        return spec.caption(with_position, "both" if named else rng.choice(("colour", "shape")))
+
+    ordered = sorted(scene, key=lambda s: POSITIONS.index(s.position))
+    captions = [" and ".join(phrase(spec, True) for spec in ordered)]
     while len(captions) < num_captions:
         order = rng.sample(scene, len(scene))
         with_position = rng.random() < 0.7
-        captions.append(" and ".join(spec.caption(with_position) for spec in order))
+        captions.append(" and ".join(phrase(spec, with_position) for spec in order))
     return captions
 
 
@@ -189,6 +206,7 @@ def make_shapes_dataset(
     seed: int = 0,
     task: str = "classification",
     captions_per_image: int = 3,
+    heldout_object_rate: float = 0.1,
 ):
     """Generate the shapes dataset (deterministic: the same arguments always give the same rows).
 
@@ -199,6 +217,8 @@ def make_shapes_dataset(
         task: ``"classification"``: columns ``image``, ``text``, ``label`` (ClassLabel ``["mismatch", "match"]``,
             balanced); ``"retrieval"``: columns ``image``, ``captions`` (``captions_per_image`` true captions each).
         captions_per_image: captions per scene of the retrieval variant.
+        heldout_object_rate: retrieval variant only: the probability that a shape of a ``train`` / ``eval`` scene is
+            a held-out pair (then described by its colour or its shape alone). With 0 those splits never show one.
 
     Returns:
         A ``datasets.DatasetDict`` (``push_to_hub`` it as any dataset).
@@ -212,6 +232,8 @@ def make_shapes_dataset(
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
     if captions_per_image < 1:
         raise ValueError(f"captions_per_image must be at least 1, got {captions_per_image}.")
+    if not 0.0 <= heldout_object_rate <= 1.0:
+        raise ValueError(f"heldout_object_rate must be between 0 and 1, got {heldout_object_rate!r}.")
     splits = {}
     for offset, (split, size) in enumerate((("train", num_train), ("eval", num_eval), ("heldout", num_heldout))):
         if size == 0:
@@ -232,8 +254,8 @@ def make_shapes_dataset(
                 if split == "heldout":
                     scene = _random_scene(rng, must_include=rng.choice(sorted(HELDOUT_PAIRS)))
                 else:
-                    scene = _random_scene(rng, pairs=TRAIN_PAIRS)
-                rows["captions"].append(_retrieval_captions(rng, scene, captions_per_image))
+                    scene = _random_scene(rng, heldout_rate=heldout_object_rate)
+                rows["captions"].append(_retrieval_captions(rng, scene, captions_per_image, split == "heldout"))
             rows["image"].append(render_scene(scene, image_size=image_size, seed=render_seed))
         features = {"image": datasets.Image()}
         if task == "classification":

@@ -8,9 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mm_hub.shapes import COLOURS, HELDOUT_PAIRS, LABELS, ShapeSpec, make_shapes_dataset, render_scene
+from mm_hub.shapes import COLOURS, HELDOUT_PAIRS, LABELS, SHAPES, ShapeSpec, make_shapes_dataset, render_scene
 
-CAPTION = re.compile(r"a (\w+) (\w+)(?: (?:on|in) the (\w+))?$")
+# "a red circle on the left", "a red shape", "a triangle in the center": (colour or None, shape or "shape", position)
+CAPTION = re.compile(rf"a (?:({'|'.join(COLOURS)}) )?({'|'.join(SHAPES)}|shape)(?: (?:on|in) the (\w+))?$")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_retrieval_variant_has_several_true_captions():
         for caption in row["captions"]:
             for part in caption.split(" and "):
                 colour, _, position = CAPTION.match(part).groups()
-                assert colour in (cells[position] if position else set().union(*cells.values()))
+                assert colour is None or colour in (cells[position] if position else set().union(*cells.values()))
 
 
 def test_retrieval_variant_names_heldout_pairs_only_in_heldout():
@@ -98,12 +99,25 @@ def test_retrieval_variant_names_heldout_pairs_only_in_heldout():
             assert bool(named & HELDOUT_PAIRS) == (split == "heldout"), (split, captions)
 
 
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_retrieval_variant_describes_heldout_objects_by_one_attribute(rate):
+    data = make_shapes_dataset(num_train=30, num_eval=0, num_heldout=0, task="retrieval", heldout_object_rate=rate)
+    parts = [CAPTION.match(part).groups() for captions in data["train"]["captions"] for c in captions for part in c.split(" and ")]
+    partial = [(colour, shape) for colour, shape, _ in parts if colour is None or shape == "shape"]
+    # rate 0: every shape is a training pair, named in full; rate 1: every shape is a held-out pair, named by one
+    # attribute, and both kinds of partial name occur.
+    assert len(partial) == (len(parts) if rate == 1.0 else 0)
+    if rate == 1.0:
+        assert {colour is None for colour, _ in partial} == {True, False}
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"task": "ranking"}, "task must be one of"),
         ({"num_train": -1}, "num_train must be a non-negative integer"),
         ({"num_train": 0, "num_eval": 0, "num_heldout": 0}, "at least one row"),
+        ({"task": "retrieval", "heldout_object_rate": 1.5}, "heldout_object_rate must be between 0 and 1"),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -69,7 +69,7 @@ def test_strict_fails_on_the_first_bad_row(tmp_path):
 def test_retrieval_on_shapes_captions(tmp_path):
     out = tmp_path / "out"
     metrics = main(
-        ["--task", "retrieval", "--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
+        ["--task", "retrieval", "--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32,heldout_object_rate=0.5",
          "--text-column", "captions", "--eval-split", "eval", *tiny_flags(out)]
     )
     for key in ("text_to_image_recall@1", "image_to_text_recall@10", "text_to_image_median_rank", "image_to_text_mean_rank"):
@@ -112,6 +112,8 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="Split 'dev'"):
         main(["--dataset", "shapes", "--dataset-config", "num_train=4,num_eval=4,num_heldout=0", "--eval-split", "dev",
               *tiny_flags(tmp_path / "o")])
+    with pytest.raises(ValueError, match="takes numbers, got 'image_size=big'"):
+        main(["--dataset", "shapes", "--dataset-config", "num_train=4,image_size=big", *tiny_flags(tmp_path / "o")])
 
 
 def test_help_documents_every_option():

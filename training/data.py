@@ -66,7 +66,7 @@ class LabelInfo:
 
 
 def _shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
-    """``num_train=500,image_size=48`` -> kwargs of `make_shapes_dataset`."""
+    """``num_train=500,heldout_object_rate=0.2`` -> kwargs of `make_shapes_dataset` (integers, else floats)."""
     kwargs: dict[str, Any] = {"task": task}
     for part in (spec or "").split(","):
         if not part.strip():
@@ -74,7 +74,13 @@ def _shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
         key, _, value = part.partition("=")
         if not value:
             raise ValueError(f"--dataset-config for 'shapes' takes key=value pairs, got {part!r}.")
-        kwargs[key.strip()] = int(value)
+        try:
+            kwargs[key.strip()] = int(value)
+        except ValueError:
+            try:
+                kwargs[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"--dataset-config for 'shapes' takes numbers, got {part!r}.") from None
     return kwargs
 
 
