@@ -102,7 +102,8 @@ def test_retrieval_variant_names_heldout_pairs_only_in_heldout():
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_retrieval_variant_describes_heldout_objects_by_one_attribute(rate):
     data = make_shapes_dataset(num_train=30, num_eval=0, num_heldout=0, task="retrieval", heldout_object_rate=rate)
-    parts = [CAPTION.match(part).groups() for captions in data["train"]["captions"] for c in captions for part in c.split(" and ")]
+    captions = [caption for row in data["train"]["captions"] for caption in row]
+    parts = [CAPTION.match(part).groups() for caption in captions for part in caption.split(" and ")]
     partial = [(colour, shape) for colour, shape, _ in parts if colour is None or shape == "shape"]
     # rate 0: every shape is a training pair, named in full; rate 1: every shape is a held-out pair, named by one
     # attribute, and both kinds of partial name occur.

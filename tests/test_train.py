@@ -69,7 +69,8 @@ def test_strict_fails_on_the_first_bad_row(tmp_path):
 def test_retrieval_on_shapes_captions(tmp_path):
     out = tmp_path / "out"
     metrics = main(
-        ["--task", "retrieval", "--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32,heldout_object_rate=0.5",
+        ["--task", "retrieval", "--dataset", "shapes",
+         "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32,heldout_object_rate=0.5",
          "--text-column", "captions", "--eval-split", "eval", *tiny_flags(out)]
     )
     for key in ("text_to_image_recall@1", "image_to_text_recall@10", "text_to_image_median_rank", "image_to_text_mean_rank"):
