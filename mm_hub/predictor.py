@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
