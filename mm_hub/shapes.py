@@ -8,7 +8,8 @@ equally often: neither the image alone nor the text alone tells the label, only 
 
 The ``heldout`` split measures compositional generalisation: its captions name only the colour+shape pairs in
 ``HELDOUT_PAIRS``, which no ``train`` or ``eval`` caption ever names (those objects may still appear, unnamed, in
-training images). The retrieval variant pairs each scene with several true captions describing all its shapes. In its
+training images). With ``partial_caption_rate``, a share of ``train`` / ``eval`` captions state the colour or the shape
+of any shape alone (``"a red shape"``, ``"a circle on the left"``). The retrieval variant pairs each scene with several true captions describing all its shapes. In its
 ``train`` and ``eval`` splits a share of the objects (``heldout_object_rate``) are held-out pairs, and those are
 described by their colour or their shape alone (``"a red shape on the left"``, ``"a triangle on the left"``); each
 ``heldout`` scene holds at least one held-out pair, named in full. So a model trained on both variants has seen
@@ -137,11 +138,16 @@ def _random_scene(
     return specs
 
 
-def _is_true(scene: list[ShapeSpec], claim: ShapeSpec, with_position: bool) -> bool:
-    """Whether ``claim`` describes a shape of the scene (ignoring its position when ``with_position`` is False)."""
-    if with_position:
-        return claim in scene
-    return any(spec.colour == claim.colour and spec.shape == claim.shape for spec in scene)
+def _named_attributes(with_position: bool, name: str = "both") -> list[str]:
+    """The attributes a caption states: colour and/or shape (``name`` as in `ShapeSpec.caption`), then position."""
+    named = {"both": ["colour", "shape"], "colour": ["colour"], "shape": ["shape"]}[name]
+    return named + (["position"] if with_position else [])
+
+
+def _is_true(scene: list[ShapeSpec], claim: ShapeSpec, with_position: bool, name: str = "both") -> bool:
+    """Whether the caption of ``claim`` (``claim.caption(with_position, name)``) describes a shape of the scene."""
+    attributes = _named_attributes(with_position, name)
+    return any(all(getattr(spec, a) == getattr(claim, a) for a in attributes) for spec in scene)
 
 
 def _pair_allowed(colour: str, shape: str, heldout: bool) -> bool:
@@ -150,24 +156,43 @@ def _pair_allowed(colour: str, shape: str, heldout: bool) -> bool:
 
 
 def _false_claim(
-    rng: random.Random, scene: list[ShapeSpec], true: ShapeSpec, with_position: bool, heldout: bool
+    rng: random.Random, scene: list[ShapeSpec], true: ShapeSpec, with_position: bool, heldout: bool, name: str = "both"
 ) -> ShapeSpec | None:
-    """Change exactly one attribute of a true claim so that it becomes false; None when no change works."""
-    attributes = ["colour", "shape"] + (["position"] if with_position else [])
+    """Change exactly one stated attribute of a true claim so that it becomes false; None when no change works. A
+    claim naming colour and shape must stay a pair its split may name."""
+    attributes = _named_attributes(with_position, name)
     rng.shuffle(attributes)
     for attribute in attributes:
         options = {"colour": list(COLOURS), "shape": list(SHAPES), "position": list(POSITIONS)}[attribute]
         rng.shuffle(options)
         for value in options:
             claim = ShapeSpec(**{**true.__dict__, attribute: value})
-            if claim != true and _pair_allowed(claim.colour, claim.shape, heldout):
-                if not _is_true(scene, claim, with_position):
+            if claim != true and (name != "both" or _pair_allowed(claim.colour, claim.shape, heldout)):
+                if not _is_true(scene, claim, with_position, name):
                     return claim
     return None
 
 
-def _classification_example(rng: random.Random, heldout: bool, match: bool) -> tuple[list[ShapeSpec], str]:
-    """One (scene, caption) pair whose caption is true exactly when ``match``."""
+def _partial_example(rng: random.Random, match: bool) -> tuple[list[ShapeSpec], str]:
+    """A scene of any shapes and a caption stating one attribute of one of them, colour or shape (``"a red shape on
+    the left"``, ``"a circle"``), true exactly when ``match``."""
+    while True:
+        scene = _random_scene(rng)
+        true = rng.choice(scene)
+        name = rng.choice(("colour", "shape"))
+        with_position = rng.random() < 0.5
+        claim = true if match else _false_claim(rng, scene, true, with_position, heldout=False, name=name)
+        if claim is not None:
+            return scene, claim.caption(with_position, name)
+
+
+def _classification_example(
+    rng: random.Random, heldout: bool, match: bool, partial_rate: float = 0.0
+) -> tuple[list[ShapeSpec], str]:
+    """One (scene, caption) pair whose caption is true exactly when ``match``; outside the held-out split, a share
+    ``partial_rate`` of captions state one attribute only (`_partial_example`)."""
+    if partial_rate and not heldout and rng.random() < partial_rate:
+        return _partial_example(rng, match)
     allowed = [(c, s) for c in COLOURS for s in SHAPES if _pair_allowed(c, s, heldout)]
     while True:
         named = rng.choice(allowed)
@@ -207,6 +232,7 @@ def make_shapes_dataset(
     task: str = "classification",
     captions_per_image: int = 3,
     heldout_object_rate: float = 0.1,
+    partial_caption_rate: float = 0.0,
 ):
     """Generate the shapes dataset (deterministic: the same arguments always give the same rows).
 
@@ -219,6 +245,11 @@ def make_shapes_dataset(
         captions_per_image: captions per scene of the retrieval variant.
         heldout_object_rate: retrieval variant only: the probability that a shape of a ``train`` / ``eval`` scene is
             a held-out pair (then described by its colour or its shape alone). With 0 those splits never show one.
+        partial_caption_rate: classification variant only: the share of ``train`` / ``eval`` captions that state the
+            colour or the shape of a shape alone (``"a red shape on the left"``, ``"a circle"``), about any shape,
+            held-out pairs included. They make a classifier check each attribute on its own, where full captions
+            let it learn, say, "green and not a triangle" for "green square" because no caption names a green
+            circle.
 
     Returns:
         A ``datasets.DatasetDict`` (``push_to_hub`` it as any dataset).
@@ -232,8 +263,9 @@ def make_shapes_dataset(
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
     if captions_per_image < 1:
         raise ValueError(f"captions_per_image must be at least 1, got {captions_per_image}.")
-    if not 0.0 <= heldout_object_rate <= 1.0:
-        raise ValueError(f"heldout_object_rate must be between 0 and 1, got {heldout_object_rate!r}.")
+    for name, rate in (("heldout_object_rate", heldout_object_rate), ("partial_caption_rate", partial_caption_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {rate!r}.")
     splits = {}
     for offset, (split, size) in enumerate((("train", num_train), ("eval", num_eval), ("heldout", num_heldout))):
         if size == 0:
@@ -247,7 +279,7 @@ def make_shapes_dataset(
             render_seed = rng.randrange(2**31)
             if task == "classification":
                 match = index % 2 == 0  # exactly balanced classes
-                scene, caption = _classification_example(rng, heldout=split == "heldout", match=match)
+                scene, caption = _classification_example(rng, split == "heldout", match, partial_caption_rate)
                 rows["text"].append(caption)
                 rows["label"].append(int(match))
             else:

@@ -112,6 +112,25 @@ def test_retrieval_variant_describes_heldout_objects_by_one_attribute(rate):
         assert {colour is None for colour, _ in partial} == {True, False}
 
 
+def test_partial_captions_state_one_attribute_truthfully():
+    data = make_shapes_dataset(num_train=80, num_eval=20, num_heldout=20, image_size=48, seed=2, partial_caption_rate=1.0)
+    stated = Counter()
+    for split in ("train", "eval"):
+        for row in data[split]:
+            colour, shape, position = CAPTION.match(row["text"]).groups()
+            assert (colour is None) != (shape == "shape"), row["text"]  # exactly one of colour and shape
+            stated["colour" if colour else "shape"] += 1
+            if colour:  # colour claims are checkable from the pixels, true and false alike
+                cells = dominant_colours(row["image"])
+                present = colour in cells[position] if position else any(colour in found for found in cells.values())
+                assert present == (row["label"] == 1), row["text"]
+    assert min(stated.values()) > 20
+    assert Counter(data["train"]["label"]) == {0: 40, 1: 40}
+    # The held-out split is untouched: full captions of held-out pairs, the same rows as without partial captions.
+    plain = make_shapes_dataset(num_train=0, num_eval=0, num_heldout=20, image_size=48, seed=2)
+    assert data["heldout"]["text"] == plain["heldout"]["text"]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -119,6 +138,7 @@ def test_retrieval_variant_describes_heldout_objects_by_one_attribute(rate):
         ({"num_train": -1}, "num_train must be a non-negative integer"),
         ({"num_train": 0, "num_eval": 0, "num_heldout": 0}, "at least one row"),
         ({"task": "retrieval", "heldout_object_rate": 1.5}, "heldout_object_rate must be between 0 and 1"),
+        ({"partial_caption_rate": -0.1}, "partial_caption_rate must be between 0 and 1"),
     ],
 )
 def test_bad_arguments(kwargs, message):
