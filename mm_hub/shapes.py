@@ -8,12 +8,14 @@ equally often: neither the image alone nor the text alone tells the label, only 
 
 The ``heldout`` split measures compositional generalisation: its captions name only the colour+shape pairs in
 ``HELDOUT_PAIRS``, which no ``train`` or ``eval`` caption ever names (those objects may still appear, unnamed, in
-training images). With ``partial_caption_rate``, a share of ``train`` / ``eval`` captions state the colour or the shape
-of any shape alone (``"a red shape"``, ``"a circle on the left"``). The retrieval variant pairs each scene with several true captions describing all its shapes. In its
-``train`` and ``eval`` splits a share of the objects (``heldout_object_rate``) are held-out pairs, and those are
-described by their colour or their shape alone (``"a red shape on the left"``, ``"a triangle on the left"``); each
-``heldout`` scene holds at least one held-out pair, named in full. So a model trained on both variants has seen
-red triangles and read "red" and "triangle" about them, but has never read the two together.
+training images). With ``partial_caption_rate``, a share of ``train`` / ``eval`` captions state only the colour or only
+the kind of any shape (``"a red shape"``, ``"a circle on the left"``).
+
+The retrieval variant pairs each scene with several true captions describing all its shapes. In its ``train`` and
+``eval`` splits a share of the objects (``heldout_object_rate``) are held-out pairs, and those are described by their
+colour or their shape alone (``"a red shape on the left"``, ``"a triangle on the left"``); each ``heldout`` scene
+holds at least one held-out pair, named in full. So a model trained on both variants has seen red triangles and read
+"red" and "triangle" about them, but has never read the two together.
 
 Not a remote-code file; pushed models never import it.
 """
@@ -245,11 +247,11 @@ def make_shapes_dataset(
         captions_per_image: captions per scene of the retrieval variant.
         heldout_object_rate: retrieval variant only: the probability that a shape of a ``train`` / ``eval`` scene is
             a held-out pair (then described by its colour or its shape alone). With 0 those splits never show one.
-        partial_caption_rate: classification variant only: the share of ``train`` / ``eval`` captions that state the
-            colour or the shape of a shape alone (``"a red shape on the left"``, ``"a circle"``), about any shape,
-            held-out pairs included. They make a classifier check each attribute on its own, where full captions
-            let it learn, say, "green and not a triangle" for "green square" because no caption names a green
-            circle.
+        partial_caption_rate: classification variant only: the share of ``train`` / ``eval`` captions that state
+            only the colour or only the kind of a shape (``"a red shape on the left"``, ``"a circle"``), about any
+            shape, held-out objects included. They make a classifier check each attribute on its own, where full
+            captions let it learn, say, "green and not a triangle" for "green square" because no caption names a
+            green circle.
 
     Returns:
         A ``datasets.DatasetDict`` (``push_to_hub`` it as any dataset).

@@ -113,7 +113,9 @@ def test_retrieval_variant_describes_heldout_objects_by_one_attribute(rate):
 
 
 def test_partial_captions_state_one_attribute_truthfully():
-    data = make_shapes_dataset(num_train=80, num_eval=20, num_heldout=20, image_size=48, seed=2, partial_caption_rate=1.0)
+    data = make_shapes_dataset(
+        num_train=80, num_eval=20, num_heldout=20, image_size=48, seed=2, partial_caption_rate=1.0
+    )
     stated = Counter()
     for split in ("train", "eval"):
         for row in data[split]:
