@@ -52,7 +52,7 @@ class MMHubConfig(PreTrainedConfig):
             Number of stacked bidirectional LSTM layers.
         fusion_type (`str`, *optional*, defaults to `"concat"`):
             Name of the fusion module (see ``modeling_mm_hub.FUSION_REGISTRY``): ``"concat"``, ``"gated"``,
-            ``"attention"`` or ``"sequence"``. Checked when the model is built.
+            ``"attention"``, ``"sequence"`` or ``"bilinear"``. Checked when the model is built.
         fusion_hidden_size (`int`, *optional*, defaults to 256):
             Width both modalities are projected to before fusion, and size of the fused embedding.
         fusion_num_layers (`int`, *optional*, defaults to 1):
@@ -60,7 +60,8 @@ class MMHubConfig(PreTrainedConfig):
         fusion_num_heads (`int`, *optional*, defaults to 4):
             Attention heads of those blocks; must divide ``fusion_hidden_size``.
         fusion_max_positions (`int`, *optional*, defaults to 1024):
-            Longest joint sequence (1 + image tokens + text tokens) the ``sequence`` fusion accepts.
+            Longest joint sequence (1 + image tokens + text tokens) the ``sequence`` fusion accepts, and the most
+            image tokens the ``attention`` and ``bilinear`` fusions accept.
         projection_dim (`int`, *optional*, defaults to 256):
             Size of the shared image-text embedding space of the retrieval head.
         logit_scale_init_value (`float`, *optional*, defaults to 2.6592):

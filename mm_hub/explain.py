@@ -8,6 +8,8 @@ file: pushed models never import it.
   heads and image cells).
 - ``sequence`` fusion: the heatmap is the attention from the [CLS] row and the caption's word rows to the image
   columns of the joint sequence; word importance is the [CLS] row's attention to each text column.
+- ``bilinear`` fusion: the heatmap is the text's read-out attention over the image cells; it has no per-word
+  attention, so words are scored by leave-one-out.
 - every fusion: word importance by leave-one-out (the drop in the predicted score when a token is deleted) when the
   fusion has no attention to read, and the modality ablation with the neutral inputs of `neutral_pixel_values`
   and `EMPTY_TEXT`.
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+# Fusions whose attention weights give an image heatmap; the others (and `bilinear`'s words) use leave-one-out.
+HEATMAP_FUSIONS = ("attention", "sequence", "bilinear")
 # The neutral text of the "image only" ablation: the tokenizer turns it into just [CLS] [SEP].
 EMPTY_TEXT = ""
 
@@ -72,19 +76,29 @@ def _mean_over_layers(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack([layer[0].float() for layer in layers]).mean(dim=(0, 1))
 
 
+def num_image_tokens(fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_text_tokens: int) -> int:
+    """N, the number of image tokens, read from the attention maps of a fusion in ``HEATMAP_FUSIONS``."""
+    if fusion_type == "attention":
+        return attentions["text_to_image"][0].shape[-1]
+    if fusion_type == "sequence":
+        return attentions["self"][0].shape[-1] - 1 - num_text_tokens
+    return attentions["pooling"][0].shape[-1]
+
+
 def attention_explanation(
     fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_image_tokens: int, words: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Image-cell and word scores from the fusion attention of ONE example.
 
     Args:
-        fusion_type: ``"attention"`` or ``"sequence"``.
+        fusion_type: one of ``HEATMAP_FUSIONS``.
         attentions: the model output's ``fusion_attentions`` (batch of one).
         num_image_tokens: N, the number of image tokens.
         words: positions (in the text sequence) of the caption's word pieces; [CLS]-like positions excluded.
 
     Returns:
-        ``(image_scores (N,), word_scores (len(words),))``, each summing to 1 (or all zero when empty).
+        ``(image_scores (N,), word_scores (len(words),))``, each summing to 1 (or all zero when empty); the word
+        scores are None for ``bilinear``, which has no per-word attention.
     """
     if fusion_type == "attention":
         text_to_image = _mean_over_layers(attentions["text_to_image"])  # (T, N)
@@ -98,9 +112,12 @@ def attention_explanation(
         rows = [0] + [first_text + w for w in words]  # [CLS] and the caption's words
         image_scores = joint[rows, 1:first_text].mean(dim=0)  # (N,)
         word_scores = joint[0, [first_text + w for w in words]] if words else torch.zeros(0)
+    elif fusion_type == "bilinear":
+        image_scores, word_scores = attentions["pooling"][0][0], None  # (N,)
     else:
-        raise ValueError(f"Attention explanations need fusion_type 'attention' or 'sequence', got {fusion_type!r}.")
-    return _normalise(image_scores.numpy()), _normalise(word_scores.numpy())
+        raise ValueError(f"Attention explanations need fusion_type in {HEATMAP_FUSIONS}, got {fusion_type!r}.")
+    words_out = None if word_scores is None else _normalise(word_scores.float().numpy())
+    return _normalise(image_scores.float().numpy()), words_out
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:

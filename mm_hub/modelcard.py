@@ -28,6 +28,7 @@ FUSION_PROSE = {
     "gated": "a gated multimodal unit: a learned sigmoid gate weighs the projected image and text embeddings",
     "attention": "cross-attention: text tokens attend over the image feature grid",
     "sequence": "early fusion: image grid tokens and text tokens run through one transformer encoder",
+    "bilinear": "the text reads out the image cells it is about, and the two are multiplied element-wise",
 }
 # Trainer bookkeeping that is not a quality metric.
 NON_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}

@@ -344,12 +344,53 @@ class SequenceFusion(nn.Module):
         return self.norm(x[:, 0]), ({"self": tuple(attentions)} if output_attentions else None)
 
 
+class BilinearFusion(nn.Module):
+    """Attention read-out + low-rank bilinear (Hadamard) fusion, as in MLB (Kim et al., 2017): the pooled text picks
+    the image cells it is about (one attention over cells with learned position embeddings), and the fused vector
+    is the element-wise product of the text and that read-out, each through its own linear map.
+
+    The classifier sees only their agreement, never either modality alone, so a caption is checked attribute by
+    attribute: on the shapes data this generalises to colour+shape pairs never named in training far better than
+    the ``attention`` fusion (README, "The demo model"). ``attentions["pooling"]`` holds the read-out weights (B, N).
+    """
+
+    def __init__(self, config: MMHubConfig):
+        super().__init__()
+        size = config.fusion_hidden_size
+        self.image_position_embeddings = nn.Embedding(config.fusion_max_positions, size)
+        self.query = nn.Linear(size, size)
+        self.key = nn.Linear(size, size)
+        self.text_transform = nn.Linear(size, size)
+        self.image_transform = nn.Linear(size, size)
+        self.norm = nn.LayerNorm(size)
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> FusionResult:
+        """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the read-out weights."""
+        num_image = image_tokens.shape[1]
+        cells = image_tokens + position_embeddings(
+            self.image_position_embeddings, num_image, f"The image gives {num_image} tokens"
+        )
+        text = masked_mean(text_tokens, text_mask)  # (B, D)
+        scores = torch.einsum("bd,bnd->bn", self.query(text), self.key(cells))  # (B, N)
+        weights = (scores / cells.shape[-1] ** 0.5).softmax(dim=-1)
+        image = torch.einsum("bn,bnd->bd", weights, cells)  # (B, D)
+        fused = self.norm(self.text_transform(text) * self.image_transform(image))
+        return fused, ({"pooling": (weights,)} if output_attentions else None)
+
+
 # One entry per fusion strategy: a new strategy is one class plus one line here, and the tests loop over this dict.
 FUSION_REGISTRY: dict[str, type[nn.Module]] = {
     "concat": ConcatFusion,
     "gated": GatedFusion,
     "attention": CrossAttentionFusion,
     "sequence": SequenceFusion,
+    "bilinear": BilinearFusion,
 }
 
 

@@ -22,11 +22,13 @@ from PIL import Image
 
 from .explain import (
     EMPTY_TEXT,
+    HEATMAP_FUSIONS,
     attention_explanation,
     grid_shape,
     heatmap_overlay,
     merge_word_pieces,
     neutral_pixel_values,
+    num_image_tokens,
     pixels_to_image,
     word_positions,
 )
@@ -80,8 +82,8 @@ class Explanation:
 
     Attributes:
         predicted: the label whose score the word importance and ablation follow (the top one).
-        heatmap: the model's view of the image with the text->image attention blended over it (attention and
-            sequence fusion), else None.
+        heatmap: the model's view of the image with the text->image attention blended over it (attention,
+            sequence and bilinear fusion), else None.
         words: ``(word, score)`` pairs: leave-one-out drops divided by the largest magnitude (in [-1, 1], negative
             = the word spoke against the prediction), or attention min-max scaled to [0, 1].
         word_method: ``"attention"`` or ``"leave-one-out"`` (how ``words`` were scored).
@@ -371,7 +373,7 @@ class Predictor:
     # ---- explanation -------------------------------------------------------------------------------------------
 
     def explain(self, image: Any, text: Any) -> Explanation:
-        """Explain the top prediction for one pair: attention heatmap (attention / sequence fusion), word
+        """Explain the top prediction for one pair: attention heatmap (attention / sequence / bilinear fusion), word
         importance, and the modality ablation (see `mm_hub.explain` for the neutral inputs)."""
         self._require_classifier()
         rgb, caption = read_image(image), check_text(text)
@@ -383,14 +385,11 @@ class Predictor:
         tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
         words = word_positions(tokens, set(tokenizer.all_special_tokens))
 
-        heatmap, method = None, "leave-one-out"
+        heatmap, word_scores = None, None
         fusion = self.config.fusion_type
-        if fusion in ("attention", "sequence") and output.fusion_attentions:
+        if fusion in HEATMAP_FUSIONS and output.fusion_attentions:
             attentions = output.fusion_attentions
-            if fusion == "attention":
-                num_image = attentions["text_to_image"][0].shape[-1]
-            else:
-                num_image = attentions["self"][0].shape[-1] - 1 - ids.shape[0]
+            num_image = num_image_tokens(fusion, attentions, ids.shape[0])
             cells, word_scores = attention_explanation(fusion, attentions, num_image, words)
             pixel_values = inputs["pixel_values"]
             skip, rows, cols = grid_shape(num_image, pixel_values.shape[-2], pixel_values.shape[-1])
@@ -398,8 +397,8 @@ class Predictor:
                 pixel_values[0], self.processor.image_processor.image_mean, self.processor.image_processor.image_std
             )
             heatmap = heatmap_overlay(view, cells[skip:], rows, cols)
-            method = "attention"
-        else:
+        method = "leave-one-out" if word_scores is None else "attention"
+        if word_scores is None:
             word_scores = self._leave_one_out(inputs, words, target, float(scores[0, target]))
         scaled = _scale_word_scores(np.asarray(word_scores, dtype=np.float64), signed=method == "leave-one-out")
         return Explanation(

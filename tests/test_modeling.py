@@ -139,6 +139,9 @@ def test_fusion_attentions_have_documented_shapes(fusion_type, batch):
         padded = batch["attention_mask"] == 0
         weights = attentions["image_to_text"][0]  # (B, h, N, T)
         assert torch.all(weights.permute(0, 1, 3, 2)[padded.unsqueeze(1).expand(-1, 2, -1)] == 0)
+    elif fusion_type == "bilinear":
+        (pooling,) = attentions["pooling"]
+        assert pooling.shape == (3, num_image) and torch.allclose(pooling.sum(-1), torch.ones(3))
     elif fusion_type == "sequence":
         length = 1 + num_image + num_text
         assert [a.shape for a in attentions["self"]] == [(3, 2, length, length)] * 2

@@ -18,6 +18,7 @@ from mm_hub import FUSION_REGISTRY, ImageTextClassificationPipeline
 from mm_hub import MMHubForImageTextClassification as Classifier
 from mm_hub import MMHubForImageTextRetrieval as Retrieval
 from mm_hub.explain import (
+    HEATMAP_FUSIONS,
     attention_explanation,
     grid_shape,
     heatmap_overlay,
@@ -179,7 +180,7 @@ def test_explain_every_fusion(processor, image, fusion, encoder):
     model = _classifier(fusion, encoder)
     result = Predictor(model, processor).explain(image, CAPTION)
     # Attention fusions draw a heatmap over the model's view of the image; the others cannot.
-    assert (result.heatmap is not None) == (fusion in ("attention", "sequence"))
+    assert (result.heatmap is not None) == (fusion in HEATMAP_FUSIONS)
     assert result.word_method == ("attention" if fusion in ("attention", "sequence") else "leave-one-out")
     if result.heatmap is not None:
         assert min(result.heatmap.size) >= 320 and result.heatmap.mode == "RGB"
@@ -226,6 +227,9 @@ def test_attention_explanation_finds_the_attended_cell_and_word():
     joint[0, :, 0, 1 + num_image + 3] = 2.0  # and at word 3
     cells, word_scores = attention_explanation("sequence", {"self": (joint,)}, num_image, words)
     assert int(cells.argmax()) == 2 and int(word_scores.argmax()) == 2
+    pooling = torch.tensor([[0.1, 0.1, 0.1, 0.1, 0.5, 0.1]])  # the caption reads out cell 4
+    cells, word_scores = attention_explanation("bilinear", {"pooling": (pooling,)}, num_image, words)
+    assert int(cells.argmax()) == 4 and word_scores is None  # bilinear scores words by leave-one-out
     with pytest.raises(ValueError, match="concat"):
         attention_explanation("concat", {}, num_image, words)
 
