@@ -81,4 +81,7 @@ def test_pipeline_factory_loads_a_saved_folder(classifier, tmp_path):
     loaded = pipeline("image-text-classification", model=str(tmp_path), trust_remote_code=True)
     image = random_images(1)[0]
     expected = classifier({"image": image, "text": "a dog"})
-    assert loaded({"image": image, "text": "a dog"}) == expected
+    got = loaded({"image": image, "text": "a dog"})
+    # Same labels in the same order; scores equal up to float32 rounding (kernels may sum in another order).
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-6)

@@ -66,7 +66,7 @@ def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
     assert folder == tmp_path / "demo-model"
     info = json.loads((folder / "training_info.json").read_text())
     assert {"eval_accuracy", "heldout_accuracy"} <= set(info["metrics"])
-    assert info["hyperparameters"]["fusion_type"] == "attention"
+    assert info["hyperparameters"]["fusion_type"] == "bilinear"
     assert json.loads((folder / "config.json").read_text())["text_encoder_type"] == "lstm"
     assert not list(folder.glob("checkpoint-*")) and not list(tmp_path.glob(".demo-model-*"))
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
