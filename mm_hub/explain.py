@@ -76,7 +76,7 @@ def _mean_over_layers(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack([layer[0].float() for layer in layers]).mean(dim=(0, 1))
 
 
-def num_image_tokens(fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_text_tokens: int) -> int:
+def image_token_count(fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_text_tokens: int) -> int:
     """N, the number of image tokens, read from the attention maps of a fusion in ``HEATMAP_FUSIONS``."""
     if fusion_type == "attention":
         return attentions["text_to_image"][0].shape[-1]

@@ -26,9 +26,9 @@ from .explain import (
     attention_explanation,
     grid_shape,
     heatmap_overlay,
+    image_token_count,
     merge_word_pieces,
     neutral_pixel_values,
-    num_image_tokens,
     pixels_to_image,
     word_positions,
 )
@@ -389,7 +389,7 @@ class Predictor:
         fusion = self.config.fusion_type
         if fusion in HEATMAP_FUSIONS and output.fusion_attentions:
             attentions = output.fusion_attentions
-            num_image = num_image_tokens(fusion, attentions, ids.shape[0])
+            num_image = image_token_count(fusion, attentions, ids.shape[0])
             cells, word_scores = attention_explanation(fusion, attentions, num_image, words)
             pixel_values = inputs["pixel_values"]
             skip, rows, cols = grid_shape(num_image, pixel_values.shape[-2], pixel_values.shape[-1])
@@ -397,9 +397,9 @@ class Predictor:
                 pixel_values[0], self.processor.image_processor.image_mean, self.processor.image_processor.image_std
             )
             heatmap = heatmap_overlay(view, cells[skip:], rows, cols)
-        method = "leave-one-out" if word_scores is None else "attention"
+        method = "attention"
         if word_scores is None:
-            word_scores = self._leave_one_out(inputs, words, target, float(scores[0, target]))
+            method, word_scores = "leave-one-out", self._leave_one_out(inputs, words, target, float(scores[0, target]))
         scaled = _scale_word_scores(np.asarray(word_scores, dtype=np.float64), signed=method == "leave-one-out")
         return Explanation(
             predicted=self.labels[target],

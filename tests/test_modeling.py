@@ -150,6 +150,16 @@ def test_fusion_attentions_have_documented_shapes(fusion_type, batch):
     assert model.mm_hub(**batch).fusion_attentions is None
 
 
+def test_bilinear_fusion_gives_the_head_only_the_agreement(batch):
+    model = MMHubModel(tiny_config("bilinear")).eval()
+    with torch.no_grad():
+        model.fusion.text_transform.weight.zero_()
+        model.fusion.text_transform.bias.zero_()
+        fused = model(**batch).fused_embeds
+    # With no text signal the product is zero for every image: the image alone cannot move the fused vector.
+    assert torch.allclose(fused, fused[:1].expand_as(fused))
+
+
 def test_unknown_fusion_type_lists_the_choices():
     with pytest.raises(ValueError, match=r"Unknown fusion_type 'film'.*attention.*concat.*gated.*sequence"):
         MMHubModel(tiny_config("film"))
