@@ -150,6 +150,22 @@ def position_embeddings(table: nn.Embedding, length: int, what: str) -> torch.Te
     return table(torch.arange(length, device=table.weight.device))
 
 
+def with_cell_positions(table: nn.Embedding, image_tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) image tokens + learned position embeddings of their grid cells (row-major index)."""
+    num_image = image_tokens.shape[1]
+    return image_tokens + position_embeddings(table, num_image, f"The image gives {num_image} tokens")
+
+
+def attention_readout(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scaled dot-product attention of a (B, D) query over (B, N, D) keys: the weighted (B, D) sum of the values
+    and the (B, N) weights."""
+    scores = torch.einsum("bd,bnd->bn", query, keys)  # (B, N)
+    weights = (scores / keys.shape[-1] ** 0.5).softmax(dim=-1)
+    return torch.einsum("bn,bnd->bd", weights, values), weights
+
+
 class FeedForward(nn.Sequential):
     """The transformer MLP: D -> 4D -> D."""
 
@@ -274,10 +290,7 @@ class CrossAttentionFusion(nn.Module):
         output_attentions: bool = False,
     ) -> FusionResult:
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the attention maps."""
-        num_image = image_tokens.shape[1]
-        image_tokens = image_tokens + position_embeddings(
-            self.image_position_embeddings, num_image, f"The image gives {num_image} tokens"
-        )
+        image_tokens = with_cell_positions(self.image_position_embeddings, image_tokens)
         text_to_image, image_to_text = [], []
         for text_block, image_block in zip(self.text_blocks, self.image_blocks):
             # Both directions read the previous layer's states, so neither modality sees itself twice.
@@ -289,9 +302,7 @@ class CrossAttentionFusion(nn.Module):
         text = masked_mean(text_tokens, text_mask)  # (B, D)
         # The whole text picks the image cells it is about (one attention read-out), and the element-wise
         # product of the two is a direct agreement signal the classifier would otherwise have to discover.
-        scores = torch.einsum("bd,bnd->bn", self.pool_query(text), self.pool_key(image_tokens))  # (B, N)
-        pool_weights = (scores / image_tokens.shape[-1] ** 0.5).softmax(dim=-1)
-        image = torch.einsum("bn,bnd->bd", pool_weights, image_tokens)  # (B, D)
+        image, pool_weights = attention_readout(self.pool_query(text), self.pool_key(image_tokens), image_tokens)
         pooled = torch.cat([text, image, text * image], dim=-1)  # (B, 3D)
         attentions = {
             "text_to_image": tuple(text_to_image),
@@ -372,14 +383,9 @@ class BilinearFusion(nn.Module):
         output_attentions: bool = False,
     ) -> FusionResult:
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the read-out weights."""
-        num_image = image_tokens.shape[1]
-        cells = image_tokens + position_embeddings(
-            self.image_position_embeddings, num_image, f"The image gives {num_image} tokens"
-        )
+        cells = with_cell_positions(self.image_position_embeddings, image_tokens)
         text = masked_mean(text_tokens, text_mask)  # (B, D)
-        scores = torch.einsum("bd,bnd->bn", self.query(text), self.key(cells))  # (B, N)
-        weights = (scores / cells.shape[-1] ** 0.5).softmax(dim=-1)
-        image = torch.einsum("bn,bnd->bd", weights, cells)  # (B, D)
+        image, weights = attention_readout(self.query(text), self.key(cells), cells)  # (B, D), (B, N)
         fused = self.norm(self.text_transform(text) * self.image_transform(image))
         return fused, ({"pooling": (weights,)} if output_attentions else None)
 
