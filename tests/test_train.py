@@ -10,7 +10,7 @@ import yaml
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from tests.train_data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
-from training.train import main
+from training.train import main, pretrained_prefixes
 
 
 def read(folder, name):
@@ -115,6 +115,15 @@ def test_config_errors(tmp_path):
               *tiny_flags(tmp_path / "o")])
     with pytest.raises(ValueError, match="takes numbers, got 'image_size=big'"):
         main(["--dataset", "shapes", "--dataset-config", "num_train=4,image_size=big", *tiny_flags(tmp_path / "o")])
+
+
+def test_encoders_copied_from_a_trained_model_count_as_pretrained():
+    scratch = {"vision_config": {"layer_type": "basic"}, "text_encoder_type": "lstm"}
+    # A random-init ResNet and a BiLSTM: only MiniLM's embedding table is pretrained.
+    assert pretrained_prefixes(TrainConfig(**scratch)) == ["mm_hub.text_encoder.embeddings."]
+    # --init-encoders-from copies both trained towers, so both train at --encoder-learning-rate.
+    copied = TrainConfig(**scratch, init_encoders_from="outputs/stage1")
+    assert pretrained_prefixes(copied) == ["mm_hub.vision_encoder.", "mm_hub.text_encoder."]
 
 
 def test_help_documents_every_option():

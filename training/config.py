@@ -82,7 +82,8 @@ class TrainConfig:
     max_length: int = _opt(64, "Longest tokenised text; longer texts are truncated.")
     init_encoders_from: str | None = _opt(
         None, "Saved mm_hub model folder whose vision and text encoder weights initialise this model's (e.g. a "
-        "retrieval model trained on the same data: aligned towers make the fusion learn much sooner)."
+        "retrieval model trained on the same data: aligned towers make the fusion learn much sooner). Unfrozen, "
+        "both encoders then train at --encoder-learning-rate."
     )
     fusion_type: str = _opt("attention", "Fusion strategy (mm_hub.FUSION_REGISTRY).")
     fusion_hidden_size: int = _opt(256, "Width of the fusion module.")

@@ -171,7 +171,10 @@ def _copy_encoders(model: torch.nn.Module, folder: Path) -> None:
 
 
 def pretrained_prefixes(config: TrainConfig) -> list[str]:
-    """Parameter-name prefixes holding pretrained weights (they get ``encoder_learning_rate``)."""
+    """Parameter-name prefixes holding pretrained weights (they get ``encoder_learning_rate``): both whole encoders
+    with ``--init-encoders-from`` (trained weights, whatever their config), else the towers loaded from the Hub."""
+    if config.init_encoders_from:
+        return ["mm_hub.vision_encoder.", "mm_hub.text_encoder."]
     prefixes = []
     if config.vision_config is None:
         prefixes.append("mm_hub.vision_encoder.")
