@@ -146,7 +146,9 @@ class TrainConfig:
     # Search and push
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "
                            "retrain the best configuration.")
-    hpo_fusion_types: list[str] = _opt(["concat", "gated", "attention", "sequence", "bilinear"], "Fusion types the search tries.")
+    hpo_fusion_types: list[str] = _opt(
+        ["concat", "gated", "attention", "sequence", "bilinear"], "Fusion types the search tries."
+    )
     push_to_hub: bool = _opt(False, "Push the final model, processor, remote code and card (needs --hub-model-id).")
     hub_model_id: str | None = _opt(None, "Hub repo to push to, as ORG/NAME.")
     hub_private: bool = _opt(False, "Create the Hub repo as private.")
