@@ -51,7 +51,7 @@ class MMHubConfig(PreTrainedConfig):
         lstm_num_layers (`int`, *optional*, defaults to 2):
             Number of stacked bidirectional LSTM layers.
         fusion_type (`str`, *optional*, defaults to `"concat"`):
-            Name of the fusion module (see ``modeling_mm_hub.FUSION_REGISTRY``): ``"concat"``, ``"gated"``,
+            Name of the fusion module (see ``fusion_mm_hub.FUSION_REGISTRY``): ``"concat"``, ``"gated"``,
             ``"attention"``, ``"sequence"`` or ``"bilinear"``. Checked when the model is built.
         fusion_hidden_size (`int`, *optional*, defaults to 256):
             Width both modalities are projected to before fusion, and size of the fused embedding.

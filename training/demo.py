@@ -32,11 +32,12 @@ def demo_fingerprint() -> str:
     """Hash of what the cached demo model depends on: both presets, the model's code and the data generator. A cache
     entry made by an older mm_hub (different layers, weight names or data) is retrained instead of reused."""
     import mm_hub.configuration_mm_hub as configuration
+    import mm_hub.fusion_mm_hub as fusion
     import mm_hub.modeling_mm_hub as modeling
     import mm_hub.shapes as shapes
 
     digest = hashlib.sha256()
-    for module in (configuration, modeling, shapes):
+    for module in (configuration, fusion, modeling, shapes):
         digest.update(Path(module.__file__).read_bytes())
     for preset in (STAGE1_PRESET, DEMO_PRESET):
         digest.update(preset.read_bytes())
