@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 
 import pytest
 import yaml
@@ -10,6 +12,7 @@ import yaml
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from tests.train_data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
+from training.data import Decoder, drop_words
 from training.train import main, pretrained_prefixes
 
 
@@ -38,9 +41,12 @@ def test_single_label_csv_with_unusual_columns_and_string_labels(tmp_path):
 def test_multilabel_jsonl(tmp_path):
     data = jsonl_multilabel(tmp_path / "data")
     out = tmp_path / "out"
-    metrics = main(["--dataset", str(data), "--label-column", "tags", *tiny_flags(out, text="lstm")])
+    flags = tiny_flags(out, "--lstm-num-layers", "1", "--word-dropout", "0.3", text="lstm")
+    metrics = main(["--dataset", str(data), "--label-column", "tags", *flags])
     assert {"eval_micro_f1", "eval_macro_f1"} <= set(metrics)
     config = AutoModelForImageTextClassification.from_pretrained(out).config
+    assert config.lstm_num_layers == 1
+    assert read(out, "training_info.json")["hyperparameters"]["word_dropout"] == 0.3
     assert config.problem_type == "multi_label_classification"
     assert sorted(config.label2id) == ["angular", "blue", "green", "red", "round"]
 
@@ -113,8 +119,23 @@ def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="Split 'dev'"):
         main(["--dataset", "shapes", "--dataset-config", "num_train=4,num_eval=4,num_heldout=0", "--eval-split", "dev",
               *tiny_flags(tmp_path / "o")])
+    with pytest.raises(ValueError, match=r"word_dropout must be in \[0, 1\), got 1.0"):
+        main(["--dataset", "x", "--word-dropout", "1"])
     with pytest.raises(ValueError, match="takes numbers, got 'image_size=big'"):
         main(["--dataset", "shapes", "--dataset-config", "num_train=4,image_size=big", *tiny_flags(tmp_path / "o")])
+
+
+def test_word_dropout_drops_training_words_only():
+    random.seed(0)
+    train = Decoder(sample_caption=True, word_dropout=0.5)
+    texts = train({"image": [None] * 200, "text": ["a red circle on the left"] * 199 + [""]})["text"]
+    assert "" == texts[-1]  # an empty text stays empty (the collator then skips and counts it)
+    lengths = Counter(len(text.split()) for text in texts[:-1])
+    assert 0 not in lengths and lengths[6] < 20 and lengths[1] > 0  # some words go, at least one always stays
+    assert all(set(text.split()) <= {"a", "red", "circle", "on", "the", "left"} for text in texts)
+    assert drop_words("a red circle", 0.0) == "a red circle"
+    caption_lists = {"image": [None], "text": [["a red circle", "a circle"]]}
+    assert Decoder()(caption_lists)["text"] == caption_lists["text"]  # evaluation never drops words
 
 
 def test_encoders_copied_from_a_trained_model_count_as_pretrained():

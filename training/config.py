@@ -90,6 +90,7 @@ class TrainConfig:
     fusion_num_layers: int = _opt(1, "Attention blocks of the attention/sequence fusions.")
     fusion_num_heads: int = _opt(4, "Attention heads of the fusion blocks.")
     lstm_hidden_size: int = _opt(256, "Hidden size per direction of the BiLSTM text encoder.")
+    lstm_num_layers: int = _opt(2, "Stacked layers of the BiLSTM text encoder.")
     projection_dim: int = _opt(256, "Shared embedding size of the retrieval head.")
     dropout: float = _opt(0.1, "Dropout of the fusion module and head.")
     initializer_range: float = _opt(
@@ -126,6 +127,11 @@ class TrainConfig:
     crop_scale: float = _opt(0.8, "Smallest area share kept by the random resized crop.")
     hflip: float = _opt(0.5, "Probability of a horizontal flip (0 for data where left/right matters).")
     color_jitter: float = _opt(0.2, "Strength of brightness/contrast/saturation jitter (0: off).")
+    word_dropout: float = _opt(
+        0.0, "Drop each word of a training text with this probability (at least one word is kept), so the text "
+        "encoder relies less on each word's neighbours. Independent of --augment; keep 0 where one word can flip "
+        "the label."
+    )
     # Evaluation, checkpoints, logging
     output_dir: str = _opt("outputs/mm_hub", "Folder of checkpoints and the final model.")
     eval_strategy: str = _opt("epoch", "When to evaluate and checkpoint.", STRATEGIES)
@@ -171,6 +177,8 @@ class TrainConfig:
             raise ValueError("Give --vision-model (pretrained) or --vision-config (random init).")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}.")
+        if not 0.0 <= self.word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}.")
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ValueError("--early-stopping-patience needs evaluations: set --eval-strategy epoch or steps.")
 

@@ -241,14 +241,30 @@ def build_augmentation(config: TrainConfig, image_size: int):
     return v2.Compose(steps)
 
 
+def drop_words(text: str, rate: float) -> str:
+    """``text`` with each whitespace-separated word dropped with probability ``rate``; one word is always kept."""
+    words = text.split()
+    kept = [word for word in words if random.random() >= rate]
+    if kept or not words:
+        return " ".join(kept)
+    return random.choice(words)
+
+
 class Decoder:
     """``with_transform`` function: decodes images (a failure becomes ``image=None`` plus a reason), augments them,
-    and for retrieval training picks one caption per image at random."""
+    for retrieval training picks one caption per image at random, and drops words of the text (``word_dropout``)."""
 
-    def __init__(self, base_dir: Path | None = None, augmentation: Any = None, sample_caption: bool = False):
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        augmentation: Any = None,
+        sample_caption: bool = False,
+        word_dropout: float = 0.0,
+    ):
         self.base_dir = base_dir
         self.augmentation = augmentation
         self.sample_caption = sample_caption
+        self.word_dropout = word_dropout
 
     def _open(self, value: Any) -> Image.Image:
         if isinstance(value, dict):  # undecoded datasets Image: {"bytes": ..., "path": ...}
@@ -276,6 +292,8 @@ class Decoder:
         out = dict(batch, image=images, error=errors)
         if self.sample_caption:
             out["text"] = [random.choice(t) if isinstance(t, list) and t else t for t in batch["text"]]
+        if self.word_dropout:
+            out["text"] = [drop_words(t, self.word_dropout) if isinstance(t, str) else t for t in out["text"]]
         return out
 
 

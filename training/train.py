@@ -77,6 +77,7 @@ def model_kwargs(config: TrainConfig, labels: LabelInfo | None) -> dict[str, Any
         "fusion_num_layers": config.fusion_num_layers,
         "fusion_num_heads": config.fusion_num_heads,
         "lstm_hidden_size": config.lstm_hidden_size,
+        "lstm_num_layers": config.lstm_num_layers,
         "projection_dim": config.projection_dim,
         "dropout": config.dropout,
         "initializer_range": config.initializer_range,
@@ -365,7 +366,8 @@ class Run:
         self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
         streamed = not hasattr(self.train, "__len__")
         retrieval = config.task == "retrieval"
-        train_decoder = Decoder(base_dir, build_augmentation(config, image_size_of(self.processor)), sample_caption=retrieval)
+        augmentation = build_augmentation(config, image_size_of(self.processor))
+        train_decoder = Decoder(base_dir, augmentation, sample_caption=retrieval, word_dropout=config.word_dropout)
         eval_decoder = Decoder(base_dir)
         self.train_collator = Collator(self.processor, config.task, self.labels, config.strict, "train",
                                        train_decoder if streamed else None)
@@ -476,7 +478,8 @@ def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, 
         for key in ("learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps",
                     "num_train_epochs", "max_steps", "weight_decay", "label_smoothing", "warmup_ratio",
                     "lr_scheduler_type", "fusion_type", "dropout", "freeze_vision_encoder", "freeze_text_encoder",
-                    "freeze_text_embeddings", "text_encoder_type", "max_length", "augment", "seed", "mixed_precision")
+                    "freeze_text_embeddings", "text_encoder_type", "max_length", "augment", "word_dropout", "seed",
+                    "mixed_precision")
     }
     vision = config.vision_model if config.vision_config is None else f"random init: {load_json_or_file(config.vision_config, 'vision_config')}"
     text = config.text_model or minilm_path()
