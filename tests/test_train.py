@@ -129,7 +129,7 @@ def test_word_dropout_drops_training_words_only():
     random.seed(0)
     train = Decoder(sample_caption=True, word_dropout=0.5)
     texts = train({"image": [None] * 200, "text": ["a red circle on the left"] * 199 + [""]})["text"]
-    assert "" == texts[-1]  # an empty text stays empty (the collator then skips and counts it)
+    assert texts[-1] == ""  # an empty text stays empty (the collator then skips and counts it)
     lengths = Counter(len(text.split()) for text in texts[:-1])
     assert 0 not in lengths and lengths[6] < 20 and lengths[1] > 0  # some words go, at least one always stays
     assert all(set(text.split()) <= {"a", "red", "circle", "on", "the", "left"} for text in texts)
