@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -88,3 +89,23 @@ def test_a_demo_cache_from_other_code_is_not_reused(tmp_path):
     assert not is_complete(folder)  # made by different presets or model code
     (folder / FINGERPRINT_FILE).write_text(demo_fingerprint() + "\n")
     assert is_complete(folder)
+
+
+def test_demo_seed_benchmark_trains_each_pair_and_scores_a_fresh_draw(tmp_path):
+    from benchmarks.bench_demo_seeds import fresh_draw, parse_pair, run
+
+    tiny = {"max_steps": 2, "eval_strategy": "no",
+            "dataset_config": "num_train=16,num_eval=8,num_heldout=8,image_size=48"}
+    stage1 = {"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=48"}
+    results = run([(0, 0), (0, 1)], draw_seed=2, draw_size=6, work=tmp_path, stage1=stage1, **tiny)
+    assert [(r["stage1_seed"], r["stage2_seed"]) for r in results["runs"]] == [(0, 0), (0, 1)]
+    assert len(list(tmp_path.glob("stage1-seed*"))) == 1  # the pairs share their stage-1 run
+    for result in results["runs"]:
+        assert all(0.0 <= result[key] <= 1.0 for key in ("preset_eval", "preset_heldout", "draw_eval", "draw_heldout"))
+    assert results["summary"]["draw_heldout"]["min"] <= results["summary"]["draw_heldout"]["max"]
+    draw = fresh_draw(2, 6)
+    assert len(draw["heldout"]) == 6 and draw["eval"][0]["image"].size == (48, 48)  # the preset's image size
+    assert fresh_draw(2, 6)["eval"]["text"] == draw["eval"]["text"] != fresh_draw(3, 6)["eval"]["text"]
+    assert parse_pair("1:0") == (1, 0)
+    with pytest.raises(argparse.ArgumentTypeError, match="STAGE1_SEED:STAGE2_SEED"):
+        parse_pair("1")

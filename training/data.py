@@ -65,7 +65,7 @@ class LabelInfo:
         return value
 
 
-def _shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
+def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
     """``num_train=500,heldout_object_rate=0.2`` -> kwargs of `make_shapes_dataset` (integers, else floats)."""
     kwargs: dict[str, Any] = {"task": task}
     for part in (spec or "").split(","):
@@ -90,7 +90,7 @@ def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.It
     if source == "shapes":
         from mm_hub.shapes import make_shapes_dataset
 
-        return make_shapes_dataset(**_shapes_kwargs(config.dataset_config, config.task)), None
+        return make_shapes_dataset(**shapes_kwargs(config.dataset_config, config.task)), None
     path = Path(source).expanduser()
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))

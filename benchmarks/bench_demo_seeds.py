@@ -1,0 +1,127 @@
+"""How much the demo recipe's accuracy depends on its seeds: for each (stage-1 seed, stage-2 seed) pair, train both
+demo presets (`training/configs/demo_retrieval.yaml`, then `demo.yaml`) and score the model on the preset's own eval
+and held-out splits and on a fresh draw of the shapes data. About 2.5 minutes per pair on 2 CPU cores; the README's
+"The demo model" quotes these runs.
+
+    python benchmarks/bench_demo_seeds.py                       # pairs 0:0 0:1 0:2 1:0 2:0, fresh draw with seed 2
+    python benchmarks/bench_demo_seeds.py --pairs 0:0 3:0 --draw-seed 1 --out benchmarks/results_demo_seeds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+
+def fresh_draw(seed: int, size: int) -> Any:
+    """The demo preset's shapes data (its image size and caption mix) drawn again with another dataset seed:
+    ``size`` eval and ``size`` held-out captions."""
+    from mm_hub.shapes import make_shapes_dataset
+    from training.data import shapes_kwargs
+    from training.demo import DEMO_PRESET
+
+    preset = yaml.safe_load(DEMO_PRESET.read_text())
+    kwargs = {**shapes_kwargs(preset["dataset_config"], "classification"), "seed": seed}
+    kwargs.update(num_train=0, num_eval=size, num_heldout=size)
+    return make_shapes_dataset(**kwargs)
+
+
+def accuracy(folder: Path, split: Any, batch_size: int = 500) -> float:
+    """Share of ``split``'s (image, text) rows whose label the model in ``folder`` predicts."""
+    from mm_hub import AutoModelForImageTextClassification, MMHubProcessor
+
+    model = AutoModelForImageTextClassification.from_pretrained(folder).eval()
+    processor = MMHubProcessor.from_pretrained(folder)
+    correct = 0
+    for start in range(0, len(split), batch_size):
+        rows = split[start : start + batch_size]
+        inputs = processor(images=rows["image"], text=rows["text"], return_tensors="pt")
+        with torch.no_grad():
+            predicted = model(**inputs).logits.argmax(-1)
+        correct += int((predicted == torch.tensor(rows["label"])).sum())
+    return correct / len(split)
+
+
+def train_pair(
+    stage1_seed: int, stage2_seed: int, work: Path, stage1: dict | None = None, **stage2: Any
+) -> tuple[Path, dict[str, float]]:
+    """Train stage 1 with ``stage1_seed``, then stage 2 on it with ``stage2_seed`` (preset values replaced by
+    ``stage1`` / ``stage2``); returns the stage-2 folder and its eval metrics."""
+    from training.demo import STAGE1_PRESET, demo_config
+    from training.train import run_training
+
+    first = work / f"stage1-seed{stage1_seed}"
+    if not (first / "config.json").is_file():  # pairs sharing a stage-1 seed share its run
+        run_training(demo_config(first, progress=False, preset=STAGE1_PRESET, seed=stage1_seed, **(stage1 or {})))
+    second = work / f"stage2-seed{stage1_seed}-{stage2_seed}"
+    metrics = run_training(
+        demo_config(second, progress=False, seed=stage2_seed, init_encoders_from=str(first), **stage2)
+    )
+    return second, metrics
+
+
+def run(
+    pairs: list[tuple[int, int]], draw_seed: int, draw_size: int, work: Path, stage1: dict | None = None, **stage2: Any
+) -> dict[str, Any]:
+    """Train and score every pair; returns per-pair accuracies and their min / mean / max."""
+    draw = fresh_draw(draw_seed, draw_size)
+    runs = []
+    for stage1_seed, stage2_seed in pairs:
+        folder, metrics = train_pair(stage1_seed, stage2_seed, work, stage1, **stage2)
+        result = {
+            "stage1_seed": stage1_seed,
+            "stage2_seed": stage2_seed,
+            "preset_eval": metrics.get("eval_accuracy"),
+            "preset_heldout": metrics.get("heldout_accuracy"),
+            "draw_eval": accuracy(folder, draw["eval"]),
+            "draw_heldout": accuracy(folder, draw["heldout"]),
+        }
+        print(json.dumps(result), flush=True)
+        runs.append(result)
+    summary = {}
+    for key in ("preset_eval", "preset_heldout", "draw_eval", "draw_heldout"):
+        values = [result[key] for result in runs if result[key] is not None]
+        if values:
+            summary[key] = {"min": min(values), "mean": statistics.fmean(values), "max": max(values)}
+    return {"draw_seed": draw_seed, "draw_size": draw_size, "runs": runs, "summary": summary}
+
+
+def parse_pair(text: str) -> tuple[int, int]:
+    """``"1:0"`` -> ``(1, 0)``: stage-1 seed, stage-2 seed."""
+    try:
+        first, second = text.split(":")
+        return int(first), int(second)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"A pair is STAGE1_SEED:STAGE2_SEED, e.g. 1:0; got {text!r}.") from None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; prints one JSON line per pair, then the summary."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", nargs="+", type=parse_pair, default=[(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)],
+                        help="STAGE1_SEED:STAGE2_SEED pairs to train (default: 0:0 0:1 0:2 1:0 2:0).")
+    parser.add_argument("--draw-seed", type=int, default=2, help="Dataset seed of the fresh draw (the presets use 0).")
+    parser.add_argument("--draw-size", type=int, default=2000, help="Eval and held-out captions in the fresh draw.")
+    parser.add_argument("--work-dir", help="Where the models go (default: a temporary folder, removed at the end).")
+    parser.add_argument("--out", help="Also write the results to this JSON file.")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        results = run(args.pairs, args.draw_seed, args.draw_size, Path(args.work_dir or scratch))
+    print(json.dumps(results["summary"], indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
