@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,16 @@ from typing import Any
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+from mm_hub import AutoModelForImageTextClassification, MMHubProcessor
+from mm_hub.shapes import make_shapes_dataset
+from training.data import shapes_kwargs
+from training.demo import DEMO_PRESET, STAGE1_PRESET, demo_config
+from training.train import run_training
 
 
 def fresh_draw(seed: int, size: int) -> Any:
     """The demo preset's shapes data (its image size and caption mix) drawn again with another dataset seed:
     ``size`` eval and ``size`` held-out captions."""
-    from mm_hub.shapes import make_shapes_dataset
-    from training.data import shapes_kwargs
-    from training.demo import DEMO_PRESET
-
     preset = yaml.safe_load(DEMO_PRESET.read_text())
     kwargs = {**shapes_kwargs(preset["dataset_config"], "classification"), "seed": seed}
     kwargs.update(num_train=0, num_eval=size, num_heldout=size)
@@ -38,8 +37,6 @@ def fresh_draw(seed: int, size: int) -> Any:
 
 def accuracy(folder: Path, split: Any, batch_size: int = 500) -> float:
     """Share of ``split``'s (image, text) rows whose label the model in ``folder`` predicts."""
-    from mm_hub import AutoModelForImageTextClassification, MMHubProcessor
-
     model = AutoModelForImageTextClassification.from_pretrained(folder).eval()
     processor = MMHubProcessor.from_pretrained(folder)
     correct = 0
@@ -57,9 +54,6 @@ def train_pair(
 ) -> tuple[Path, dict[str, float]]:
     """Train stage 1 with ``stage1_seed``, then stage 2 on it with ``stage2_seed`` (preset values replaced by
     ``stage1`` / ``stage2``); returns the stage-2 folder and its eval metrics."""
-    from training.demo import STAGE1_PRESET, demo_config
-    from training.train import run_training
-
     first = work / f"stage1-seed{stage1_seed}"
     if not (first / "config.json").is_file():  # pairs sharing a stage-1 seed share its run
         run_training(demo_config(first, progress=False, preset=STAGE1_PRESET, seed=stage1_seed, **(stage1 or {})))
