@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from mm_hub.fusion_mm_hub import FUSION_REGISTRY
+
 TASKS = ("classification", "retrieval")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -152,9 +154,7 @@ class TrainConfig:
     # Search and push
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "
                            "retrain the best configuration.")
-    hpo_fusion_types: list[str] = _opt(
-        ["concat", "gated", "attention", "sequence", "bilinear"], "Fusion types the search tries."
-    )
+    hpo_fusion_types: list[str] = _opt(list(FUSION_REGISTRY), "Fusion types the search tries (default: all).")
     push_to_hub: bool = _opt(False, "Push the final model, processor, remote code and card (needs --hub-model-id).")
     hub_model_id: str | None = _opt(None, "Hub repo to push to, as ORG/NAME.")
     hub_private: bool = _opt(False, "Create the Hub repo as private.")
