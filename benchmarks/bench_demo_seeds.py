@@ -22,8 +22,7 @@ import yaml
 from mm_hub import AutoModelForImageTextClassification, MMHubProcessor
 from mm_hub.shapes import make_shapes_dataset
 from training.data import shapes_kwargs
-from training.demo import DEMO_PRESET, STAGE1_PRESET, demo_config
-from training.train import run_training
+from training.demo import DEMO_PRESET, train_stages
 
 
 def fresh_draw(seed: int, size: int) -> Any:
@@ -52,14 +51,12 @@ def accuracy(folder: Path, split: Any, batch_size: int = 500) -> float:
 def train_pair(
     stage1_seed: int, stage2_seed: int, work: Path, stage1: dict | None = None, **stage2: Any
 ) -> tuple[Path, dict[str, float]]:
-    """Train stage 1 with ``stage1_seed``, then stage 2 on it with ``stage2_seed`` (preset values replaced by
-    ``stage1`` / ``stage2``); returns the stage-2 folder and its eval metrics."""
-    first = work / f"stage1-seed{stage1_seed}"
-    if not (first / "config.json").is_file():  # pairs sharing a stage-1 seed share its run
-        run_training(demo_config(first, progress=False, preset=STAGE1_PRESET, seed=stage1_seed, **(stage1 or {})))
+    """Train stage 1 with ``stage1_seed`` (pairs sharing it share the run), then stage 2 on it with ``stage2_seed``
+    (preset values replaced by ``stage1`` / ``stage2``); returns the stage-2 folder and its eval metrics."""
     second = work / f"stage2-seed{stage1_seed}-{stage2_seed}"
-    metrics = run_training(
-        demo_config(second, progress=False, seed=stage2_seed, init_encoders_from=str(first), **stage2)
+    metrics = train_stages(
+        work / f"stage1-seed{stage1_seed}", second, progress=False,
+        stage1={**(stage1 or {}), "seed": stage1_seed}, **{**stage2, "seed": stage2_seed},
     )
     return second, metrics
 

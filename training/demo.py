@@ -56,6 +56,19 @@ def demo_config(
     return TrainConfig(**values)
 
 
+def train_stages(
+    stage1_dir: Path, stage2_dir: Path, progress: bool = True, stage1: dict | None = None, **stage2: Any
+) -> dict[str, float]:
+    """Train the demo recipe: stage 1 (``demo_retrieval``) into ``stage1_dir``, unless that folder already holds a
+    trained model (runs sharing a stage 1 reuse it), then stage 2 (``demo``) from its encoders into ``stage2_dir``.
+    ``stage1`` / ``stage2`` replace preset values; returns stage 2's eval metrics."""
+    from .train import run_training
+
+    if not (Path(stage1_dir) / "config.json").is_file():
+        run_training(demo_config(stage1_dir, progress=progress, preset=STAGE1_PRESET, **(stage1 or {})))
+    return run_training(demo_config(stage2_dir, progress=progress, init_encoders_from=str(stage1_dir), **stage2))
+
+
 def is_complete(folder: Path) -> bool:
     """Whether ``folder`` holds a finished demo model made by this mm_hub (files and `demo_fingerprint` match)."""
     stamp = folder / FINGERPRINT_FILE
@@ -79,8 +92,6 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
     Returns:
         The folder; load it with ``AutoModel.from_pretrained`` / ``pipeline(model=folder)``.
     """
-    from .train import run_training
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / DEMO_FOLDER
     if is_complete(target):
@@ -91,9 +102,7 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
         if progress:
             print(f"Training the mm_hub demo model into {target} (once; later runs reuse it).", flush=True)
         stage1 = work / "stage1-retrieval"
-        run_training(demo_config(stage1, progress=progress, preset=STAGE1_PRESET, **overrides.get("stage1", {})))
-        stage2 = {k: v for k, v in overrides.items() if k != "stage1"}
-        run_training(demo_config(work, progress=progress, init_encoders_from=str(stage1), **stage2))
+        train_stages(stage1, work, progress, **overrides)
         shutil.rmtree(stage1)
         for checkpoint in work.glob("checkpoint-*"):  # only the final model is served
             shutil.rmtree(checkpoint)
