@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from tests.train_data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.demo import DEMO_PRESET, ensure_demo_model
-from training.train import main
+from mm_hub import AutoModelForImageTextRetrieval
+from training.config import resolve_config
+from training.train import Run, evaluate_retrieval, main
 
 
 
@@ -56,6 +58,21 @@ def test_ddp_processes_report_every_skipped_row(tmp_path, streaming):
     info = json.loads((out / "training_info.json").read_text())
     assert info["num_processes"] == 2
     assert info["skipped_rows"] == {"train": {"unreadable image": 2, "empty text": 1}, "eval": {"unreadable image": 2}}
+
+
+def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(tmp_path):
+    # 9 eval images over 2 processes (5 + 4, in batches of 2): the gathered metrics equal one process's over the split.
+    out = tmp_path / "out"
+    flags = ["--task", "retrieval", "--dataset", "shapes", "--text-column", "captions", "--eval-split", "eval",
+             "--dataset-config", "num_train=16,num_eval=9,num_heldout=0,image_size=32", *tiny_flags(out),
+             "--eval-batch-size", "2", "--no-progress"]
+    torchrun_train(flags, port=29535)
+    gathered = json.loads((out / "eval_results.json").read_text())
+    run = Run(resolve_config(flags))
+    model = AutoModelForImageTextRetrieval.from_pretrained(out)
+    alone = evaluate_retrieval(model, run.eval, run.eval_collator, batch_size=9)
+    assert gathered == pytest.approx({f"eval_{key}": value for key, value in alone.items()})
+    assert alone["text_to_image_mean_rank"] > 1.0  # a random-ish model: ranks vary, so a lost or doubled shard shows
 
 
 def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
@@ -249,24 +250,41 @@ class MMHubTrainer(Trainer):
             self.data_collator = train_collator
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
-        """Classification: the Trainer's loop. Retrieval: embed every image and caption of the split, then recall@K."""
+        """Classification: the Trainer's loop. Retrieval: embed every image and caption of the split, then recall@K.
+
+        Under DDP every process first takes process 0's buffers (BatchNorm statistics, which each process updated on
+        its own batches since the last forward), so each shard is scored by the model that process 0 saves.
+        """
+        if self.args.world_size > 1:
+            for buffer in getattr(self.model, "module", self.model).buffers():
+                torch.distributed.broadcast(buffer, src=0)
         if self.recipe.task != "retrieval":
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in evaluate_retrieval(self.model, dataset, self.eval_collator,
-                                                                                self.args.eval_batch_size).items()}
+        scores = evaluate_retrieval(self.model, dataset, self.eval_collator, self.args.eval_batch_size,
+                                    rank=self.args.process_index, world_size=self.args.world_size)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
 
 @torch.no_grad()
-def evaluate_retrieval(model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int) -> dict[str, float]:
-    """Embed all images and all their captions (bad rows skipped and counted), then `retrieval_metrics`."""
+def evaluate_retrieval(
+    model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int, rank: int = 0, world_size: int = 1
+) -> dict[str, float]:
+    """Embed all images and all their captions (bad rows skipped and counted), then `retrieval_metrics`.
+
+    With ``world_size`` > 1 (DDP: every process must call it, as it is a collective) process ``rank`` embeds only its
+    shard of the split and the embeddings of all shards are gathered, so each process returns the metrics of the
+    whole split.
+    """
     model = getattr(model, "module", model)  # unwrap DDP
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if world_size > 1:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list)
     image_embeds, text_embeds, owners = [], [], []
     for rows in tqdm(loader, desc="retrieval eval", leave=False, disable=not sys.stderr.isatty()):
@@ -283,10 +301,15 @@ def evaluate_retrieval(model: torch.nn.Module, dataset: Any, collator: Collator,
             owners.append(len(texts))  # captions of this image, in order
         tokens = collator.processor(text=captions, return_tensors="pt")
         text_embeds.append(model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float().cpu())
+    model.train(was_training)
+    shards = [(image_embeds, text_embeds, owners)]
+    if world_size > 1:  # before any error, so that no process waits on one that raised
+        shards = [None] * world_size
+        torch.distributed.all_gather_object(shards, (image_embeds, text_embeds, owners))
+    image_embeds, text_embeds, owners = ([item for shard in shards for item in shard[i]] for i in range(3))
     if not image_embeds:
         raise ValueError(f"No usable rows in the {collator.split} split to evaluate retrieval on.")
     text_to_image = np.repeat(np.arange(len(owners)), owners)
-    model.train(was_training)
     return retrieval_metrics(torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), text_to_image)
 
 
