@@ -11,12 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train_data import csv_folder, disk_dataset, tiny_flags, torchrun_train
-from training.demo import DEMO_PRESET, ensure_demo_model
 from mm_hub import AutoModelForImageTextRetrieval
+from tests.train_data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
+from training.demo import DEMO_PRESET, ensure_demo_model
 from training.train import Run, evaluate_retrieval, main
-
 
 
 def csv_flags(data: Path) -> list[str]:
