@@ -74,6 +74,19 @@ def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(tmp_path):
     assert alone["text_to_image_mean_rank"] > 1.0  # a random-ish model: ranks vary, so a lost or doubled shard shows
 
 
+def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(tmp_path):
+    # Only process 0 runs optuna; the others get each trial's values and, at the end, the best run from it.
+    data = csv_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    torchrun_train(["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "Caption Text",
+                    "--label-column", "Kind", "--eval-fraction", "0.25", *tiny_flags(out), "--hpo-trials", "2",
+                    "--no-progress"], port=29537)
+    best = json.loads((out / "hpo" / "best.json").read_text())["best_hyperparameters"]
+    assert len(json.loads((out / "hpo" / "results.json").read_text())) == 2
+    assert json.loads((out / "config.json").read_text())["fusion_type"] == best["fusion_type"]
+    assert json.loads((out / "training_info.json").read_text())["num_processes"] == 2
+
+
 def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
     folder = ensure_demo_model(
         tmp_path, progress=False, max_steps=2,

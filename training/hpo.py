@@ -4,6 +4,8 @@ Searches the learning rate, fusion type, encoder freezing and dropout. Every tri
 ``model_init`` (without checkpoints) and is scored on the recipe's best-model metric; the table of trials is saved
 as ``hpo/results.csv`` and ``hpo/results.json`` under ``--output-dir``, and the best configuration is then retrained
 as a normal run (checkpoints, final evaluation, saved model).
+Under ``torchrun`` every process trains each trial; process 0 runs optuna (transformers sends the other processes
+each trial's values) and broadcasts the best run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from .config import TrainConfig
 
@@ -88,6 +92,10 @@ def search(run: Run) -> Run:
         direction="maximize" if trainer.args.greater_is_better else "minimize",
         backend="optuna",
     )
+    if trainer.args.world_size > 1:  # under torchrun only process 0 runs optuna; the others return None
+        shared = [best]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        best = shared[0]
     if trainer.is_world_process_zero():
         _save_table(rows, folder)
         summary = {"metric": metric, "best_trial": int(best.run_id), "best_objective": best.objective,
