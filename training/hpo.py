@@ -4,6 +4,7 @@ Searches the learning rate, fusion type, encoder freezing and dropout. Every tri
 ``model_init`` (without checkpoints) and is scored on the recipe's best-model metric; the table of trials is saved
 as ``hpo/results.csv`` and ``hpo/results.json`` under ``--output-dir``, and the best configuration is then retrained
 as a normal run (checkpoints, final evaluation, saved model).
+
 Under ``torchrun`` every process trains each trial; process 0 runs optuna (transformers sends the other processes
 each trial's values) and broadcasts the best run.
 """
