@@ -391,15 +391,21 @@ class Collator:
     def report(self) -> dict[str, int]:
         """Distinct skipped rows by reason (empty when nothing was skipped), over every process of a DDP run (each
         process collates its own shard; every process must call this, as it is a collective there)."""
-        skipped = self.skipped
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, skipped)
-            skipped = {}
-            for part in parts:
-                for kind, rows in part.items():
-                    skipped.setdefault(kind, set()).update(rows)
+        skipped: dict[str, set] = {}
+        for part in gather_objects(self.skipped):
+            for kind, rows in part.items():
+                skipped.setdefault(kind, set()).update(rows)
         return {kind: len(rows) for kind, rows in skipped.items()}
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """``value`` of every process of a DDP run, in rank order (a collective: every process must call it); ``[value]``
+    outside one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [value]
+    parts: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, value)
+    return parts
 
 
 def attach_decoder(split: Any, decoder: Decoder) -> Any:

@@ -44,6 +44,7 @@ from .data import (
     LabelInfo,
     attach_decoder,
     build_augmentation,
+    gather_objects,
     image_size_of,
     infer_labels,
     load_splits,
@@ -302,11 +303,10 @@ def evaluate_retrieval(
         tokens = collator.processor(text=captions, return_tensors="pt")
         text_embeds.append(model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float().cpu())
     model.train(was_training)
-    shards = [(image_embeds, text_embeds, owners)]
-    if world_size > 1:  # before any error, so that no process waits on one that raised
-        shards = [None] * world_size
-        torch.distributed.all_gather_object(shards, (image_embeds, text_embeds, owners))
-    image_embeds, text_embeds, owners = ([item for shard in shards for item in shard[i]] for i in range(3))
+    shard = (image_embeds, text_embeds, owners)
+    # Gathered before any error, so that no process waits on one that raised.
+    shards = gather_objects(shard) if world_size > 1 else [shard]
+    image_embeds, text_embeds, owners = ([item for part in shards for item in part[i]] for i in range(3))
     if not image_embeds:
         raise ValueError(f"No usable rows in the {collator.split} split to evaluate retrieval on.")
     text_to_image = np.repeat(np.arange(len(owners)), owners)
