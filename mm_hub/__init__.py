@@ -16,6 +16,7 @@ from .modeling_mm_hub import (
     FUSION_REGISTRY,
     ImageTextClassifierOutput,
     ImageTextRetrievalOutput,
+    MMHubEnsembleForImageTextClassification,
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
     MMHubModel,
@@ -40,15 +41,17 @@ class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
     _model_mapping = _LazyAutoMapping(CONFIG_MAPPING_NAMES, OrderedDict())
 
 
+# The classification heads; a saved config's `architectures` tells the Auto classes which one it is.
+CLASSIFIERS = (MMHubForImageTextClassification, MMHubEnsembleForImageTextClassification)
+
+
 def _register() -> None:
     """Register with the Auto classes (local use) and mark every class for `register_for_auto_class`."""
     AutoConfig.register(MMHubConfig.model_type, MMHubConfig, exist_ok=True)
     # A tuple: `AutoModel` picks the class named in the saved config's `architectures` (the base model for a
     # fresh config), so it returns the same head with mm_hub installed as the auto_map gives without it.
-    AutoModel.register(
-        MMHubConfig, (MMHubModel, MMHubForImageTextClassification, MMHubForImageTextRetrieval), exist_ok=True
-    )
-    AutoModelForImageTextClassification.register(MMHubConfig, MMHubForImageTextClassification, exist_ok=True)
+    AutoModel.register(MMHubConfig, (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval), exist_ok=True)
+    AutoModelForImageTextClassification.register(MMHubConfig, CLASSIFIERS, exist_ok=True)
     AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)
     PIPELINE_REGISTRY.register_pipeline(
@@ -60,7 +63,7 @@ def _register() -> None:
     # Saved folders map "AutoModel" to the class that saved them, so `AutoModel.from_pretrained(path,
     # trust_remote_code=True)` returns the head that was trained, on a machine without mm_hub.
     MMHubConfig.register_for_auto_class()
-    for model_class in (MMHubModel, MMHubForImageTextClassification, MMHubForImageTextRetrieval):
+    for model_class in (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval):
         model_class.register_for_auto_class("AutoModel")
     MMHubProcessor.register_for_auto_class()
 
@@ -76,6 +79,7 @@ __all__ = [
     "ImageTextClassifierOutput",
     "ImageTextRetrievalOutput",
     "MMHubConfig",
+    "MMHubEnsembleForImageTextClassification",
     "MMHubForImageTextClassification",
     "MMHubForImageTextRetrieval",
     "MMHubModel",

@@ -74,6 +74,9 @@ class MMHubConfig(PreTrainedConfig):
             Freeze the text encoder's weights.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialiser of new layers.
+        ensemble_size (`int`, *optional*, defaults to 1):
+            Number of classifiers of this architecture whose predictions `MMHubEnsembleForImageTextClassification`
+            averages; 1 for every other model.
 
     Example:
 
@@ -111,6 +114,7 @@ class MMHubConfig(PreTrainedConfig):
     freeze_vision_encoder: bool = False
     freeze_text_encoder: bool = False
     initializer_range: float = 0.02
+    ensemble_size: int = 1
 
     def __post_init__(self, **kwargs):
         if self.text_encoder_type not in TEXT_ENCODER_TYPES:
@@ -137,7 +141,7 @@ class MMHubConfig(PreTrainedConfig):
                 f"fusion_hidden_size={self.fusion_hidden_size} must be divisible by "
                 f"fusion_num_heads={self.fusion_num_heads}."
             )
-        for name in ("fusion_hidden_size", "fusion_num_layers", "projection_dim", "lstm_hidden_size"):
+        for name in ("fusion_hidden_size", "fusion_num_layers", "projection_dim", "lstm_hidden_size", "ensemble_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -19,10 +19,12 @@ from .defaults import MINILM_HUB_ID, minilm_path
 
 CLASSIFICATION = "MMHubForImageTextClassification"
 RETRIEVAL = "MMHubForImageTextRetrieval"
+ENSEMBLE = "MMHubEnsembleForImageTextClassification"
 # The Hub has no "image + text -> label" pipeline tag: "other" is the honest one; dual encoders are listed with
 # the CLIP family.
-PIPELINE_TAGS = {CLASSIFICATION: "other", RETRIEVAL: "zero-shot-image-classification"}
-TASKS = {CLASSIFICATION: "image-text-classification", RETRIEVAL: "image-text-retrieval"}
+PIPELINE_TAGS = {CLASSIFICATION: "other", ENSEMBLE: "other", RETRIEVAL: "zero-shot-image-classification"}
+TASKS = {CLASSIFICATION: "image-text-classification", ENSEMBLE: "image-text-classification",
+         RETRIEVAL: "image-text-retrieval"}
 FUSION_PROSE = {
     "concat": "late fusion: the pooled image and text embeddings are projected, concatenated and mixed by an MLP",
     "gated": "a gated multimodal unit: a learned sigmoid gate weighs the projected image and text embeddings",
@@ -193,10 +195,14 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     vision, text = _encoders(config)
     params = count_parameters(folder)
     head = "a retrieval dual encoder (contrastive loss)" if architecture == RETRIEVAL else "a classification head"
+    intro = f"An mm_hub image + text model with {head}:"
+    if architecture == ENSEMBLE:
+        intro = (f"An mm_hub ensemble of {config.get('ensemble_size')} image + text classifiers trained apart, whose"
+                 " probabilities are averaged. Each has")
     lines = [
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"An mm_hub image + text model with {head}: a {vision} image encoder and"
+        f"{intro} a {vision} image encoder and"
         f" a {text} text encoder joined by **`{fusion}` fusion** ({FUSION_PROSE.get(fusion, 'custom fusion')}).",
         "",
         "## Model details",
@@ -210,7 +216,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     ]
     if params is not None:
         lines.append(f"| Parameters | {params:,} |")
-    if architecture == CLASSIFICATION:
+    if architecture in (CLASSIFICATION, ENSEMBLE):
         labels = [config.get("id2label", {}).get(str(i), str(i)) for i in range(len(config.get("id2label", {})))]
         lines.append(f"| Problem type | {config.get('problem_type') or 'single_label_classification'} |")
         lines.append(f"| Labels | {', '.join(f'`{label}`' for label in labels)} |")

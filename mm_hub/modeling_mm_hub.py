@@ -9,6 +9,7 @@ Layout: encoders -> outputs -> pre-trained base -> base model -> heads.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -332,6 +333,11 @@ class MMHubModel(MMHubPreTrainedModel):
             self.fusion = build_fusion(config)
         else:
             self.fusion = None
+        if config.ensemble_size != 1:
+            raise ValueError(
+                f"This config describes an ensemble of {config.ensemble_size} models: load it with "
+                "MMHubEnsembleForImageTextClassification (or AutoModel / AutoModelForImageTextClassification)."
+            )
         self.post_init()
         self._apply_freezing()
 
@@ -411,7 +417,29 @@ def classification_loss(config: MMHubConfig, logits: torch.Tensor, labels: torch
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
-class MMHubForImageTextClassification(MMHubPreTrainedModel):
+class ImageTextClassifierPreTrainedModel(MMHubPreTrainedModel):
+    """What the classification heads share: saving with the `image-text-classification` pipeline and its code."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`, plus the `image-text-classification` pipeline and its code, so that
+        ``pipeline(model=save_directory, trust_remote_code=True)`` works where mm_hub is not installed."""
+        from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
+
+        # "AutoModel" resolves to this head through the auto_map written by `register_for_auto_class`.
+        self.config.custom_pipelines = {
+            PIPELINE_TASK: {
+                "impl": f"pipeline_mm_hub.{ImageTextClassificationPipeline.__name__}",
+                "pt": ["AutoModel"],
+                "type": "multimodal",
+            }
+        }
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None:
+            module_file = __import__(ImageTextClassificationPipeline.__module__, fromlist=["_"]).__file__
+            shutil.copy(module_file, os.path.join(save_directory, "pipeline_mm_hub.py"))
+
+
+class MMHubForImageTextClassification(ImageTextClassifierPreTrainedModel):
     """Fused image+text embedding -> dropout -> linear classifier (single-label, multi-label or regression)."""
 
     def __init__(self, config: MMHubConfig):
@@ -444,23 +472,116 @@ class MMHubForImageTextClassification(MMHubPreTrainedModel):
         loss = None if labels is None else classification_loss(self.config, logits, labels)
         return ImageTextClassifierOutput(loss=loss, logits=logits, fusion_attentions=outputs.fusion_attentions)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`, plus the `image-text-classification` pipeline and its code, so that
-        ``pipeline(model=save_directory, trust_remote_code=True)`` works where mm_hub is not installed."""
-        from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
 
-        # "AutoModel" resolves to this head through the auto_map written by `register_for_auto_class`.
-        self.config.custom_pipelines = {
-            PIPELINE_TASK: {
-                "impl": f"pipeline_mm_hub.{ImageTextClassificationPipeline.__name__}",
-                "pt": ["AutoModel"],
-                "type": "multimodal",
-            }
-        }
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is not None:
-            module_file = __import__(ImageTextClassificationPipeline.__module__, fromlist=["_"]).__file__
-            shutil.copy(module_file, os.path.join(save_directory, "pipeline_mm_hub.py"))
+def average_scores(config: MMHubConfig, logits: torch.Tensor) -> torch.Tensor:
+    """(K, B, L) logits of K classifiers -> (B, L) logits of their average prediction: the log of the mean softmax
+    (single-label), the logit of the mean sigmoid (multi-label), or the mean value (regression, as
+    `classification_loss` infers it for one output)."""
+    problem = config.problem_type
+    if problem == "regression" or (problem is None and logits.shape[-1] == 1):
+        return logits.mean(dim=0)
+    if problem == "multi_label_classification":
+        return torch.logit(torch.sigmoid(logits).mean(dim=0), eps=1e-7)
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - torch.log(torch.tensor(float(len(logits))))
+
+
+def _mean_of(values: list[Any]) -> Any:
+    """Element-wise mean of equally nested dicts / tuples of tensors (the members' fusion attentions)."""
+    first = values[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {key: _mean_of([value[key] for value in values]) for key in first}
+    if isinstance(first, (tuple, list)):
+        return tuple(_mean_of(list(parts)) for parts in zip(*values))
+    return torch.stack(values).mean(dim=0)
+
+
+class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel):
+    """``config.ensemble_size`` classifiers of one architecture, trained apart (other seeds), that predict together:
+    their probabilities (values, for regression) are averaged. Build one from trained models with `from_members`.
+
+    Single runs of a small model can differ by points of accuracy on inputs unlike the training data (the demo's
+    held-out captions); the average of a few is steadier and usually better than each. Costs one forward per member.
+    """
+
+    def __init__(self, config: MMHubConfig):
+        super().__init__(config)
+        member_config = copy.deepcopy(config)
+        member_config.ensemble_size = 1
+        self.members = nn.ModuleList(
+            MMHubForImageTextClassification(member_config) for _ in range(config.ensemble_size)
+        )
+        self.post_init()
+
+    @classmethod
+    def from_members(cls, members: list[MMHubForImageTextClassification]) -> MMHubEnsembleForImageTextClassification:
+        """The ensemble of trained classifiers (weights copied), in eval mode. They must share the architecture,
+        labels and problem type (raises ValueError naming what differs); their processors must match too."""
+        if len(members) < 2 or not all(type(m) is MMHubForImageTextClassification for m in members):
+            raise ValueError(
+                f"An ensemble needs two or more MMHubForImageTextClassification models, got "
+                f"{[type(m).__name__ for m in members]}."
+            )
+        reference = members[0].config
+        for index, member in enumerate(members[1:], start=1):
+            differ = _config_differences(reference, member.config)
+            if differ:
+                raise ValueError(f"Member {index} differs from member 0 in {differ}: ensemble members must agree.")
+        config = copy.deepcopy(reference)
+        config.ensemble_size = len(members)
+        model = cls(config)
+        for target, member in zip(model.members, members):
+            target.load_state_dict(member.state_dict())
+        return model.eval()
+
+    def _apply_freezing(self) -> None:
+        for member in self.members:
+            member._apply_freezing()
+
+    def train(self, mode: bool = True) -> MMHubEnsembleForImageTextClassification:
+        """As `nn.Module.train`; each member keeps its frozen encoders in eval mode."""
+        return nn.Module.train(self, mode)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> ImageTextClassifierOutput:
+        """Classify (image, text) pairs with every member and average (see `average_scores`).
+
+        Args: as [`MMHubForImageTextClassification.forward`]. The loss is the mean of the members' losses (so training
+        the ensemble trains each member on its own); ``fusion_attentions`` is the members' mean.
+        """
+        outputs = [
+            member(pixel_values, input_ids, attention_mask, labels=labels, output_attentions=output_attentions)
+            for member in self.members
+        ]
+        if self.config.problem_type is None:  # a member inferred it from the labels
+            self.config.problem_type = self.members[0].config.problem_type
+        logits = average_scores(self.config, torch.stack([output.logits for output in outputs]))
+        loss = None if labels is None else torch.stack([output.loss for output in outputs]).mean()
+        attentions = _mean_of([output.fusion_attentions for output in outputs])
+        return ImageTextClassifierOutput(loss=loss, logits=logits, fusion_attentions=attentions)
+
+
+# What members of an ensemble may differ in: training choices that do not change the weights' meaning.
+_MEMBER_FREE_FIELDS = {"freeze_vision_encoder", "freeze_text_encoder", "dropout", "initializer_range"}
+
+
+def _config_differences(first: MMHubConfig, second: MMHubConfig) -> list[str]:
+    """Names of the architecture, label and problem-type fields in which two configs differ."""
+    names = [f for f in MMHubConfig.__annotations__ if f not in _MEMBER_FREE_FIELDS] + ["id2label", "problem_type"]
+    return [name for name in names if _plain(getattr(first, name)) != _plain(getattr(second, name))]
+
+
+def _plain(value: Any) -> Any:
+    """Sub-configs as dicts, so two configs compare by value."""
+    return value.to_dict() if isinstance(value, PreTrainedConfig) else value
 
 
 class MMHubForImageTextRetrieval(MMHubPreTrainedModel):
@@ -528,6 +649,7 @@ __all__ = [
     "FUSION_REGISTRY",
     "ImageTextClassifierOutput",
     "ImageTextRetrievalOutput",
+    "MMHubEnsembleForImageTextClassification",
     "MMHubForImageTextClassification",
     "MMHubForImageTextRetrieval",
     "MMHubModel",

@@ -155,8 +155,8 @@ class Predictor:
 
     @property
     def can_classify(self) -> bool:
-        """True for classification heads (anything with a ``classifier``)."""
-        return hasattr(self.model, "classifier")
+        """True for classification heads: anything with a ``classifier``, or an ensemble of such ``members``."""
+        return hasattr(self.model, "classifier") or hasattr(self.model, "members")
 
     @property
     def can_embed(self) -> bool:

@@ -24,7 +24,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from transformers import AutoConfig
 
-from .modeling_mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from .modeling_mm_hub import (
+    MMHubEnsembleForImageTextClassification,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+)
 from .processing_mm_hub import MMHubProcessor, load_rgb_image, to_rgb
 
 # Inputs larger than this are refused from the header, before decoding (a small PNG can decode to gigabytes: a
@@ -136,7 +140,10 @@ def _offline_fallback(model_id: str, revision: str | None) -> bool:
 
 def load_model(
     model_id: str | os.PathLike, revision: str | None = None, token: str | None = None
-) -> tuple[MMHubForImageTextClassification | MMHubForImageTextRetrieval, MMHubProcessor]:
+) -> tuple[
+    MMHubForImageTextClassification | MMHubEnsembleForImageTextClassification | MMHubForImageTextRetrieval,
+    MMHubProcessor,
+]:
     """Load a saved or pushed mm_hub model (the head named in its config's ``architectures``) and its processor.
 
     Raises:
@@ -153,8 +160,8 @@ def load_model(
             f"{model_id!r} is a {config.model_type!r} model; this app serves mm_hub image+text models "
             "(config model_type 'mm_hub')."
         )
-    retrieval = "MMHubForImageTextRetrieval" in (config.architectures or [])
-    head = MMHubForImageTextRetrieval if retrieval else MMHubForImageTextClassification
+    heads = {cls.__name__: cls for cls in (MMHubForImageTextRetrieval, MMHubEnsembleForImageTextClassification)}
+    head = next((heads[name] for name in config.architectures or [] if name in heads), MMHubForImageTextClassification)
     try:
         model = head.from_pretrained(model_id, **hub_kwargs)
         processor = MMHubProcessor.from_pretrained(model_id, **hub_kwargs)

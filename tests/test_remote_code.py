@@ -11,7 +11,12 @@ import textwrap
 import pytest
 import torch
 
-from mm_hub import FUSION_REGISTRY, MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from mm_hub import (
+    FUSION_REGISTRY,
+    MMHubEnsembleForImageTextClassification,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+)
 from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
 
 # Runs in a fresh interpreter. `sys.modules["mm_hub"] = None` makes any `import mm_hub` fail, so only the code
@@ -59,14 +64,17 @@ def test_saved_models_load_without_mm_hub(tmp_path):
     cases, expected = [], {}
     heads = [(MMHubForImageTextClassification, fusion, text) for fusion in FUSION_REGISTRY for text in TEXT_ENCODER_TYPES]
     heads += [(MMHubForImageTextRetrieval, "concat", text) for text in TEXT_ENCODER_TYPES]
+    heads += [(MMHubEnsembleForImageTextClassification, "bilinear", "lstm")]
     for model_class, fusion, text_encoder in heads:
         folder = str(tmp_path / f"{model_class.__name__}-{fusion}-{text_encoder}")
-        model = model_class(tiny_config(fusion, text_encoder, id2label={0: "a", 1: "b", 2: "c"})).eval()
+        size = 2 if model_class is MMHubEnsembleForImageTextClassification else 1
+        config = tiny_config(fusion, text_encoder, id2label={0: "a", 1: "b", 2: "c"}, ensemble_size=size)
+        model = model_class(config).eval()
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
         with torch.no_grad():
             out = model(**inputs)
-        is_classifier = model_class is MMHubForImageTextClassification
+        is_classifier = model_class is not MMHubForImageTextRetrieval
         expected[folder] = (model_class.__name__, out.logits if is_classifier else out.logits_per_image)
         cases.append(
             {"folder": folder, "texts": texts, "images": image_paths, "head": "classification" if is_classifier else "retrieval"}

@@ -7,6 +7,7 @@ Rows flow: ``load_splits`` (columns renamed to ``image``/``text``/``text_pair``/
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
@@ -84,13 +85,20 @@ def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
     return kwargs
 
 
+@functools.lru_cache(maxsize=2)
+def _shapes_dataset(kwargs: tuple[tuple[str, Any], ...]) -> datasets.DatasetDict:
+    """`make_shapes_dataset`, kept for the next run in this process with the same arguments (the demo trains two
+    members on the same data): rendering 30,000 scenes takes longer than a stage of training."""
+    from mm_hub.shapes import make_shapes_dataset
+
+    return make_shapes_dataset(**dict(kwargs))
+
+
 def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, Path | None]:
     """Load every split of ``config.dataset``; also return the folder relative image paths are resolved against."""
     source = config.dataset
     if source == "shapes":
-        from mm_hub.shapes import make_shapes_dataset
-
-        return make_shapes_dataset(**shapes_kwargs(config.dataset_config, config.task)), None
+        return _shapes_dataset(tuple(sorted(shapes_kwargs(config.dataset_config, config.task).items()))), None
     path = Path(source).expanduser()
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))

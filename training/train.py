@@ -380,12 +380,13 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
 class Run:
     """Data, labels, processor and collators of one recipe: what every trial and the final training share."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, built: tuple[torch.nn.Module, MMHubProcessor] | None = None):
+        """``built``: a trained model and its processor to evaluate on this recipe's data, instead of a new model."""
         self.config = config
         set_seed(config.seed)
         self.train, self.eval, self.extra, base_dir, self.eval_split = load_splits(config)
         self.labels = None if config.task == "retrieval" else infer_labels(self.train, self.eval, config)
-        model, self.processor = build_model(config, self.labels)
+        model, self.processor = built or build_model(config, self.labels)
         self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
         streamed = not hasattr(self.train, "__len__")
         retrieval = config.task == "retrieval"
@@ -444,7 +445,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
     """Drop the Trainer's timing entries; keep the metrics themselves."""
-    timing = ("_runtime", "_samples_per_second", "_steps_per_second")
+    timing = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
     return {k: float(v) for k, v in metrics.items() if k != "epoch" and not k.endswith(timing)}
 
 
@@ -461,6 +462,14 @@ def _resume_path(config: TrainConfig) -> str | None:
     return config.resume_from_checkpoint
 
 
+def evaluate_splits(trainer: MMHubTrainer, run: Run) -> dict[str, float]:
+    """The trainer's model scored on the run's eval split and its extra eval splits (keys prefixed by split)."""
+    metrics = _metric_values(trainer.evaluate())
+    for name, split in run.extra.items():
+        metrics.update(_metric_values(trainer.evaluate(split, metric_key_prefix=name)))
+    return metrics
+
+
 def train_and_save(run: Run) -> dict[str, float]:
     """Train, evaluate (eval + extra splits), save the model folder with its JSON reports; return the metrics."""
     config = run.config
@@ -469,9 +478,7 @@ def train_and_save(run: Run) -> dict[str, float]:
     if trainer.is_world_process_zero():
         config.save(output / "train_config.yaml")  # beside the checkpoints from the start
     result = trainer.train(resume_from_checkpoint=_resume_path(config))
-    metrics = _metric_values(trainer.evaluate())
-    for name, split in run.extra.items():
-        metrics.update(_metric_values(trainer.evaluate(split, metric_key_prefix=name)))
+    metrics = evaluate_splits(trainer, run)
     skipped = {"train": run.train_collator.report(), "eval": run.eval_collator.report()}
     for split, counts in skipped.items():
         if counts:
