@@ -14,7 +14,7 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -96,22 +96,33 @@ def parse_pair(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"A pair is STAGE1_SEED:STAGE2_SEED, e.g. 1:0; got {text!r}.") from None
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; prints one JSON line per pair, then the summary."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", type=parse_pair, default=[(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)],
-                        help="STAGE1_SEED:STAGE2_SEED pairs to train (default: 0:0 0:1 0:2 1:0 2:0).")
+def demo_parser(description: str, work_help: str) -> argparse.ArgumentParser:
+    """A parser with the options the demo benchmarks share: the fresh draw, the work folder and the output file."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--draw-seed", type=int, default=2, help="Dataset seed of the fresh draw (the presets use 0).")
     parser.add_argument("--draw-size", type=int, default=2000, help="Eval and held-out captions in the fresh draw.")
-    parser.add_argument("--work-dir", help="Where the models go (default: a temporary folder, removed at the end).")
+    parser.add_argument("--work-dir", help=work_help)
     parser.add_argument("--out", help="Also write the results to this JSON file.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_and_report(args: argparse.Namespace, run_in: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """``run_in(work folder)`` (``--work-dir`` or a temporary one), then print its summary and write ``--out``."""
     with tempfile.TemporaryDirectory() as scratch:
-        results = run(args.pairs, args.draw_seed, args.draw_size, Path(args.work_dir or scratch))
+        results = run_in(Path(args.work_dir or scratch))
     print(json.dumps(results["summary"], indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; prints one JSON line per pair, then the summary."""
+    parser = demo_parser(__doc__, "Where the models go (default: a temporary folder, removed at the end).")
+    parser.add_argument("--pairs", nargs="+", type=parse_pair, default=[(0, 0), (0, 1), (0, 2), (1, 0), (2, 0)],
+                        help="STAGE1_SEED:STAGE2_SEED pairs to train (default: 0:0 0:1 0:2 1:0 2:0).")
+    args = parser.parse_args(argv)
+    return run_and_report(args, lambda work: run(args.pairs, args.draw_seed, args.draw_size, work))
 
 
 if __name__ == "__main__":

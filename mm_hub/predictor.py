@@ -195,6 +195,7 @@ class Predictor:
             "revision": self.revision or "main",
             "commit": self.commit,
             "head": "retrieval" if self.can_embed and not self.can_classify else "classification",
+            "ensemble_size": getattr(config, "ensemble_size", 1),
             "problem_type": self.problem_type if self.can_classify else None,
             "fusion_type": config.fusion_type if self.can_classify else "none (dual encoder)",
             "vision_encoder": vision_desc,
@@ -210,7 +211,9 @@ class Predictor:
         lines = [
             f"**Model** `{info['model']}`{' (the built-in demo model)' if self.origin == 'demo' else ''} · revision "
             f"`{info['revision']}`{commit} · {info['head']} head"
-            + (f" ({info['problem_type']})" if info["problem_type"] else ""),
+            + (f" ({info['problem_type']})" if info["problem_type"] else "")
+            + (f" · an ensemble of {info['ensemble_size']} models, probabilities averaged" if info["ensemble_size"] > 1
+               else ""),
             (
                 f"**Fusion** `{info['fusion_type']}` · **image encoder** {info['vision_encoder']} · **text encoder** "
                 f"{info['text_encoder']} · {info['parameters'] / 1e6:.2f}M parameters"

@@ -14,8 +14,14 @@ from mm_hub import (
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
 )
+from mm_hub.modelcard import build_model_card
 from mm_hub.predictor import Predictor, load_model
-from tests.helpers import assert_same_outputs, random_images, tiny_config, tiny_processor
+from tests.helpers import (
+    assert_same_outputs,
+    random_images,
+    tiny_config,
+    tiny_processor,
+)
 from tests.train_data import csv_folder, tiny_flags
 from training import ensemble
 from training.train import main as train_main
@@ -100,7 +106,8 @@ def test_the_predictor_explains_an_ensemble_with_its_members_mean_attention(tmp_
     predictor = Predictor(model, tiny_processor())
     explanation = predictor.explain(random_images(1)[0], "a red circle")
     assert explanation.heatmap is not None and [w for w, _ in explanation.words] == ["a", "red", "circle"]
-    assert predictor.info()["fusion_type"] == "bilinear"
+    assert predictor.info()["fusion_type"] == "bilinear" and predictor.info()["ensemble_size"] == 2
+    assert "an ensemble of 2 models, probabilities averaged" in predictor.info_markdown()
 
 
 @pytest.mark.parametrize(
@@ -138,6 +145,9 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     assert type(model) is MMHubEnsembleForImageTextClassification
     assert model.config.id2label == {0: "angular", 1: "round"}
     assert not list(tmp_path.glob(".ensemble-*"))  # built beside, then moved into place
+    card = str(build_model_card(out, "your-name/ensemble"))
+    assert "An mm_hub ensemble of 2 image + text classifiers trained apart" in card
+    assert "| Labels | `angular`, `round` |" in card and "pipeline(model=" in card and "metrics:" in card
 
     # Rebuilding replaces the earlier ensemble; anything else in the way is refused, never deleted.
     ensemble.main([*map(str, folders), "--output-dir", str(out), "--no-eval"])

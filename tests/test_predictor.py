@@ -85,6 +85,7 @@ def test_loads_a_saved_folder_and_describes_it(tmp_path):
     assert "BiLSTM" in info["text_encoder"] and info["vision_encoder"].startswith("resnet")
     markdown = predictor.info_markdown()
     assert folder in markdown and "`gated`" in markdown and "`bird`" in markdown
+    assert info["ensemble_size"] == 1 and "ensemble" not in markdown
 
 
 def test_loads_a_hub_repo_at_a_revision(tmp_path, hub_repo_id, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mm_hub import AutoModelForImageTextRetrieval
+from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from tests.train_data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
 from training.demo import DEMO_PRESET, ensure_demo_model
@@ -97,13 +97,19 @@ def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
     info = json.loads((folder / "training_info.json").read_text())
     assert {"eval_accuracy", "heldout_accuracy"} <= set(info["metrics"])
     assert info["hyperparameters"]["fusion_type"] == "bilinear"
-    assert json.loads((folder / "config.json").read_text())["text_encoder_type"] == "lstm"
+    assert info["ensemble_members"] == ["member-stage1-seed0", "member-stage1-seed1"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["text_encoder_type"] == "lstm" and config["ensemble_size"] == 2
+    model = AutoModelForImageTextClassification.from_pretrained(folder)
+    assert type(model).__name__ == "MMHubEnsembleForImageTextClassification"
+    first, second = (member.mm_hub.vision_encoder.state_dict() for member in model.members)
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # stage 1 ran with two seeds
     assert not list(folder.glob("checkpoint-*")) and not list(tmp_path.glob(".demo-model-*"))
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert ensure_demo_model(tmp_path, progress=False) == folder  # reused, not retrained
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert "python -m training.train --config training/configs/demo.yaml" in DEMO_PRESET.read_text()
-    assert "stage1-retrieval" not in {p.name for p in folder.iterdir()}
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(("stage1-", "member-"))]
 
 
 def test_a_demo_cache_from_other_code_is_not_reused(tmp_path):
@@ -138,3 +144,19 @@ def test_demo_seed_benchmark_trains_each_pair_and_scores_a_fresh_draw(tmp_path):
     assert parse_pair("1:0") == (1, 0)
     with pytest.raises(argparse.ArgumentTypeError, match="STAGE1_SEED:STAGE2_SEED"):
         parse_pair("1")
+
+
+def test_demo_ensemble_benchmark_scores_members_and_pairs_and_reuses_members(tmp_path):
+    from benchmarks.bench_demo_ensembles import run
+
+    tiny = {"max_steps": 2, "eval_strategy": "no",
+            "dataset_config": "num_train=16,num_eval=8,num_heldout=8,image_size=48"}
+    stage1 = {"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=48"}
+    results = run([0, 1, 2], draw_seed=2, draw_size=6, work=tmp_path, stage1=stage1, **tiny)
+    assert [m["stage1_seed"] for m in results["members"]] == [0, 1, 2]
+    assert [p["stage1_seeds"] for p in results["pairs"]] == [[0, 1], [0, 2], [1, 2]]
+    summary = results["summary"]["pairs"]["draw_heldout"]
+    assert summary["min"] <= summary["mean"] <= summary["max"] and 0 <= summary["at_least_95"] <= 3
+    stamp = (tmp_path / "stage2-seed0-0" / "model.safetensors").stat().st_mtime_ns
+    assert run([0, 1], 2, 6, tmp_path, stage1, **tiny)["members"] == results["members"][:2]  # reused, not retrained
+    assert (tmp_path / "stage2-seed0-0" / "model.safetensors").stat().st_mtime_ns == stamp

@@ -1,7 +1,7 @@
 """Runs every command of README.md's train section, in order, against the local Hub and local files.
 
 Each `python -m training.train` line runs through `training.train.main` with its exact arguments plus tiny-model
-flags appended (a 32 px random ResNet, a 1-layer text tower, 2 steps), because the presets' real towers
+flags appended (a 32 px random ResNet, a 1-layer text tower, 2 steps; the line's own seed kept), because the presets' real towers
 (ResNet-18, MiniLM) and full epochs do not fit a unit test; the flags only override sizes, never the data, task or
 outputs the line asks for. The `torchrun` line runs as a real 2-process (gloo) DDP job.
 """
@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from mm_hub import AutoModelForImageTextRetrieval
 from tests.train_data import ROOT, csv_folder, tiny_flags, torchrun_train
 from training.config import find_preset
+from training.ensemble import main as ensemble_main
 from training.train import main
 
 README = ROOT / "README.md"
@@ -34,9 +35,13 @@ def train_section_commands() -> list[str]:
     return [line.strip() for _, code in blocks for line in code.splitlines() if line.strip()]
 
 
-def small(output_dir: str) -> list[str]:
-    """Tiny-model flags (appended, so they win) that keep the line's own --output-dir."""
-    return [*tiny_flags(Path(output_dir)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
+def small(output_dir: str, args: list[str]) -> list[str]:
+    """Tiny-model flags (appended, so they win) that keep the line's own --output-dir and --seed."""
+    flags = [*tiny_flags(Path(output_dir)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
+    if "--seed" in args:
+        at = flags.index("--seed")
+        del flags[at : at + 2]
+    return flags
 
 
 def preset_output(args: list[str]) -> str:
@@ -48,7 +53,7 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     monkeypatch.chdir(tmp_path)
     csv_folder(tmp_path / "data", name="pairs.csv")
     lines = train_section_commands()
-    assert len(lines) == 9
+    assert len(lines) == 14
     for line in lines:
         argv = shlex.split(line)
         if argv[:2] == ["python", "-c"]:
@@ -61,12 +66,15 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
         elif argv[:3] == ["python", "-m", "training.train"]:
             args = argv[3:]
             output = args[args.index("--output-dir") + 1] if "--output-dir" in args else preset_output(args)
-            main([*args, *small(output), "--dataset-config", "num_train=16,num_eval=8,num_heldout=8,image_size=32"]
-                 if "--output-dir" not in args else [*args, *small(output)])
+            demo = Path(args[args.index("--config") + 1]).name.startswith("demo")  # 30,000 scenes: use 16
+            tiny_data = ["--dataset-config", "num_train=16,num_eval=8,num_heldout=8,image_size=32"] if demo else []
+            main([*args, *small(output, args), *tiny_data])
+        elif argv[:3] == ["python", "-m", "training.ensemble"]:
+            ensemble_main([*argv[3:], "--no-progress"])
         else:
             assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
             args = argv[5:]
-            torchrun_train([*args, *small(args[args.index("--output-dir") + 1])], port=29531)
+            torchrun_train([*args, *small(args[args.index("--output-dir") + 1], args)], port=29531)
 
     out = capsys.readouterr().out
     assert "--hpo-trials" in out and "--image-column" in out  # --help
@@ -77,6 +85,11 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     assert {"model.safetensors", "README.md", "training_info.json", "eval_results.json"} <= pushed
     info = json.loads(hub_server.read("your-name/mm-hub-shapes", "training_info.json"))
     assert info["dataset"] == "your-name/shapes" and info["num_train_examples"] == 1000
+    # the same recipe with another seed, and the ensemble of the two, scored on the first one's eval split
+    ensemble = tmp_path / "outputs/my-ensemble"
+    assert json.loads((ensemble / "config.json").read_text())["architectures"] == ["MMHubEnsembleForImageTextClassification"]
+    assert json.loads((ensemble / "training_info.json").read_text())["hyperparameters"]["seed"] == [0, 1]
+    assert "eval_accuracy" in json.loads((ensemble / "eval_results.json").read_text())
     # the csv with its own column names
     config = json.loads((tmp_path / "outputs/csv-model/config.json").read_text())
     assert config["id2label"] == {"0": "angular", "1": "round"}
@@ -100,3 +113,9 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     stage2 = load_file(str(tmp_path / "outputs/demo/model.safetensors"))
     for name in ("mm_hub.text_encoder.lstm.weight_ih_l0", "mm_hub.vision_encoder.model.embedder.embedder.convolution.weight"):
         assert torch.allclose(stage1[name], stage2[name], atol=0.02), name
+    # ... run again with stage-1 seed 1, and the two averaged, scored on held-out captions too
+    demo_ensemble = tmp_path / "outputs/demo-ensemble"
+    assert json.loads((demo_ensemble / "config.json").read_text())["ensemble_size"] == 2
+    assert "heldout_accuracy" in json.loads((demo_ensemble / "eval_results.json").read_text())
+    seed1 = load_file(str(tmp_path / "outputs/demo-seed1/model.safetensors"))
+    assert not torch.equal(seed1["mm_hub.text_encoder.lstm.weight_ih_l0"], stage2["mm_hub.text_encoder.lstm.weight_ih_l0"])

@@ -20,7 +20,11 @@ from typing import Any
 
 import yaml
 
-from mm_hub import MMHubEnsembleForImageTextClassification, MMHubForImageTextClassification, MMHubProcessor
+from mm_hub import (
+    MMHubEnsembleForImageTextClassification,
+    MMHubForImageTextClassification,
+    MMHubProcessor,
+)
 
 from .config import TrainConfig
 
