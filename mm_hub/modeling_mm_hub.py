@@ -10,6 +10,7 @@ Layout: encoders -> outputs -> pre-trained base -> base model -> heads.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -320,6 +321,11 @@ class MMHubModel(MMHubPreTrainedModel):
     """Image encoder + text encoder + fusion module, returning the fused and per-modality embeddings."""
 
     def __init__(self, config: MMHubConfig, add_fusion: bool = True):
+        if config.ensemble_size != 1:
+            raise ValueError(
+                f"This config describes an ensemble of {config.ensemble_size} models: load it with "
+                "MMHubEnsembleForImageTextClassification (or AutoModel / AutoModelForImageTextClassification)."
+            )
         super().__init__(config)
         self.vision_encoder = MMHubVisionEncoder(config)
         self.text_encoder = TEXT_ENCODERS[config.text_encoder_type](config)
@@ -333,11 +339,6 @@ class MMHubModel(MMHubPreTrainedModel):
             self.fusion = build_fusion(config)
         else:
             self.fusion = None
-        if config.ensemble_size != 1:
-            raise ValueError(
-                f"This config describes an ensemble of {config.ensemble_size} models: load it with "
-                "MMHubEnsembleForImageTextClassification (or AutoModel / AutoModelForImageTextClassification)."
-            )
         self.post_init()
         self._apply_freezing()
 
@@ -482,7 +483,7 @@ def average_scores(config: MMHubConfig, logits: torch.Tensor) -> torch.Tensor:
         return logits.mean(dim=0)
     if problem == "multi_label_classification":
         return torch.logit(torch.sigmoid(logits).mean(dim=0), eps=1e-7)
-    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - torch.log(torch.tensor(float(len(logits))))
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - math.log(len(logits))
 
 
 def _mean_of(values: list[Any]) -> Any:
@@ -517,7 +518,8 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
     @classmethod
     def from_members(cls, members: list[MMHubForImageTextClassification]) -> MMHubEnsembleForImageTextClassification:
         """The ensemble of trained classifiers (weights copied), in eval mode. They must share the architecture,
-        labels and problem type (raises ValueError naming what differs); their processors must match too."""
+        labels and problem type (raises ValueError naming what differs) and be used with one processor
+        (``python -m training.ensemble`` checks that their saved processors agree)."""
         if len(members) < 2 or not all(type(m) is MMHubForImageTextClassification for m in members):
             raise ValueError(
                 f"An ensemble needs two or more MMHubForImageTextClassification models, got "
@@ -536,6 +538,7 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
         return model.eval()
 
     def _apply_freezing(self) -> None:
+        """Each member freezes its own encoders."""
         for member in self.members:
             member._apply_freezing()
 

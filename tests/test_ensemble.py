@@ -1,4 +1,4 @@
-"""Ensembles: `MMHubEnsembleForImageTextClassification` (averaging, saving, loading) and ``python -m training.ensemble``."""
+"""Ensembles: `MMHubEnsembleForImageTextClassification` (averaging, saving, loading), ``python -m training.ensemble``."""
 
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     for argv, message in [
         ([str(folders[0]), "--output-dir", str(out)], "two or more model folders"),
         ([*map(str, folders), "--output-dir", str(folders[1])], "is one of the members"),
-        ([*map(str, folders), "--output-dir", str(tmp_path / "notes")], "holds files but no model"),
+        ([*map(str, folders), "--output-dir", str(tmp_path / "notes")], "holds files but no earlier ensemble"),
+        ([str(folders[0]), str(out), "--output-dir", str(tmp_path / "x")], "is not a saved MMHubForImageTextClassif"),
         ([str(folders[0]), str(data), "--output-dir", str(tmp_path / "x")], "is not a saved MMHubForImageTextClassif"),
     ]:
         with pytest.raises(SystemExit):

@@ -36,8 +36,8 @@ STAGE1_SEEDS = (0, 1)  # one ensemble member per stage-1 seed; stage 2 keeps the
 
 def demo_fingerprint() -> str:
     """Hash of what the cached demo model depends on: both presets, the member seeds, the model's code and the data
-    generator. A cache
-    entry made by an older mm_hub (different layers, weight names or data) is retrained instead of reused."""
+    generator. A cache entry made by an older mm_hub (different layers, weight names or data) is retrained instead
+    of reused."""
     import mm_hub.configuration_mm_hub as configuration
     import mm_hub.fusion_mm_hub as fusion
     import mm_hub.modeling_mm_hub as modeling
@@ -87,8 +87,10 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     from .train import run_training
 
     stage1_dirs = [work / f"stage1-seed{seed}" for seed in STAGE1_SEEDS]
-    configs = [demo_config(folder, progress=progress and index == 0, preset=STAGE1_PRESET, **{**(stage1 or {}), "seed": seed})
-               for index, (seed, folder) in enumerate(zip(STAGE1_SEEDS, stage1_dirs))]
+    configs = [
+        demo_config(folder, progress=progress and index == 0, preset=STAGE1_PRESET, **{**(stage1 or {}), "seed": seed})
+        for index, (seed, folder) in enumerate(zip(STAGE1_SEEDS, stage1_dirs))
+    ]
     workers = min(len(configs), os.cpu_count() or 1)
     if workers == 1:
         for config in configs:

@@ -31,6 +31,12 @@ from .config import TrainConfig
 RECIPE_FILE = "train_config.yaml"
 
 
+def _architectures(folder: Path) -> list[str] | None:
+    """The ``architectures`` of the model saved in ``folder`` (None without a ``config.json``)."""
+    config = folder / "config.json"
+    return json.loads(config.read_text()).get("architectures") if config.is_file() else None
+
+
 def load_members(folders: list[str | os.PathLike]) -> tuple[list[MMHubForImageTextClassification], MMHubProcessor]:
     """The trained classifiers in ``folders`` and their (shared) processor; raises ValueError for a folder that is not
     an mm_hub classifier or whose processor differs from the first one's."""
@@ -38,8 +44,7 @@ def load_members(folders: list[str | os.PathLike]) -> tuple[list[MMHubForImageTe
         raise ValueError(f"An ensemble needs two or more model folders, got {len(folders)}.")
     models, processor = [], None
     for folder in folders:
-        config_file = Path(folder) / "config.json"
-        architectures = json.loads(config_file.read_text()).get("architectures") if config_file.is_file() else None
+        architectures = _architectures(Path(folder))
         if architectures != [MMHubForImageTextClassification.__name__]:
             raise ValueError(
                 f"{folder} is not a saved MMHubForImageTextClassification (config.json architectures: "
@@ -94,7 +99,7 @@ def build_ensemble(
 
     Args:
         folders: two or more model folders written by ``training.train``.
-        output_dir: the ensemble's folder; an earlier model folder there is replaced.
+        output_dir: the ensemble's folder; an earlier ensemble there is replaced, anything else is refused.
         evaluate: score it on the first member's recipe (needs its ``train_config.yaml``).
         progress: show the evaluation progress bars.
 
@@ -104,8 +109,9 @@ def build_ensemble(
     folders, output = [Path(f) for f in folders], Path(output_dir)
     if output.resolve() in {f.resolve() for f in folders}:
         raise ValueError(f"--output-dir {output} is one of the members; write the ensemble elsewhere.")
-    if output.is_dir() and any(output.iterdir()) and not (output / "config.json").is_file():
-        raise ValueError(f"--output-dir {output} holds files but no model; refusing to replace it.")
+    earlier = _architectures(output) == [MMHubEnsembleForImageTextClassification.__name__]
+    if output.is_dir() and any(output.iterdir()) and not earlier:
+        raise ValueError(f"--output-dir {output} holds files but no earlier ensemble; refusing to replace it.")
     members, processor = load_members(folders)
     model = MMHubEnsembleForImageTextClassification.from_members(members)
     metrics: dict[str, float] = {}
@@ -134,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """CLI entry point: ``python -m training.ensemble --help``."""
     parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n\n")[0])
     parser.add_argument("members", nargs="+", help="Two or more model folders written by training.train.")
-    parser.add_argument("--output-dir", required=True, help="Folder of the ensemble (a model folder there is replaced).")
+    parser.add_argument("--output-dir", required=True,
+                        help="Folder of the ensemble (an earlier ensemble there is replaced).")
     parser.add_argument("--no-eval", action="store_true", help="Do not score it on the first member's recipe.")
     parser.add_argument("--push-to-hub", action="store_true", help="Push the ensemble (needs --hub-model-id).")
     parser.add_argument("--hub-model-id", help="ORG/NAME to push to.")
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id ORG/NAME.")
     try:
-        metrics = build_ensemble(args.members, args.output_dir, evaluate=not args.no_eval, progress=not args.no_progress)
+        metrics = build_ensemble(args.members, args.output_dir, evaluate=not args.no_eval,
+                                 progress=not args.no_progress)
     except ValueError as error:
         parser.error(str(error))
     print(f"Saved the ensemble of {len(args.members)} to {args.output_dir}; eval metrics: "
