@@ -125,7 +125,8 @@ def test_members_that_do_not_agree_are_refused(build, message):
         MMHubEnsembleForImageTextClassification.from_members(build())
 
 
-def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tmp_path, capsys):
+def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tmp_path, capsys, hub_server,
+                                                                              hub_repo_id):
     data = csv_folder(tmp_path / "data")
     folders = []
     for seed in (0, 1):
@@ -149,9 +150,14 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     assert "An mm_hub ensemble of 2 image + text classifiers trained apart" in card
     assert "| Labels | `angular`, `round` |" in card and "pipeline(model=" in card and "metrics:" in card
 
-    # Rebuilding replaces the earlier ensemble; anything else in the way is refused, never deleted.
-    ensemble.main([*map(str, folders), "--output-dir", str(out), "--no-eval"])
+    # Rebuilding replaces the earlier ensemble (here pushed to the local Hub, then served from there); anything else
+    # in the way is refused, never deleted.
+    ensemble.main([*map(str, folders), "--output-dir", str(out), "--no-eval", "--push-to-hub", "--hub-model-id",
+                   hub_repo_id])
     assert json.loads((out / "eval_results.json").read_text()) == {}
+    assert {"model.safetensors", "modeling_mm_hub.py", "README.md"} <= set(hub_server.files(hub_repo_id))
+    assert "An mm_hub ensemble of 2" in hub_server.read(hub_repo_id, "README.md").decode()
+    assert Predictor.from_pretrained(hub_repo_id).info()["ensemble_size"] == 2
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
     for argv, message in [
