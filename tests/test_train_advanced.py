@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
@@ -160,3 +161,15 @@ def test_demo_ensemble_benchmark_scores_members_and_pairs_and_reuses_members(tmp
     stamp = (tmp_path / "stage2-seed0-0" / "model.safetensors").stat().st_mtime_ns
     assert run([0, 1], 2, 6, tmp_path, stage1, **tiny)["members"] == results["members"][:2]  # reused, not retrained
     assert (tmp_path / "stage2-seed0-0" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_side_by_side_runs_finish_and_a_failed_one_is_reported_with_its_output(tmp_path):
+    from training.demo import STAGE1_PRESET, demo_config, run_side_by_side
+
+    tiny = {"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=48"}
+    good = demo_config(tmp_path / "good", progress=False, preset=STAGE1_PRESET, **tiny)
+    bad = demo_config(tmp_path / "bad", progress=False, preset=STAGE1_PRESET, **tiny, dataset=str(tmp_path / "gone"))
+    with pytest.raises(RuntimeError, match=r"(?s)training\.train --config .*bad\.yaml failed .*gone"):
+        run_side_by_side([good, bad])
+    assert (tmp_path / "good" / "config.json").is_file()  # the other run was not cut short
+    assert yaml.safe_load((tmp_path / "good.yaml").read_text())["seed"] == 0

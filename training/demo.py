@@ -9,13 +9,14 @@ interrupted run never leaves a half-written model where the next call would pick
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,9 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     """Train one member per stage-1 seed of `STAGE1_SEEDS` under ``work``, preset values replaced by ``stage1`` /
     ``stage2``; returns the members' stage-2 folders.
 
-    The stage-1 runs go side by side in separate processes when the machine has the cores (each uses one thread;
-    only the first shows progress bars), the stage-2 runs one after the other: each of those already keeps a second
-    core busy with its data-loading worker, and two at once took longer than one after the other."""
+    The stage-1 runs go side by side, one ``python -m training.train`` process each (each uses one thread; only the
+    first shows progress bars), the stage-2 runs one after the other in this process: each of those already keeps a
+    second core busy with its data-loading worker, and two at once took longer than one after the other."""
     from .train import run_training
 
     stage1_dirs = [work / f"stage1-seed{seed}" for seed in STAGE1_SEEDS]
@@ -91,18 +92,50 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
         demo_config(folder, progress=progress and index == 0, preset=STAGE1_PRESET, **{**(stage1 or {}), "seed": seed})
         for index, (seed, folder) in enumerate(zip(STAGE1_SEEDS, stage1_dirs))
     ]
-    workers = min(len(configs), os.cpu_count() or 1)
-    if workers == 1:
+    if (os.cpu_count() or 1) > 1:
+        run_side_by_side(configs)
+    else:
         for config in configs:
             run_training(config)
-    else:
-        # "spawn": a forked copy of a process that has run torch can deadlock in its thread pools.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(run_training, configs))  # re-raises a run's error here
     members = [work / f"member-stage1-seed{seed}" for seed in STAGE1_SEEDS]
     for stage1_dir, member in zip(stage1_dirs, members):
         run_training(demo_config(member, progress=progress, init_encoders_from=str(stage1_dir), **stage2))
     return members
+
+
+def run_side_by_side(configs: list[TrainConfig]) -> None:
+    """Run each config as its own ``python -m training.train --config`` process, all at once, and wait for them.
+
+    Separate interpreters, rather than `multiprocessing`, so that nothing of this process is copied (torch's thread
+    pools) or re-imported (a caller's script). Each recipe is saved beside its output folder; the runs' output goes
+    to the terminal only for configs with ``progress``. Raises RuntimeError with the end of a failed run's output."""
+    root = Path(__file__).resolve().parents[1]  # where `training` is importable from, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    with contextlib.ExitStack() as stack:
+        runs: list[tuple[Path, Any, subprocess.Popen]] = []
+        stack.callback(_stop_all, runs)  # on an error or an interrupt, no run is left behind
+        for config in configs:
+            recipe = Path(config.output_dir).with_name(Path(config.output_dir).name + ".yaml")
+            config.save(recipe)
+            log = None if config.progress else stack.enter_context(tempfile.TemporaryFile())
+            command = [sys.executable, "-m", "training.train", "--config", str(recipe)]
+            runs.append((recipe, log, subprocess.Popen(command, env=env, stdout=log, stderr=log)))
+        for recipe, log, process in runs:
+            if process.wait() != 0:
+                tail = ""
+                if log is not None:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"python -m training.train --config {recipe} failed (exit code "
+                                   f"{process.returncode}):\n{tail}")
+
+
+def _stop_all(runs: list[tuple[Path, Any, subprocess.Popen]]) -> None:
+    """Terminate the runs still going."""
+    for _, _, process in runs:
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
 
 
 def is_complete(folder: Path) -> bool:
