@@ -169,7 +169,7 @@ def test_side_by_side_runs_finish_and_a_failed_one_is_reported_with_its_output(t
     tiny = {"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=48"}
     good = demo_config(tmp_path / "good", progress=False, preset=STAGE1_PRESET, **tiny)
     bad = demo_config(tmp_path / "bad", progress=False, preset=STAGE1_PRESET, **tiny, dataset=str(tmp_path / "gone"))
-    with pytest.raises(RuntimeError, match=r"(?s)training\.train --config .*bad\.yaml failed .*gone"):
-        run_side_by_side([good, bad])
+    with pytest.raises(RuntimeError, match=r"(?s)training\.train --config .*bad\.yaml failed:.*gone"):
+        run_side_by_side([[good], [bad]])
     assert (tmp_path / "good" / "config.json").is_file()  # the other run was not cut short
     assert yaml.safe_load((tmp_path / "good.yaml").read_text())["seed"] == 0
