@@ -123,6 +123,9 @@ def build_ensemble(
         metrics = evaluate_ensemble(model, processor, recipe)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the ensemble is an ordinary output folder
     try:
         model.save_pretrained(work)
         processor.save_pretrained(work)
