@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from mm_hub import (
     MMHubEnsembleForImageTextClassification,
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
+    MMHubProcessor,
 )
 from mm_hub.modelcard import build_model_card
 from mm_hub.predictor import Predictor, load_model
@@ -161,11 +163,17 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     assert Predictor.from_pretrained(hub_repo_id).info()["ensemble_size"] == 2
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    shorter = tmp_path / "shorter-texts"
+    shutil.copytree(folders[1], shorter)
+    processor = MMHubProcessor.from_pretrained(shorter)
+    processor.max_length = 8
+    processor.save_pretrained(shorter)
     for argv, message in [
         ([str(folders[0]), "--output-dir", str(out)], "two or more model folders"),
         ([*map(str, folders), "--output-dir", str(folders[1])], "is one of the members"),
         ([*map(str, folders), "--output-dir", str(tmp_path / "notes")], "holds files but no earlier ensemble"),
         ([str(folders[0]), str(out), "--output-dir", str(tmp_path / "x")], "is not a saved MMHubForImageTextClassif"),
+        ([str(folders[0]), str(shorter), "--output-dir", str(tmp_path / "x")], "has another processor than"),
         ([str(folders[0]), str(data), "--output-dir", str(tmp_path / "x")], "is not a saved MMHubForImageTextClassif"),
     ]:
         with pytest.raises(SystemExit):
