@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from benchmarks.bench_demo_seeds import (
     demo_parser,
+    demo_shapes,
     fresh_draw,
+    probabilities,
     run_and_report,
     train_pair,
 )
@@ -29,29 +30,14 @@ from mm_hub import (
     MMHubEnsembleForImageTextClassification,
     MMHubProcessor,
 )
-from mm_hub.shapes import make_shapes_dataset
-from training.data import shapes_kwargs
-from training.demo import DEMO_PRESET, STAGE1_SEEDS
+from training.demo import STAGE1_SEEDS
 
 SPLITS = ("preset_eval", "preset_heldout", "draw_eval", "draw_heldout")
 
 
-def probabilities(model: torch.nn.Module, processor: MMHubProcessor, split: Any, batch_size: int = 500) -> torch.Tensor:
-    """(rows, labels) softmax scores of ``model`` on ``split``."""
-    scores = []
-    for start in range(0, len(split), batch_size):
-        rows = split[start : start + batch_size]
-        inputs = processor(images=rows["image"], text=rows["text"], return_tensors="pt")
-        with torch.no_grad():
-            scores.append(model(**inputs).logits.softmax(-1))
-    return torch.cat(scores)
-
-
 def evaluation_splits(draw_seed: int, draw_size: int) -> dict[str, Any]:
     """The preset's own eval / held-out splits and a fresh draw's."""
-    preset = yaml.safe_load(DEMO_PRESET.read_text())
-    own = make_shapes_dataset(**{**shapes_kwargs(preset["dataset_config"], "classification"), "num_train": 0})
-    draw = fresh_draw(draw_seed, draw_size)
+    own, draw = demo_shapes(num_train=0), fresh_draw(draw_seed, draw_size)
     return {"preset_eval": own["eval"], "preset_heldout": own["heldout"],
             "draw_eval": draw["eval"], "draw_heldout": draw["heldout"]}
 

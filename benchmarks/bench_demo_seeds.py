@@ -13,8 +13,9 @@ import argparse
 import json
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -25,27 +26,35 @@ from training.data import shapes_kwargs
 from training.demo import DEMO_PRESET, train_stages
 
 
-def fresh_draw(seed: int, size: int) -> Any:
-    """The demo preset's shapes data (its image size and caption mix) drawn again with another dataset seed:
-    ``size`` eval and ``size`` held-out captions."""
+def demo_shapes(**changes: Any) -> Any:
+    """The demo preset's shapes data (its image size, caption mix and split sizes), with ``changes`` to the
+    `make_shapes_dataset` arguments."""
     preset = yaml.safe_load(DEMO_PRESET.read_text())
-    kwargs = {**shapes_kwargs(preset["dataset_config"], "classification"), "seed": seed}
-    kwargs.update(num_train=0, num_eval=size, num_heldout=size)
-    return make_shapes_dataset(**kwargs)
+    return make_shapes_dataset(**{**shapes_kwargs(preset["dataset_config"], "classification"), **changes})
 
 
-def accuracy(folder: Path, split: Any, batch_size: int = 500) -> float:
-    """Share of ``split``'s (image, text) rows whose label the model in ``folder`` predicts."""
-    model = AutoModelForImageTextClassification.from_pretrained(folder).eval()
-    processor = MMHubProcessor.from_pretrained(folder)
-    correct = 0
+def fresh_draw(seed: int, size: int) -> Any:
+    """The demo preset's shapes data drawn again with another dataset seed: ``size`` eval and ``size`` held-out
+    captions."""
+    return demo_shapes(seed=seed, num_train=0, num_eval=size, num_heldout=size)
+
+
+def probabilities(model: torch.nn.Module, processor: MMHubProcessor, split: Any, batch_size: int = 500) -> torch.Tensor:
+    """(rows, labels) softmax scores of ``model`` on ``split``'s (image, text) rows."""
+    scores = []
     for start in range(0, len(split), batch_size):
         rows = split[start : start + batch_size]
         inputs = processor(images=rows["image"], text=rows["text"], return_tensors="pt")
         with torch.no_grad():
-            predicted = model(**inputs).logits.argmax(-1)
-        correct += int((predicted == torch.tensor(rows["label"])).sum())
-    return correct / len(split)
+            scores.append(model(**inputs).logits.softmax(-1))
+    return torch.cat(scores)
+
+
+def accuracy(folder: Path, split: Any) -> float:
+    """Share of ``split``'s (image, text) rows whose label the model in ``folder`` predicts."""
+    model = AutoModelForImageTextClassification.from_pretrained(folder).eval()
+    predicted = probabilities(model, MMHubProcessor.from_pretrained(folder), split).argmax(-1)
+    return int((predicted == torch.tensor(split["label"])).sum()) / len(split)
 
 
 def train_pair(

@@ -87,8 +87,8 @@ def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=2)
 def _shapes_dataset(kwargs: tuple[tuple[str, Any], ...]) -> datasets.DatasetDict:
-    """`make_shapes_dataset`, kept for the next run in this process with the same arguments (the demo trains two
-    members on the same data): rendering 30,000 scenes takes longer than a stage of training."""
+    """`make_shapes_dataset`, kept for the next run in this process with the same arguments (the demo benchmarks
+    train several runs on the same data in one process): rendering 30,000 scenes takes 7-30 s."""
     from mm_hub.shapes import make_shapes_dataset
 
     return make_shapes_dataset(**dict(kwargs))

@@ -65,17 +65,26 @@ def demo_config(
     return TrainConfig(**values)
 
 
+def stage_configs(
+    stage1_dir: Path, stage2_dir: Path, progress: bool = True, stage1: dict | None = None, **stage2: Any
+) -> tuple[TrainConfig, TrainConfig]:
+    """The two presets of one run: stage 1 (``demo_retrieval``) into ``stage1_dir``, then stage 2 (``demo``) from its
+    encoders into ``stage2_dir``; ``stage1`` / ``stage2`` replace preset values."""
+    first = demo_config(stage1_dir, progress, STAGE1_PRESET, **(stage1 or {}))
+    return first, demo_config(stage2_dir, progress, init_encoders_from=str(stage1_dir), **stage2)
+
+
 def train_stages(
     stage1_dir: Path, stage2_dir: Path, progress: bool = True, stage1: dict | None = None, **stage2: Any
 ) -> dict[str, float]:
-    """Train the demo recipe: stage 1 (``demo_retrieval``) into ``stage1_dir``, unless that folder already holds a
-    trained model (runs sharing a stage 1 reuse it), then stage 2 (``demo``) from its encoders into ``stage2_dir``.
-    ``stage1`` / ``stage2`` replace preset values; returns stage 2's eval metrics."""
+    """Train the demo recipe (`stage_configs`) in this process: stage 1, unless ``stage1_dir`` already holds a
+    trained model (runs sharing a stage 1 reuse it), then stage 2; returns stage 2's eval metrics."""
     from .train import run_training
 
+    first, second = stage_configs(stage1_dir, stage2_dir, progress, stage1, **stage2)
     if not (Path(stage1_dir) / "config.json").is_file():
-        run_training(demo_config(stage1_dir, progress=progress, preset=STAGE1_PRESET, **(stage1 or {})))
-    return run_training(demo_config(stage2_dir, progress=progress, init_encoders_from=str(stage1_dir), **stage2))
+        run_training(first)
+    return run_training(second)
 
 
 def train_members(work: Path, progress: bool = True, stage1: dict | None = None, **stage2: Any) -> list[Path]:
@@ -89,12 +98,11 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     worker each."""
     from .train import run_training
 
-    chains = []
-    for index, seed in enumerate(STAGE1_SEEDS):
-        show = progress and index == 0
-        first = demo_config(work / f"stage1-seed{seed}", show, STAGE1_PRESET, **{**(stage1 or {}), "seed": seed})
-        second = demo_config(work / f"member-stage1-seed{seed}", show, init_encoders_from=first.output_dir, **stage2)
-        chains.append([first, second])
+    chains = [
+        list(stage_configs(work / f"stage1-seed{seed}", work / f"member-stage1-seed{seed}", progress and index == 0,
+                           {**(stage1 or {}), "seed": seed}, **stage2))
+        for index, seed in enumerate(STAGE1_SEEDS)
+    ]
     cores = os.cpu_count() or 1
     if cores < len(chains):
         for config in (config for chain in chains for config in chain):
