@@ -317,6 +317,12 @@ def _load_tower(module: nn.Module, state_dict: dict[str, torch.Tensor], name: st
         )
 
 
+def _require_one(name: str, value: Any, alternative: str, other: Any) -> None:
+    """Exactly one of two alternative inputs (raw ``name`` or encoded ``alternative``) must be given."""
+    if (value is None) == (other is None):
+        raise ValueError(f"Give `{name}` or `{alternative}` (one of the two), got {'both' if value is not None else 'neither'}.")
+
+
 class MMHubModel(MMHubPreTrainedModel):
     """Image encoder + text encoder + fusion module, returning the fused and per-modality embeddings."""
 
@@ -358,10 +364,12 @@ class MMHubModel(MMHubPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        image_tokens: torch.Tensor | None = None,
+        text_tokens: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> MMHubModelOutput:
         """Encode both modalities and fuse them.
@@ -371,16 +379,26 @@ class MMHubModel(MMHubPreTrainedModel):
             input_ids: (B, T) token ids from the processor.
             attention_mask: (B, T), 1 at real tokens; all ones when omitted.
             output_attentions: also return the fusion module's attention (or gate) weights.
+            image_tokens, text_tokens: the encoders' outputs (`encode_image` / `encode_text` tokens) in place of
+                ``pixel_values`` / ``input_ids``, e.g. cached outputs of frozen encoders (``attention_mask`` then
+                marks the real tokens of ``text_tokens``).
         """
-        if pixel_values.shape[0] != input_ids.shape[0]:
-            raise ValueError(
-                f"pixel_values has {pixel_values.shape[0]} images but input_ids has {input_ids.shape[0]} texts; "
-                "classification needs one image per text."
-            )
+        _require_one("pixel_values", pixel_values, "image_tokens", image_tokens)
+        _require_one("input_ids", input_ids, "text_tokens", text_tokens)
+        num_images = len(pixel_values if image_tokens is None else image_tokens)
+        texts = input_ids if text_tokens is None else text_tokens
+        if num_images != len(texts):
+            raise ValueError(f"Got {num_images} images but {len(texts)} texts; classification needs one image per text.")
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        image_tokens, image_embeds = self.encode_image(pixel_values)  # (B, N, Cv), (B, Cv)
-        text_tokens, text_embeds = self.encode_text(input_ids, attention_mask)  # (B, T, Ct), (B, Ct)
+            attention_mask = torch.ones(texts.shape[:2], dtype=torch.long, device=texts.device)
+        if image_tokens is None:
+            image_tokens, image_embeds = self.encode_image(pixel_values)  # (B, N, Cv), (B, Cv)
+        else:
+            image_embeds = image_tokens.mean(dim=1)
+        if text_tokens is None:
+            text_tokens, text_embeds = self.encode_text(input_ids, attention_mask)  # (B, T, Ct), (B, Ct)
+        else:
+            text_embeds = masked_mean(text_tokens, attention_mask)
         fused, attentions = None, None
         if self.fusion is not None:
             fused, attentions = self.fusion(
@@ -453,11 +471,13 @@ class MMHubForImageTextClassification(ImageTextClassifierPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
+        image_tokens: torch.Tensor | None = None,
+        text_tokens: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> ImageTextClassifierOutput:
         """Classify (image, text) pairs.
@@ -467,8 +487,11 @@ class MMHubForImageTextClassification(ImageTextClassifierPreTrainedModel):
             labels: (B,) class ids (single-label), (B, num_labels) 0/1 floats (multi-label) or (B,) / (B, num_labels)
                 floats (regression). The loss follows `config.problem_type`.
             output_attentions: return the fusion attention weights too.
+            image_tokens, text_tokens: encoder outputs in place of ``pixel_values`` / ``input_ids`` (see
+                `MMHubModel.forward`; training with ``--cache-frozen-features`` passes them).
         """
-        outputs = self.mm_hub(pixel_values, input_ids, attention_mask, output_attentions=output_attentions)
+        outputs = self.mm_hub(pixel_values, input_ids, attention_mask, output_attentions=output_attentions,
+                              image_tokens=image_tokens, text_tokens=text_tokens)
         logits = self.classifier(self.dropout(outputs.fused_embeds))  # (B, num_labels)
         loss = None if labels is None else classification_loss(self.config, logits, labels)
         return ImageTextClassifierOutput(loss=loss, logits=logits, fusion_attentions=outputs.fusion_attentions)
@@ -557,7 +580,7 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
     ) -> ImageTextClassifierOutput:
         """Classify (image, text) pairs with every member and average (see `average_scores`).
 
-        Args: as [`MMHubForImageTextClassification.forward`]. The loss is the mean of the members' losses (so training
+        Args: as [`MMHubForImageTextClassification.forward`], raw inputs only (each member has its own encoders). The loss is the mean of the members' losses (so training
         the ensemble trains each member on its own); ``fusion_attentions`` is the members' mean.
         """
         outputs = [

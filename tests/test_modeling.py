@@ -182,8 +182,27 @@ def test_bad_config_values_raise_value_error(kwargs, message):
 
 def test_mismatched_image_and_text_batches_raise(batch):
     model = MMHubForImageTextClassification(tiny_config())
-    with pytest.raises(ValueError, match="2 images but input_ids has 3 texts"):
+    with pytest.raises(ValueError, match="Got 2 images but 3 texts"):
         model(batch["pixel_values"][:2], batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.mark.parametrize("text_encoder_type", TEXT_ENCODER_TYPES)
+@pytest.mark.parametrize("fusion_type", FUSIONS)
+def test_encoder_outputs_in_place_of_pixels_and_ids_give_the_same_prediction(fusion_type, text_encoder_type, batch):
+    model = MMHubForImageTextClassification(tiny_config(fusion_type, text_encoder_type)).eval()
+    base = model.mm_hub
+    image_tokens = base.encode_image(batch["pixel_values"])[0]
+    text_tokens = base.encode_text(batch["input_ids"], batch["attention_mask"])[0]
+    raw = model(**batch, output_attentions=True)
+    encoded = model(image_tokens=image_tokens, text_tokens=text_tokens, attention_mask=batch["attention_mask"],
+                    output_attentions=True)
+    torch.testing.assert_close(encoded.logits, raw.logits)
+    mixed = model(pixel_values=batch["pixel_values"], text_tokens=text_tokens, attention_mask=batch["attention_mask"])
+    torch.testing.assert_close(mixed.logits, raw.logits)
+    with pytest.raises(ValueError, match="Give `pixel_values` or `image_tokens` \\(one of the two\\), got both"):
+        model(**batch, image_tokens=image_tokens)
+    with pytest.raises(ValueError, match="Give `input_ids` or `text_tokens` \\(one of the two\\), got neither"):
+        model(pixel_values=batch["pixel_values"])
 
 
 def test_sequence_fusion_rejects_overlong_joint_sequence(batch):

@@ -6,13 +6,14 @@ import json
 import random
 from collections import Counter
 
+import datasets
 import pytest
 import yaml
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from tests.train_data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
-from training.data import Decoder, drop_words
+from training.data import Decoder, drop_words, load_shapes, shapes_cache_folder
 from training.train import main, pretrained_prefixes
 
 
@@ -151,3 +152,30 @@ def test_help_documents_every_option():
     text = build_parser().format_help()
     for name in TrainConfig.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in text, name
+
+
+def test_shapes_data_is_rendered_once_then_read_from_the_datasets_cache(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    kwargs = {"task": "classification", "num_train": 6, "num_eval": 2, "num_heldout": 2, "image_size": 32}
+    rendered = load_shapes(kwargs)
+    folder = shapes_cache_folder(kwargs)
+    assert folder.parent == tmp_path / "cache" / "mm_hub_shapes" and (folder / "dataset_dict.json").is_file()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no partial folder left beside it
+
+    def render(**_):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr("mm_hub.shapes.make_shapes_dataset", render)
+    cached = load_shapes(kwargs)
+    for split in ("train", "eval", "heldout"):
+        assert cached[split].to_dict() == rendered[split].to_dict()
+    assert shapes_cache_folder({**kwargs, "seed": 1}) != folder
+    with pytest.raises(AssertionError, match="rendered again"):  # other arguments, other data
+        load_shapes({**kwargs, "seed": 1})
+    monkeypatch.undo()
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(blocked / "cache"))
+    assert load_shapes(kwargs)["train"].to_dict() == rendered["train"].to_dict()  # used as rendered
+    assert "Could not cache the shapes data" in caplog.text

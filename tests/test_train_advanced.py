@@ -163,13 +163,16 @@ def test_demo_ensemble_benchmark_scores_members_and_pairs_and_reuses_members(tmp
     assert (tmp_path / "stage2-seed0-0" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_side_by_side_runs_finish_and_a_failed_one_is_reported_with_its_output(tmp_path):
+def test_side_by_side_chains_finish_and_a_failed_run_is_reported_with_its_output(tmp_path):
     from training.demo import STAGE1_PRESET, demo_config, run_side_by_side
 
     tiny = {"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=48"}
-    good = demo_config(tmp_path / "good", progress=False, preset=STAGE1_PRESET, **tiny)
+    first, second, other = (demo_config(tmp_path / name, progress=False, preset=STAGE1_PRESET, **tiny)
+                            for name in ("first", "second", "other"))
     bad = demo_config(tmp_path / "bad", progress=False, preset=STAGE1_PRESET, **tiny, dataset=str(tmp_path / "gone"))
     with pytest.raises(RuntimeError, match=r"(?s)training\.train --config .*bad\.yaml failed:.*gone"):
-        run_side_by_side([[good], [bad]])
-    assert (tmp_path / "good" / "config.json").is_file()  # the other run was not cut short
-    assert yaml.safe_load((tmp_path / "good.yaml").read_text())["seed"] == 0
+        run_side_by_side([[first, bad, second], [other]])
+    assert (tmp_path / "first" / "config.json").is_file()  # the chain ran up to its failed run
+    assert not (tmp_path / "second").exists()  # and stopped there
+    assert (tmp_path / "other" / "config.json").is_file()  # the other chain was not cut short
+    assert yaml.safe_load((tmp_path / "other.yaml").read_text())["seed"] == 0

@@ -104,6 +104,12 @@ class TrainConfig:
     freeze_text_embeddings: bool = _opt(
         False, "Freeze only the text side's token embedding table (the pretrained one the BiLSTM starts from)."
     )
+    cache_frozen_features: bool = _opt(
+        False, "With both encoders frozen: run them once over the training split, then train the fusion and head on "
+        "their stored outputs instead of decoding, processing and encoding every batch again each epoch. Takes memory "
+        "for every row's image and text tokens. Needs frozen encoders, no augmentation or word dropout, a map-style "
+        "classification dataset and no search."
+    )
     # Optimisation
     learning_rate: float = _opt(5e-4, "Learning rate of the new layers (projections, fusion, head).")
     encoder_learning_rate: float | None = _opt(
@@ -179,6 +185,16 @@ class TrainConfig:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}.")
         if not 0.0 <= self.word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}.")
+        if self.cache_frozen_features:
+            unmet = [need for need, ok in (
+                ("--freeze-vision-encoder", self.freeze_vision_encoder), ("--freeze-text-encoder", self.freeze_text_encoder),
+                ("--no-augment", not self.augment), ("--word-dropout 0", self.word_dropout == 0),
+                ("--task classification", self.task == "classification"), ("no --streaming", not self.streaming),
+                ("--hpo-trials 0", self.hpo_trials == 0),
+            ) if not ok]
+            if unmet:
+                raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "
+                                 f"encoders and rows must not change between epochs; it needs {', '.join(unmet)}.")
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ValueError("--early-stopping-patience needs evaluations: set --eval-strategy epoch or steps.")
 

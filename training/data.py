@@ -7,10 +7,12 @@ Rows flow: ``load_splits`` (columns renamed to ``image``/``text``/``text_pair``/
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import io
+import logging
 import os
 import random
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from PIL import Image
 from mm_hub import MMHubProcessor, load_rgb_image
 
 from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -85,20 +89,44 @@ def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
     return kwargs
 
 
-@functools.lru_cache(maxsize=2)
-def _shapes_dataset(kwargs: tuple[tuple[str, Any], ...]) -> datasets.DatasetDict:
-    """`make_shapes_dataset`, kept for the next run in this process with the same arguments (the demo benchmarks
-    train several runs on the same data in one process): rendering 30,000 scenes takes 7-30 s."""
+def shapes_cache_folder(kwargs: dict[str, Any]) -> Path:
+    """Where `load_shapes` keeps the shapes data made with ``kwargs``: under the datasets cache
+    (``HF_DATASETS_CACHE``), named by a hash of the arguments and of the generator's code."""
+    import mm_hub.shapes as shapes
+
+    digest = hashlib.sha256(Path(shapes.__file__).read_bytes())
+    digest.update(repr(sorted(kwargs.items())).encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "mm_hub_shapes" / digest.hexdigest()[:16]
+
+
+def load_shapes(kwargs: dict[str, Any]) -> datasets.DatasetDict:
+    """`make_shapes_dataset(**kwargs)`, rendered once and then read from the datasets cache, as ``load_dataset``
+    does with a download: rendering 30,000 scenes takes 10-30 s, reading them back well under a second. The folder
+    is written beside its final name and moved into place, so a reader never sees half of it; if the cache cannot
+    be written, the rendered data is used as it is."""
     from mm_hub.shapes import make_shapes_dataset
 
-    return make_shapes_dataset(**dict(kwargs))
+    folder = shapes_cache_folder(kwargs)
+    if (folder / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(folder))
+    data = make_shapes_dataset(**kwargs)
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    try:
+        data.save_to_disk(str(partial))
+        os.replace(partial, folder)
+    except OSError as error:  # a read-only cache, a full disk, or another process that finished first
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (folder / "dataset_dict.json").is_file():
+            logger.warning("Could not cache the shapes data in %s (%s); it is rendered again next time.", folder, error)
+            return data
+    return datasets.load_from_disk(str(folder))
 
 
 def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, Path | None]:
     """Load every split of ``config.dataset``; also return the folder relative image paths are resolved against."""
     source = config.dataset
     if source == "shapes":
-        return _shapes_dataset(tuple(sorted(shapes_kwargs(config.dataset_config, config.task).items()))), None
+        return load_shapes(shapes_kwargs(config.dataset_config, config.task)), None
     path = Path(source).expanduser()
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))

@@ -25,6 +25,7 @@ import yaml
 from mm_hub.defaults import cache_dir as default_cache_dir
 
 from .config import TrainConfig
+from .data import load_source
 from .ensemble import build_ensemble
 
 DEMO_PRESET = Path(__file__).parent / "configs" / "demo.yaml"
@@ -91,11 +92,10 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     """Train one member per stage-1 seed of `STAGE1_SEEDS` under ``work`` (its stage 1, then its stage 2), preset
     values replaced by ``stage1`` / ``stage2``; returns the members' stage-2 folders.
 
-    With two cores or more, the members train side by side, each in its own processes with one thread (only the
-    first shows progress bars). Stage 2 then decodes its batches in the training process unless there are cores to
-    spare for a data-loading worker: the batches, and so the model, are the same either way (checked bit for bit),
-    and two members on two cores took 108-111 s of stage 2 this way against 136-137 s one after the other with a
-    worker each."""
+    With two cores or more, the members train side by side, each in one process with one thread (only the first
+    shows progress bars), while this process renders stage 2's shapes data into the datasets cache. Stage 2 then
+    encodes its rows and evaluates without a data-loading worker unless there are cores to spare: the batches, and so
+    the model, are the same either way (checked bit for bit)."""
     from .train import run_training
 
     chains = [
@@ -110,31 +110,43 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     else:
         for _, second in chains:
             second.dataloader_num_workers = min(second.dataloader_num_workers, cores // len(chains) - 1)
-        run_side_by_side(chains)
+        with ThreadPoolExecutor(1) as pool:
+            # Render stage 2's shapes data once, here, while the members train stage 1: they (and the ensemble's
+            # evaluation) then read it from the datasets cache instead of each rendering it again.
+            data = pool.submit(load_source, chains[0][1]) if chains[0][1].dataset == "shapes" else None
+            run_side_by_side(chains)
+            if data is not None:
+                data.result()
     return [Path(second.output_dir) for _, second in chains]
 
 
 def run_side_by_side(chains: list[list[TrainConfig]]) -> None:
-    """Run every chain of configs at once, the configs of a chain one after the other, each as its own
-    ``python -m training.train --config`` process (its recipe saved beside its output folder); wait for them all.
+    """Run every chain of configs at once, each chain in its own Python process that runs its configs one after the
+    other, as ``python -m training.train --config`` would (each recipe is saved beside its output folder); wait for
+    them all.
 
     Separate interpreters, rather than `multiprocessing`, so that nothing of this process is copied (torch's thread
-    pools) or re-imported (a caller's script). A run's output goes to the terminal only if its config has
-    ``progress``. Raises RuntimeError naming a failed run, with the end of its output."""
+    pools) or re-imported (a caller's script); one per chain, so that a chain pays for its imports (about 10 s)
+    once. A chain's output goes to the terminal only if its first config has ``progress``. Raises RuntimeError
+    naming the recipe that failed, with the end of its output."""
     root = Path(__file__).resolve().parents[1]  # where `training` is importable from, installed or not
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    script = "import sys\nfrom training.train import main\nfor recipe in sys.argv[1:]:\n    main(['--config', recipe])"
 
     def run_chain(chain: list[TrainConfig]) -> None:
+        recipes = []
         for config in chain:
-            recipe = Path(config.output_dir).with_name(Path(config.output_dir).name + ".yaml")
-            config.save(recipe)
-            with tempfile.TemporaryFile() as log:
-                output = None if config.progress else log
-                command = [sys.executable, "-m", "training.train", "--config", str(recipe)]
-                if subprocess.run(command, env=env, stdout=output, stderr=output, check=False).returncode != 0:
-                    log.seek(0)
-                    raise RuntimeError(f"python -m training.train --config {recipe} failed:\n"
-                                       + log.read().decode(errors="replace")[-3000:])
+            recipes.append(Path(config.output_dir).with_name(Path(config.output_dir).name + ".yaml"))
+            config.save(recipes[-1])
+        with tempfile.TemporaryFile() as log:
+            output = None if chain[0].progress else log
+            command = [sys.executable, "-c", script, *map(str, recipes)]
+            if subprocess.run(command, env=env, stdout=output, stderr=output, check=False).returncode != 0:
+                failed = next((recipe for recipe, config in zip(recipes, chain)
+                               if not (Path(config.output_dir) / "config.json").is_file()), recipes[-1])
+                log.seek(0)
+                raise RuntimeError(f"python -m training.train --config {failed} failed:\n"
+                                   + log.read().decode(errors="replace")[-3000:])
 
     with ThreadPoolExecutor(len(chains)) as pool:
         for run in [pool.submit(run_chain, chain) for chain in chains]:

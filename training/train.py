@@ -477,6 +477,10 @@ def train_and_save(run: Run) -> dict[str, float]:
     trainer = run.trainer(str(output))
     if trainer.is_world_process_zero():
         config.save(output / "train_config.yaml")  # beside the checkpoints from the start
+    if config.cache_frozen_features:
+        from .features import train_on_encoded_split
+
+        train_on_encoded_split(trainer, run.train, run.train_collator, config.progress)
     result = trainer.train(resume_from_checkpoint=_resume_path(config))
     metrics = evaluate_splits(trainer, run)
     skipped = {"train": run.train_collator.report(), "eval": run.eval_collator.report()}

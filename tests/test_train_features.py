@@ -1,0 +1,53 @@
+"""``--cache-frozen-features``: training on stored outputs of frozen encoders gives the model of the plain run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.train_data import disk_dataset, tiny_flags
+from training.train import main
+
+FROZEN = ["--freeze-vision-encoder", "--freeze-text-encoder", "--no-augment", "--max-steps", "6", "--dropout", "0.3",
+          "--eval-batch-size", "5", "--label-column", "category"]
+
+
+def _train(data, out, *flags, text="lstm"):
+    return main(["--dataset", str(data), *tiny_flags(out, *FROZEN, *flags, text=text)])
+
+
+@pytest.mark.parametrize("text", ["lstm", "transformer"])
+def test_cached_frozen_features_train_the_same_model(tmp_path, caplog, text):
+    data = disk_dataset(tmp_path / "data", count=24)
+    plain = _train(data, tmp_path / "plain", text=text)
+    assert "Encoded" not in caplog.text
+    caplog.set_level(logging.INFO, logger="training.features")
+    cached = _train(data, tmp_path / "cached", "--cache-frozen-features", text=text)
+    assert re.search(r"Encoded 24 training rows with the frozen encoders in [\d.]+ s", caplog.text)
+    assert cached == plain  # the same batches, dropout masks and encoder outputs, so the same metrics
+    weights = [load_file(str(tmp_path / run / "model.safetensors")) for run in ("plain", "cached")]
+    assert weights[0].keys() == weights[1].keys()
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, msg=name)
+
+
+def test_cached_frozen_features_skip_and_count_bad_rows_once(tmp_path):
+    data = disk_dataset(tmp_path / "data", count=24, corrupt=(3, 6), empty_text=(9,))
+    _train(data, tmp_path / "plain")
+    _train(data, tmp_path / "cached", "--cache-frozen-features")
+    skipped = [json.loads((tmp_path / run / "training_info.json").read_text())["skipped_rows"]
+               for run in ("plain", "cached")]
+    assert skipped[1] == skipped[0] and skipped[1]["train"] == {"unreadable image": 2, "empty text": 1}
+
+
+def test_cached_frozen_features_need_frozen_encoders_and_unchanging_rows(tmp_path):
+    with pytest.raises(ValueError, match="it needs --freeze-vision-encoder, --no-augment, --word-dropout 0"):
+        main(["--dataset", "x", "--cache-frozen-features", "--freeze-text-encoder", "--word-dropout", "0.1"])
+    with pytest.raises(ValueError, match="it needs --task classification, --hpo-trials 0"):
+        main(["--dataset", "x", "--cache-frozen-features", "--freeze-vision-encoder", "--freeze-text-encoder",
+              "--no-augment", "--task", "retrieval", "--hpo-trials", "2"])
