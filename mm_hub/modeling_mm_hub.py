@@ -320,7 +320,8 @@ def _load_tower(module: nn.Module, state_dict: dict[str, torch.Tensor], name: st
 def _require_one(name: str, value: Any, alternative: str, other: Any) -> None:
     """Exactly one of two alternative inputs (raw ``name`` or encoded ``alternative``) must be given."""
     if (value is None) == (other is None):
-        raise ValueError(f"Give `{name}` or `{alternative}` (one of the two), got {'both' if value is not None else 'neither'}.")
+        given = "both" if value is not None else "neither"
+        raise ValueError(f"Give `{name}` or `{alternative}` (one of the two), got {given}.")
 
 
 class MMHubModel(MMHubPreTrainedModel):
@@ -388,7 +389,9 @@ class MMHubModel(MMHubPreTrainedModel):
         num_images = len(pixel_values if image_tokens is None else image_tokens)
         texts = input_ids if text_tokens is None else text_tokens
         if num_images != len(texts):
-            raise ValueError(f"Got {num_images} images but {len(texts)} texts; classification needs one image per text.")
+            raise ValueError(
+                f"Got {num_images} images but {len(texts)} texts; classification needs one image per text."
+            )
         if attention_mask is None:
             attention_mask = torch.ones(texts.shape[:2], dtype=torch.long, device=texts.device)
         if image_tokens is None:
@@ -580,8 +583,9 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
     ) -> ImageTextClassifierOutput:
         """Classify (image, text) pairs with every member and average (see `average_scores`).
 
-        Args: as [`MMHubForImageTextClassification.forward`], raw inputs only (each member has its own encoders). The loss is the mean of the members' losses (so training
-        the ensemble trains each member on its own); ``fusion_attentions`` is the members' mean.
+        Args: as [`MMHubForImageTextClassification.forward`], without ``image_tokens`` / ``text_tokens`` (each member
+        has its own encoders). The loss is the mean of the members' losses (so training the ensemble trains each member
+        on its own); ``fusion_attentions`` is the members' mean.
         """
         outputs = [
             member(pixel_values, input_ids, attention_mask, labels=labels, output_attentions=output_attentions)

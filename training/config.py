@@ -187,7 +187,8 @@ class TrainConfig:
             raise ValueError(f"word_dropout must be in [0, 1), got {self.word_dropout}.")
         if self.cache_frozen_features:
             unmet = [need for need, ok in (
-                ("--freeze-vision-encoder", self.freeze_vision_encoder), ("--freeze-text-encoder", self.freeze_text_encoder),
+                ("--freeze-vision-encoder", self.freeze_vision_encoder),
+                ("--freeze-text-encoder", self.freeze_text_encoder),
                 ("--no-augment", not self.augment), ("--word-dropout 0", self.word_dropout == 0),
                 ("--task classification", self.task == "classification"), ("no --streaming", not self.streaming),
                 ("--hpo-trials 0", self.hpo_trials == 0),

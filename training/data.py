@@ -92,7 +92,7 @@ def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
 def shapes_cache_folder(kwargs: dict[str, Any]) -> Path:
     """Where `load_shapes` keeps the shapes data made with ``kwargs``: under the datasets cache
     (``HF_DATASETS_CACHE``), named by a hash of the arguments and of the generator's code."""
-    import mm_hub.shapes as shapes
+    from mm_hub import shapes
 
     digest = hashlib.sha256(Path(shapes.__file__).read_bytes())
     digest.update(repr(sorted(kwargs.items())).encode())

@@ -93,9 +93,7 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
     values replaced by ``stage1`` / ``stage2``; returns the members' stage-2 folders.
 
     With two cores or more, the members train side by side, each in one process with one thread (only the first
-    shows progress bars), while this process renders stage 2's shapes data into the datasets cache. Stage 2 then
-    encodes its rows and evaluates without a data-loading worker unless there are cores to spare: the batches, and so
-    the model, are the same either way (checked bit for bit)."""
+    shows progress bars), while this process renders stage 2's shapes data into the datasets cache."""
     from .train import run_training
 
     chains = [
@@ -108,8 +106,6 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
         for config in (config for chain in chains for config in chain):
             run_training(config)
     else:
-        for _, second in chains:
-            second.dataloader_num_workers = min(second.dataloader_num_workers, cores // len(chains) - 1)
         with ThreadPoolExecutor(1) as pool:
             # Render stage 2's shapes data once, here, while the members train stage 1: they (and the ensemble's
             # evaluation) then read it from the datasets cache instead of each rendering it again.
