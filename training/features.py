@@ -71,8 +71,8 @@ def encode_split(model: torch.nn.Module, split: Any, collator: Collator, batch_s
     rows are skipped and recorded there, or raise with ``strict``) in ``num_workers`` DataLoader workers, in batches
     of ``batch_size`` on ``device``; the outputs are kept on the CPU. Texts are padded to the longest of the split."""
     base = getattr(model, "module", model).base_model
-    base.vision_encoder.eval()  # where frozen encoders always run (`MMHubPreTrainedModel.train`); a freshly built
-    base.text_encoder.eval()  # model is still in train mode until the Trainer's first `model.train()`
+    base.vision_encoder.eval()  # where frozen encoders always run (`MMHubPreTrainedModel.train`); a model built from
+    base.text_encoder.eval()  # configs is still in train mode until the Trainer's first `model.train()`
     images, texts, masks, labels = [], [], [], []
     loader = DataLoader(split, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)  # in order
     for batch in tqdm(loader, desc="Encoding the training rows (frozen encoders)", disable=not progress):
@@ -82,6 +82,8 @@ def encode_split(model: torch.nn.Module, split: Any, collator: Collator, batch_s
         texts.append(base.encode_text(batch["input_ids"].to(device), mask)[0].cpu())
         masks.append(mask.cpu())
         labels.append(batch["labels"])
+    if not masks:
+        raise ValueError("The training split has no rows to encode.")
     length = max(mask.shape[1] for mask in masks)
     text_tokens = torch.zeros(sum(len(m) for m in masks), length, texts[0].shape[-1], dtype=texts[0].dtype)
     attention_mask = torch.zeros(len(text_tokens), length, dtype=masks[0].dtype)
