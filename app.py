@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from mm_hub.predictor import (
 from training.demo import ensure_demo_model
 
 APP_DIR = Path(__file__).resolve().parent
+logger = logging.getLogger("mm_hub.app")
 # Model calls run one at a time (the CPU's cores go to torch's own threads); others wait in the queue.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
@@ -49,20 +51,27 @@ def _warn_if_cut(predictor: Predictor, text: Any) -> None:
 
 
 def _user_errors(fn):
-    """Turn the predictor's `InputError` (bad image or text) into a `gr.Error` the person sees."""
+    """Turn the predictor's `InputError` (bad image or text) into a `gr.Error` the person sees, logged as one line
+    (Gradio would print two tracebacks per refused request)."""
 
     @functools.wraps(fn)  # keeps the signature, so the API docs name the parameters
     def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
         except InputError as error:
-            raise gr.Error(str(error)) from error
+            logger.info("/%s refused: %s", fn.__name__, error)
+            raise gr.Error(str(error), print_exception=False) from None
 
     return wrapper
 
 
 def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) -> gr.Blocks:
-    """Lay out the Classify / Explain / Search tabs around ``predictor``; the queue limits concurrent model calls."""
+    """Lay out the Classify / Explain / Search tabs around ``predictor``; the queue limits concurrent model calls.
+
+    A request can name any path, so the predictor is confined to files in Gradio's upload folder and the examples'
+    folders (`Predictor.allowed_dirs`).
+    """
+    predictor.allowed_dirs = [gr.utils.get_upload_folder(), *{str(Path(path).parent) for path, _ in examples or []}]
     shared = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": CONCURRENCY_LIMIT}
 
     @_user_errors
@@ -183,6 +192,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Load the model and serve the app until interrupted; a model that cannot be loaded exits with one message."""
     args = parse_args(argv)
+    handler = logging.StreamHandler()  # mm_hub's own log lines (one per refused request), not every library's
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger("mm_hub").addHandler(handler)
+    logging.getLogger("mm_hub").setLevel(logging.INFO)
     try:
         app = create_demo(args.model, args.revision, args.dataset)
     except (ModelLoadError, InputError) as error:

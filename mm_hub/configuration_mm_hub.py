@@ -4,6 +4,8 @@ This file travels with pushed models (``trust_remote_code``): it may import only
 same-folder modules, and it must not import torch.
 """
 
+import sys
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -129,6 +131,18 @@ class MMHubConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         # Checked here rather than in `validate_*` hooks so that users get a plain ValueError.
         self._check_sizes()
+        self._use_installed_pipelines()
+
+    def _use_installed_pipelines(self) -> None:
+        """Drop from ``custom_pipelines`` the tasks an installed package has registered (mm_hub registers its own on
+        import): `transformers.pipeline` would otherwise always run the copy of the pipeline code stored in the
+        repo (and demand ``trust_remote_code=True``), where the installed one should serve the task. The model's
+        ``save_pretrained`` writes them again for machines without mm_hub."""
+        pipelines = sys.modules.get("transformers.pipelines")  # looked up, not imported: this file imports no torch
+        registry = getattr(pipelines, "PIPELINE_REGISTRY", None)
+        custom = getattr(self, "custom_pipelines", None)
+        if registry is not None and isinstance(custom, dict) and custom:
+            self.custom_pipelines = {task: spec for task, spec in custom.items() if task not in registry.supported_tasks}
 
     def _check_sizes(self) -> None:
         """Check the sizes and probabilities the modules are built from."""

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, Features, IterableDataset, List, Value, concatenate_datasets, load_from_disk
+from datasets import Dataset, Features, Image, IterableDataset, List, Value, concatenate_datasets, load_from_disk
 from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from tqdm.auto import tqdm
+
+from ._files import write_json
 
 EMBEDDING_COLUMNS = {"image": "image_embeds", "text": "text_embeds", "item": "item_embeds"}
 # Fixed inputs whose embeddings identify a model's weights (and its processor) beyond its config.
@@ -38,6 +40,9 @@ PROBE_TEXTS = ["a red circle above a blue square", "mm_hub index probe"]
 # Config keys that change when the same model is saved, moved or reloaded: left out of the config hash.
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
 _MANIFEST = "manifest.json"
+_SKIPPED = "skipped.json"  # in each chunk folder: {reason: row numbers left out}
+UNREADABLE_IMAGE = "unreadable image"
+MISSING_TEXT = "missing text"
 
 
 def probe_image() -> np.ndarray:
@@ -154,37 +159,70 @@ def caption_list(value: Any, where: int | str) -> list[str]:
     return list(texts)
 
 
+def _image_source(value: Any) -> Any:
+    """What the processor opens for one image cell: the bytes or path of an undecoded `datasets.Image` cell, or the
+    cell itself (a PIL image, an array, a path); ValueError for an empty cell."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if value is None:
+        raise ValueError("the row has no image")
+    return value
+
+
 def _embed_chunk(
     model: Any,
     processor: Any,
     rows: Dataset,
     start: int,
-    image_column: str | None,
-    text_column: str | None,
+    columns: tuple[str | None, str | None],
     batch_size: int,
+    dim: int,
+    strict: bool,
     bar: tqdm,
-) -> dict[str, np.ndarray]:
-    """Embed one chunk of rows in batches; returns {embedding column: (rows, D)}."""
-    out: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "text")}
+) -> tuple[dict[str, np.ndarray], list[int], dict[str, list[int]]]:
+    """Embed one chunk of rows in batches, leaving out rows whose image cannot be read or whose text is missing.
+
+    Returns:
+        ``({embedding column: (kept rows, D)}, offsets of the kept rows in the chunk, {reason: skipped row numbers})``.
+    """
+    image_column, text_column = columns
+    out: dict[str, list[np.ndarray]] = {name: [np.zeros((0, dim), np.float32)] for name in ("image", "text")}
+    kept: list[int] = []
+    skipped: dict[str, list[int]] = {}
     for offset in range(0, len(rows), batch_size):
         batch = rows[offset : offset + batch_size]
-        count = len(next(iter(batch.values())))
-        if image_column is not None:
-            images = batch[image_column]
-            for i, image in enumerate(images):
-                if image is None:
-                    raise ValueError(f"Row {start + offset + i} has no image in column {image_column!r}.")
+        images, per_row = [], []
+        for i in range(len(next(iter(batch.values())))):
+            row, reason = start + offset + i, None
+            try:
+                if image_column is not None:
+                    reason = UNREADABLE_IMAGE
+                    image = processor.load_image(_image_source(batch[image_column][i]))
+                if text_column is not None:
+                    reason = MISSING_TEXT
+                    texts = caption_list(batch[text_column][i], row)
+            except (ValueError, TypeError) as error:
+                if strict:
+                    raise ValueError(f"Row {row}: {reason} ({error}); strict=True stops at the first bad row.") from None
+                skipped.setdefault(reason, []).append(row)
+                continue
+            kept.append(offset + i)
+            if image_column is not None:
+                images.append(image)
+            if text_column is not None:
+                per_row.append(texts)
+        if images:
             out["image"].append(embed_images(model, processor, images))
-        if text_column is not None:
-            per_row = [caption_list(value, start + offset + i) for i, value in enumerate(batch[text_column])]
+        if per_row:
             flat = embed_texts(model, processor, [text for texts in per_row for text in texts])
             bounds = np.cumsum([0] + [len(texts) for texts in per_row])
             out["text"].append(normalize(np.stack([flat[a:b].mean(0) for a, b in pairwise(bounds)])))
-        bar.update(count)
-    result = {EMBEDDING_COLUMNS[kind]: np.concatenate(parts) for kind, parts in out.items() if parts}
+        bar.update(len(next(iter(batch.values()))))
+    used = [kind for kind, column in zip(("image", "text"), columns) if column is not None]
+    result = {EMBEDDING_COLUMNS[kind]: np.concatenate(out[kind]) for kind in used}
     if len(result) == 2:
         result[EMBEDDING_COLUMNS["item"]] = normalize(result["image_embeds"] + result["text_embeds"])
-    return result
+    return result, kept, skipped
 
 
 def _chunks(dataset: Dataset | IterableDataset, start_row: int, chunk_size: int) -> Iterator[Dataset]:
@@ -210,11 +248,13 @@ def quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
-def _save_atomic(chunk: Dataset, path: Path) -> None:
-    """Write a chunk to ``path`` through a temporary folder, so a killed run never leaves half a chunk."""
+def _save_atomic(chunk: Dataset, skipped: dict[str, list[int]], path: Path) -> None:
+    """Write a chunk (and the rows it left out) to ``path`` through a temporary folder, so a killed run never leaves
+    half a chunk."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     chunk.save_to_disk(str(tmp))
+    write_json(tmp / _SKIPPED, skipped)
     os.replace(tmp, path)
 
 
@@ -231,14 +271,22 @@ def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
                 "another work_dir."
             )
     else:
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, manifest_path)
+        write_json(manifest_path, manifest)
     for leftover in work_dir.glob("chunk-*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     done = sorted(work_dir.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]"))
     # Chunks are written in order; keep only the unbroken run from chunk 0.
     return [path for i, path in enumerate(done) if path.name == f"chunk-{i:06d}"]
+
+
+def _undecoded(dataset: Dataset | IterableDataset) -> tuple[Dataset | IterableDataset, list[str]]:
+    """The dataset with its `datasets.Image` columns left undecoded, and their names: the embedding pass opens the
+    images it needs itself (a bad one is skipped, not fatal) and never decodes the others."""
+    features = dataset.features or {}
+    names = [name for name, feature in features.items() if isinstance(feature, Image) and feature.decode]
+    for name in names:
+        dataset = dataset.cast_column(name, Image(decode=False))
+    return dataset, names
 
 
 def embed_dataset(
@@ -255,15 +303,19 @@ def embed_dataset(
     num_rows: int | None = None,
     progress: bool = True,
     fingerprint: dict | None = None,
-) -> Dataset:
+    strict: bool = False,
+) -> tuple[Dataset, dict[str, list[int]]]:
     """Embed every row's image and/or text; resumable through the chunks kept in ``work_dir``.
+
+    A row whose image cannot be read (missing, corrupt, over the processor's size limits) or whose text is missing
+    is left out and reported, unless ``strict``.
 
     Args:
         model: an `MMHubForImageTextRetrieval` (or any model with ``get_image_features``/``get_text_features``).
         processor: its `MMHubProcessor`.
         dataset: a `datasets.Dataset` or a streaming `datasets.IterableDataset`.
         work_dir: folder for the finished chunks; running again with the same folder, model and data resumes.
-        image_column: column holding images (None: embed texts only).
+        image_column: column holding images (None: embed texts only; no image is then decoded).
         text_column: column holding a caption or a list of captions (None: embed images only).
         batch_size: rows per forward pass.
         chunk_size: rows per saved chunk (the most work a killed run loses).
@@ -271,13 +323,15 @@ def embed_dataset(
         num_rows: length of a streaming dataset, for the progress bar only.
         progress: show a tqdm progress bar.
         fingerprint: `model_fingerprint(model, processor)` when the caller has it already.
+        strict: raise on the first unusable row (naming it) instead of leaving it out.
 
     Returns:
-        The rows with ``image_embeds`` / ``text_embeds`` / ``item_embeds`` columns (see the module docstring).
+        ``(rows, skipped)``: the usable rows with ``image_embeds`` / ``text_embeds`` / ``item_embeds`` columns (see
+        the module docstring), and ``{reason: row numbers of the dataset}`` for the rows left out.
 
     Raises:
-        ValueError: no rows, unknown columns, a missing image, or a work_dir holding another run.
-        TypeError: a model that is not a retrieval model, or a text cell that is not a string (list).
+        ValueError: no usable rows, unknown columns, a work_dir holding another run, or (``strict``) a bad row.
+        TypeError: a model that is not a retrieval model.
     """
     check_retrieval_model(model)
     if not isinstance(dataset, (Dataset, IterableDataset)):
@@ -290,6 +344,7 @@ def embed_dataset(
         if len(dataset) == 0:
             raise ValueError("The dataset is empty: there is nothing to embed or index.")
         num_rows = len(dataset)
+    dataset, image_columns = _undecoded(dataset)
     fingerprint = fingerprint or model_fingerprint(model, processor)
     manifest = {
         "model": {key: fingerprint[key] for key in ("config_hash", "probe_text_embeds", "probe_image_embeds")},
@@ -305,18 +360,26 @@ def embed_dataset(
     bar = tqdm(total=num_rows, initial=start_row, unit="row", desc="Embedding", disable=not progress)
     with bar, quiet_datasets():
         for number, rows in enumerate(_chunks(dataset, start_row, chunk_size), start=len(done)):
-            vectors = _embed_chunk(
-                model, processor, rows, number * chunk_size, image_column, text_column, batch_size, bar
+            vectors, kept, skipped = _embed_chunk(
+                model, processor, rows, number * chunk_size, (image_column, text_column), batch_size, dim, strict, bar
             )
             features = Features({name: List(Value("float32"), length=dim) for name in vectors})
             embeds = Dataset.from_dict(vectors, features=features)
             path = work_dir / f"chunk-{number:06d}"
-            _save_atomic(concatenate_datasets([rows, embeds], axis=1), path)
+            _save_atomic(concatenate_datasets([rows.select(kept), embeds], axis=1), skipped, path)
             done.append(path)
-    if not done:
-        raise ValueError("The dataset is empty: there is nothing to embed or index.")
+    skipped: dict[str, list[int]] = {}
+    for path in done:
+        for reason, numbers in json.loads((path / _SKIPPED).read_text()).items():
+            skipped.setdefault(reason, []).extend(numbers)
     with quiet_datasets():
-        return concatenate_datasets([load_from_disk(str(path)) for path in done])
+        rows = concatenate_datasets([load_from_disk(str(path)) for path in done]) if done else None
+        if rows is None or len(rows) == 0:
+            left_out = f" (every row was left out: {skipped})" if skipped else ""
+            raise ValueError(f"The dataset is empty: there is nothing to embed or index{left_out}.")
+        for name in image_columns:  # back to PIL images for the index's users; the embedded ones all decode
+            rows = rows.cast_column(name, Image())
+    return rows, skipped
 
 
 __all__ = [

@@ -7,24 +7,43 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
+import stat
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover
+    from httpx import TransportError
 
 from .modelcard import build_model_card
 
 # Never uploaded: Trainer checkpoints and logs, caches, hidden files, and any README (the card is generated).
 IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README.md", "optimizer.pt", "scheduler.pt",
                    "rng_state*.pth")
+# Pickles run code when they are loaded: never uploaded (weights travel as safetensors), nor any file whose bytes
+# are a pickle or a zip of pickles (how torch.save writes), whatever its name.
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "*.npy", "*.npz")
 # Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding).
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+logger = logging.getLogger(__name__)
 
 
 class HubAuthError(PermissionError):
     """The Hub refused a write: no token, an invalid token, or no write access to the repo."""
+
+
+class HubUnavailableError(ConnectionError):
+    """The Hub could not be reached (network, ``HF_HUB_OFFLINE=1``) or answered with an error."""
 
 
 def check_repo_id(repo_id: Any) -> str:
@@ -37,15 +56,72 @@ def check_repo_id(repo_id: Any) -> str:
     return repo_id
 
 
-def _ignored(relative: Path) -> bool:
-    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in IGNORE_PATTERNS)
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def is_pickle(path: str | os.PathLike) -> bool:
+    """Whether a file holds a pickle: pickle protocol 2+ bytes, or a zip archive with a ``.pkl`` member."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith(".pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[str]]:
+    """(files a push uploads, descriptions of those it refuses): see `model_files`."""
+    files, refused = [], []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(root)
+        dirs[:] = [d for d in dirs if not _matches(d, IGNORE_PATTERNS)]
+        refused += [f"{(base / d).relative_to(folder)} (a link)" for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if not (base / d).is_symlink()]  # os.walk would list, not enter, them anyway
+        for name in names:
+            path = base / name
+            relative = path.relative_to(folder)
+            if _matches(name, IGNORE_PATTERNS):
+                continue
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                refused.append(f"{relative} (a link or special file)")
+            elif _matches(name, PICKLE_PATTERNS) or is_pickle(path):
+                refused.append(f"{relative} (a pickle)")
+            else:
+                files.append(relative)
+    return sorted(files), refused
 
 
 def model_files(folder: str | Path) -> list[Path]:
-    """The files of a saved model folder that a push uploads (relative paths, sorted)."""
-    folder = Path(folder)
-    relative = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
-    return sorted(path for path in relative if not _ignored(path))
+    """The files of a saved model folder that a push uploads (relative paths, sorted): regular files inside the
+    folder only (symbolic links are never followed), no pickles, none of `IGNORE_PATTERNS`."""
+    return _walk(Path(folder))[0]
+
+
+@contextmanager
+def hub_errors(repo_id: str) -> Iterator[None]:
+    """Turn the Hub client's errors inside the block into one readable line: `HubAuthError` for a refused token,
+    `HubUnavailableError` for an unreachable Hub, offline mode or any other error answer."""
+    try:
+        yield
+    except HfHubHTTPError as err:
+        if (auth := auth_error(err, repo_id)) is not None:
+            raise auth from err
+        raise HubUnavailableError(f"The Hub answered an error for {repo_id!r}: {str(err).splitlines()[0]}") from err
+    except OfflineModeIsEnabled as err:
+        raise HubUnavailableError(
+            f"HF_HUB_OFFLINE is set, so nothing can be sent to the Hub ({repo_id!r}); unset it to push."
+        ) from err
+    except TransportError as err:
+        raise HubUnavailableError(
+            f"Could not reach the Hub at {constants.ENDPOINT} ({type(err).__name__}: {err}); check the network "
+            "connection and HF_ENDPOINT."
+        ) from err
 
 
 def check_model_folder(folder: str | Path) -> dict[str, Any]:
@@ -63,13 +139,14 @@ def check_model_folder(folder: str | Path) -> dict[str, Any]:
     config = json.loads(config_path.read_text())
     if config.get("model_type") != "mm_hub":
         raise ValueError(f"{folder} holds a {config.get('model_type')!r} model; expected an mm_hub model")
-    if not any(folder.glob("*.safetensors")):
-        raise ValueError(f"{folder} holds no *.safetensors weights; found {[p.name for p in folder.iterdir()]}")
+    uploaded = model_files(folder)
+    if not any(path.suffix == ".safetensors" for path in uploaded):
+        raise ValueError(f"{folder} holds no *.safetensors weights (regular files); found {[p.name for p in folder.iterdir()]}")
     auto_map = config.get("auto_map") or {}
     if not auto_map:
         raise ValueError(f"{folder}/config.json has no auto_map: save the model with mm_hub imported so its code ships")
     modules = {reference.split("--")[-1].split(".")[0] for reference in auto_map.values() if isinstance(reference, str)}
-    missing = sorted(f"{module}.py" for module in modules if not (folder / f"{module}.py").is_file())
+    missing = sorted(f"{module}.py" for module in modules if Path(f"{module}.py") not in uploaded)
     if missing:
         raise ValueError(f"{folder} lacks the remote-code files {missing} named by config.json's auto_map")
     if not ((folder / "processor_config.json").is_file() or (folder / "preprocessor_config.json").is_file()):
@@ -115,9 +192,11 @@ def push_to_hub(
     `auto_map`, the remote-code files, the custom pipeline, processor files); `training_info.json` and
     `eval_results.json`, when present, feed the card. Creates the repo (`private` applies only then) and the
     branch `revision` when needed; weight files the previous commit had but this folder lacks are deleted.
-    The local folder is never modified. Returns the commit id.
+    The local folder is never modified. Only regular files inside it are uploaded, never a pickle (see `model_files`).
+    Returns the commit id.
 
-    Raises ValueError for an invalid folder or repo id, HubAuthError without a usable write token.
+    Raises ValueError for an invalid folder or repo id, HubAuthError without a usable write token,
+    HubUnavailableError when the Hub cannot be reached or answers an error.
     """
     check_repo_id(repo_id)
     folder = Path(folder)
@@ -125,8 +204,10 @@ def push_to_hub(
     token = resolve_token(token, repo_id)
     card = build_model_card(folder, repo_id)
     api = HfApi(token=token)
-    files = model_files(folder)
-    try:
+    files, refused = _walk(folder)
+    if refused:
+        logger.warning("Not uploading %s: only regular files inside the folder, and no pickles.", ", ".join(refused))
+    with hub_errors(repo_id):
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -140,10 +221,6 @@ def push_to_hub(
         architecture = (config.get("architectures") or ["MMHubModel"])[0]
         message = commit_message or f"Upload {architecture} ({config.get('fusion_type')} fusion) with mm_hub"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision, create_pr=create_pr)
-    except HfHubHTTPError as err:
-        if (auth := auth_error(err, repo_id)) is None:
-            raise
-        raise auth from err
     return info.oid
 
 

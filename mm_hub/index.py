@@ -15,6 +15,7 @@ Not a remote-code file: pushed models never import it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,12 +41,14 @@ from .embeddings import (
     normalize,
     quiet_datasets,
 )
+from ._files import write_json
 from .faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "mm_hub_index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FAISS files carry a SHA-256 in the metadata
+READABLE_VERSIONS = (1, 2)
 # Probe embeddings of the query model must match the stored ones this closely (cosine) to count as the same model.
 _PROBE_TOLERANCE = 1e-3
 _SHARD_BYTES = 500 * 2**20
@@ -120,6 +123,7 @@ class MultimodalIndex:
         dataset_id: str | None = None,
         num_rows: int | None = None,
         progress: bool = True,
+        strict: bool = False,
         **index_kwargs: Any,
     ) -> MultimodalIndex:
         """Embed a dataset (see `mm_hub.embeddings.embed_dataset`) and index every embedding column.
@@ -137,10 +141,13 @@ class MultimodalIndex:
             model_id, model_revision: recorded in the metadata (default ``model.name_or_path``); `load` uses them
                 to reload the model.
             dataset_id: name of the data, recorded in the metadata and the card.
+            strict: fail on the first row whose image cannot be read or whose text is missing; by default such rows
+                are left out of the index and listed in ``metadata["skipped_rows"]`` (rows of ``dataset``).
             **index_kwargs: ``nlist``, ``nprobe`` (IVF), ``hnsw_m``, ``ef_construction``, ``ef_search`` (HNSW).
 
         Raises:
-            ValueError: empty dataset, unknown column or index type; TypeError: not a retrieval model.
+            ValueError: no usable rows, unknown column or index type, a bad row with ``strict``; TypeError: not a
+                retrieval model.
         """
         if index_type not in INDEX_TYPES:
             raise ValueError(f"index_type={index_type!r} is not supported; choose one of {INDEX_TYPES}.")
@@ -151,7 +158,7 @@ class MultimodalIndex:
             work_dir = temporary.name
         started = time.perf_counter()
         fingerprint = model_fingerprint(model, processor, model_id, model_revision)
-        rows = embed_dataset(
+        rows, skipped = embed_dataset(
             model,
             processor,
             dataset,
@@ -164,6 +171,7 @@ class MultimodalIndex:
             num_rows=num_rows,
             progress=progress,
             fingerprint=fingerprint,
+            strict=strict,
         )
         faiss_indexes = {}
         for column in (name for name in EMBEDDING_COLUMNS.values() if name in rows.column_names):
@@ -176,6 +184,7 @@ class MultimodalIndex:
             "text_column": text_column,
             "embedding_columns": list(faiss_indexes),
             "num_rows": len(rows),
+            "skipped_rows": skipped,
             "index_type": index_type,
             "index_params": params,
             "build_seconds": round(time.perf_counter() - started, 2),
@@ -243,7 +252,9 @@ class MultimodalIndex:
         from . import AutoModelForImageTextRetrieval, MMHubProcessor
 
         try:
-            model = AutoModelForImageTextRetrieval.from_pretrained(stored["model_id"], revision=stored["revision"])
+            model = AutoModelForImageTextRetrieval.from_pretrained(
+                stored["model_id"], revision=stored["revision"], use_safetensors=True
+            )
             processor = MMHubProcessor.from_pretrained(stored["model_id"], revision=stored["revision"])
         except (OSError, ValueError) as error:
             raise ValueError(
@@ -396,9 +407,13 @@ class MultimodalIndex:
         with quiet_datasets():
             self._write_shards(folder / "data")
         (folder / "faiss").mkdir()
+        checksums = {}
         for column in self.metadata["embedding_columns"]:
-            self.dataset.save_faiss_index(column, folder / "faiss" / f"{column}.faiss")
-        (folder / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
+            path = folder / "faiss" / f"{column}.faiss"
+            self.dataset.save_faiss_index(column, path)
+            checksums[column] = _sha256(path)
+        self.metadata.update(format_version=FORMAT_VERSION, faiss_sha256=checksums)
+        write_json(folder / METADATA_FILE, self.metadata)
         (folder / "README.md").write_text(index_card(self.metadata, self._payload.features))
 
     def _write_shards(self, folder: Path) -> None:
@@ -448,12 +463,7 @@ class MultimodalIndex:
         metadata_path = folder / METADATA_FILE
         if not metadata_path.exists():
             raise ValueError(f"{path_or_repo_id} is not an mm_hub index: it has no {METADATA_FILE}.")
-        metadata = json.loads(metadata_path.read_text())
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path_or_repo_id} has index format {metadata.get('format_version')!r}; this mm_hub reads "
-                f"{FORMAT_VERSION}."
-            )
+        metadata = _checked_metadata(folder, str(path_or_repo_id))
         files = sorted(str(path) for path in (folder / "data").glob("*.parquet"))
         with quiet_datasets():
             rows = Dataset.from_parquet(files)
@@ -489,6 +499,51 @@ class MultimodalIndex:
                 commit_message=commit_message or f"Upload mm_hub index ({len(self)} rows)",
             )
         return info.oid
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(2**20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checked_metadata(folder: Path, name: str) -> dict:
+    """``mm_hub_index.json`` of an index folder, after checking what a hostile or damaged folder could get wrong:
+    the format, that every embedding column is one mm_hub writes (their names become file names), and that each
+    FAISS file has the checksum recorded when it was written.
+
+    Raises:
+        ValueError: naming the problem.
+    """
+    try:
+        metadata = json.loads((folder / METADATA_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{name} is not an mm_hub index: cannot read its {METADATA_FILE} ({error}).") from error
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{name} has index format {version!r}; this mm_hub reads {READABLE_VERSIONS}.")
+    columns = metadata.get("embedding_columns")
+    if not isinstance(columns, list) or not columns or not set(columns) <= set(EMBEDDING_COLUMNS.values()):
+        raise ValueError(
+            f"{name} is not a valid mm_hub index: its embedding columns {columns!r} are not among "
+            f"{sorted(EMBEDDING_COLUMNS.values())}."
+        )
+    checksums = metadata.get("faiss_sha256") or {}
+    if version < 2:
+        logger.warning("%s predates FAISS checksums (index format %s): its files cannot be verified.", name, version)
+    for column in columns:
+        path = folder / "faiss" / f"{column}.faiss"
+        if not path.is_file():
+            raise ValueError(f"{name} is incomplete: it has no faiss/{column}.faiss.")
+        if version >= 2 and _sha256(path) != checksums.get(column):
+            raise ValueError(
+                f"{name} is damaged: faiss/{column}.faiss does not have the checksum recorded when the index was "
+                "written. Download or build the index again."
+            )
+    return metadata
 
 
 def _column_matrix(rows: Dataset, column: str, ids: np.ndarray | None = None) -> np.ndarray:

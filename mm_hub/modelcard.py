@@ -140,12 +140,13 @@ print(image_embeds @ text_embeds.T)  # (images, texts) cosine similarities
 ```
 """
     return load + f"""
-Or as a pipeline (the `image-text-classification` task ships with the repo):
+Or as a pipeline (the `image-text-classification` task ships with the repo; with mm_hub installed, leave
+`trust_remote_code` out and mm_hub's own pipeline serves it):
 
 ```python
 from transformers import pipeline
 
-classifier = pipeline(model="{repo_id}", trust_remote_code=True)
+classifier = pipeline("image-text-classification", model="{repo_id}", trust_remote_code=True)
 classifier({{"image": "photo.jpg", "text": "a red circle above a blue square"}})
 ```
 """

@@ -444,7 +444,8 @@ class ImageTextClassifierPreTrainedModel(MMHubPreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """`PreTrainedModel.save_pretrained`, plus the `image-text-classification` pipeline and its code, so that
-        ``pipeline(model=save_directory, trust_remote_code=True)`` works where mm_hub is not installed."""
+        ``pipeline("image-text-classification", model=save_directory, trust_remote_code=True)`` works where mm_hub
+        is not installed."""
         from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
 
         # "AutoModel" resolves to this head through the auto_map written by `register_for_auto_class`.

@@ -26,7 +26,7 @@ class ImageTextClassificationPipeline(Pipeline):
 
     ```python
     >>> from transformers import pipeline
-    >>> classifier = pipeline(model="path/or/hub-id", trust_remote_code=True)
+    >>> classifier = pipeline("image-text-classification", model="path/or/hub-id")  # mm_hub imported
     >>> classifier({"image": "cat.png", "text": "a cat on a sofa"}, top_k=2)
     [{'label': 'match', 'score': 0.97}, {'label': 'mismatch', 'score': 0.03}]
     ```

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,14 @@ class Predictor:
         revision: the requested revision (shown in the UI).
     """
 
-    def __init__(self, model: Any, processor: Any, model_id: str = "(in memory)", revision: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        model_id: str = "(in memory)",
+        revision: str | None = None,
+        allowed_dirs: Sequence[str | os.PathLike] | None = None,
+    ):
         self.model = model.eval()
         self.processor = processor
         self.model_id = model_id
@@ -116,6 +123,14 @@ class Predictor:
         self.commit = resolved_commit(model_id, revision) if model_id != "(in memory)" else None
         self.index: Any = None
         self.origin = "argument"  # how the model was chosen: argument, env, space_config or demo (see ModelSource)
+        # Folders image paths must lie in (None: any path, for use from Python). A served app sets them: a request
+        # can name any path, and must not make the server open its own files.
+        self.allowed_dirs = allowed_dirs
+
+    def read_image(self, image: Any) -> Image.Image:
+        """A user's image as the RGB image the processor takes (see `read_image`), paths confined to
+        ``allowed_dirs`` when set."""
+        return read_image(image, self.processor, self.allowed_dirs)
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None, token: str | None = None):
@@ -326,7 +341,7 @@ class Predictor:
     def search_image(self, image: Any, k: int = 6) -> list[dict[str, Any]]:
         """Image -> the ``k`` indexed texts that match best: ``[{"score", "row", "image", "caption"}, ...]``."""
         self._require_index()
-        return [self._hit(hit) for hit in self.index.search_image(read_image(image), k=check_k(k))]
+        return [self._hit(hit) for hit in self.index.search_image(self.read_image(image), k=check_k(k))]
 
     # ---- classification ----------------------------------------------------------------------------------------
 
@@ -351,9 +366,11 @@ class Predictor:
 
     def dropped_tokens(self, text: str) -> int:
         """How many tokens of ``text`` fall beyond the processor's ``max_length`` (the model never sees them)."""
-        if not isinstance(text, str):
+        try:
+            text = check_text(text)
+        except InputError:
             return 0
-        length = len(self.processor.tokenizer(text.strip(), add_special_tokens=True)["input_ids"])
+        length = len(self.processor.tokenizer(text, add_special_tokens=True)["input_ids"])
         return max(0, length - self.processor.max_length)
 
     def classify(self, image: Any, text: Any, top_k: int | None = None) -> dict[str, float]:
@@ -369,7 +386,7 @@ class Predictor:
         self._require_classifier()
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}.")
-        scores, _ = self._scores(**self._inputs([read_image(image)], [check_text(text)]))
+        scores, _ = self._scores(**self._inputs([self.read_image(image)], [check_text(text)]))
         ranked = self._as_dict(scores[0])
         return dict(list(ranked.items())[:top_k]) if top_k else ranked
 
@@ -379,7 +396,7 @@ class Predictor:
         """Explain the top prediction for one pair: attention heatmap (attention / sequence / bilinear fusion), word
         importance, and the modality ablation (see `mm_hub.explain` for the neutral inputs)."""
         self._require_classifier()
-        rgb, caption = read_image(image), check_text(text)
+        rgb, caption = self.read_image(image), check_text(text)
         inputs = self._inputs([rgb], [caption])
         scores, output = self._scores(**inputs, output_attentions=True)
         target = int(scores[0].argmax()) if self.problem_type != "regression" else 0

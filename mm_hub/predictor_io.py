@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import urllib.error
 import urllib.request
-import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from transformers import AutoConfig
 
 from .modeling_mm_hub import (
@@ -29,14 +30,16 @@ from .modeling_mm_hub import (
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
 )
-from .processing_mm_hub import MMHubProcessor, load_rgb_image, to_rgb
+from .processing_mm_hub import MAX_IMAGE_PIXELS, MMHubProcessor, load_rgb_image
 
-# Inputs larger than this are refused from the header, before decoding (a small PNG can decode to gigabytes: a
-# decompression bomb). PIL's own limit (Image.MAX_IMAGE_PIXELS, ~89 MP) only warns below twice its value.
-MAX_IMAGE_PIXELS = 40_000_000
 # Captions longer than this many characters are refused; shorter ones are truncated to the processor's max_length.
 MAX_TEXT_CHARS = 1000
 SPACE_CONFIG = "space_config.json"
+# The one answer to a path the app will not open, whatever the reason (no oracle for the server's files).
+REFUSED_FILE = (
+    "The image could not be opened: only images uploaded to this app can be used. Upload a PNG, JPEG, WebP, GIF, "
+    "BMP or TIFF file."
+)
 # (scene, caption) examples from the built-in shapes data: true and false captions, one with a held-out pair.
 EXAMPLE_SCENES = [
     ([("red", "circle", "left"), ("blue", "square", "right")], "a red circle on the left"),
@@ -181,63 +184,61 @@ def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) ->
     return Path(cached).parent.name if isinstance(cached, str) else None
 
 
-def read_image(image: Any) -> Image.Image:
-    """Open an uploaded image safely and return it as RGB.
-
-    Accepts a file path, a Gradio file payload (a dict with ``"path"``), a PIL image or a numpy array. The size is
-    checked from the header before the pixels are decoded, EXIF rotation is applied, and any mode (palette, 16-bit,
-    CMYK, with alpha, ...) becomes RGB.
+def confined_file(path: Any, allowed_dirs: Sequence[str | os.PathLike]) -> Path:
+    """``path`` with links resolved, when it names a regular file inside one of ``allowed_dirs``.
 
     Raises:
-        InputError: nothing given, an empty or unreadable file, or more than `MAX_IMAGE_PIXELS` pixels.
+        InputError: `REFUSED_FILE`, the same message whatever the reason (outside the folders, missing, a folder, a
+            name too long, a NUL byte, ...), so that refusals tell nothing about the server's files.
+    """
+    try:
+        real = Path(os.path.realpath(os.fspath(path)))
+        roots = [Path(os.path.realpath(root)) for root in allowed_dirs]
+        if any(real.is_relative_to(root) for root in roots) and real.is_file():
+            return real
+    except (OSError, ValueError, TypeError):
+        pass
+    raise InputError(REFUSED_FILE)
+
+
+def read_image(
+    image: Any, processor: MMHubProcessor | None = None, allowed_dirs: Sequence[str | os.PathLike] | None = None
+) -> Image.Image:
+    """Open a user's image safely and return it as RGB, bounded in size for ``processor``.
+
+    Accepts a file path, a Gradio file payload (a dict with ``"path"``), a PIL image or a numpy array. With
+    ``allowed_dirs`` (what the app passes), a path must name a file inside one of those folders, else it is refused
+    with one message for every reason. The pixel count is checked from the header before decoding (see
+    `MMHubProcessor.load_image` for every limit); EXIF rotation is applied and any mode becomes RGB.
+
+    Raises:
+        InputError: nothing given, a refused path, an empty or unreadable file, or more than `MAX_IMAGE_PIXELS`
+            pixels.
     """
     if isinstance(image, dict):
         image = image.get("path")
     if image is None or (isinstance(image, str) and not image.strip()):
         raise InputError("No image was given: upload an image (PNG, JPEG, WebP, GIF, BMP, TIFF) or take a photo.")
-    if isinstance(image, np.ndarray):
-        if image.shape and np.prod(image.shape[:2]) > MAX_IMAGE_PIXELS:
-            raise InputError(f"The image array {image.shape} has more than {MAX_IMAGE_PIXELS:,} pixels.")
-        try:
-            image = load_rgb_image(image)  # (H, W), (H, W, C) or (C, H, W), any dtype
-        except (TypeError, ValueError) as error:
-            raise InputError(f"The image array cannot be read: {error}") from error
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
+        path = confined_file(image, allowed_dirs) if allowed_dirs is not None else Path(image)
+        name = path.name
         if not path.is_file():
-            raise InputError(f"The image file {path.name!r} was not found.")
+            raise InputError(f"The image file {name!r} was not found.")
         if path.stat().st_size == 0:
-            raise InputError(f"The file {path.name!r} is empty (0 bytes); upload an image file.")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                opened = Image.open(path)
-        except Image.DecompressionBombError as error:
-            raise InputError(
-                f"The image is too large to process: {error}. The limit is {MAX_IMAGE_PIXELS:,} pixels."
-            ) from error
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(
-                f"The file {path.name!r} could not be read as an image ({type(error).__name__}); upload a PNG, JPEG, "
-                "WebP, GIF, BMP or TIFF file."
-            ) from error
-        image = opened
-    if not isinstance(image, Image.Image):
+            raise InputError(f"The file {name!r} is empty (0 bytes); upload an image file.")
+        image = str(path)
+    elif not isinstance(image, (np.ndarray, Image.Image)):
         raise InputError(f"Expected an image file, got {type(image).__name__}.")
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(
-            f"The image is too large: {width} x {height} = {width * height:,} pixels; the limit is "
-            f"{MAX_IMAGE_PIXELS:,} pixels. Resize it and try again."
-        )
-    if width == 0 or height == 0:
-        raise InputError(f"The image is empty (size {width} x {height}).")
     try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"The image file is damaged or truncated and could not be decoded ({error}).") from error
+        return processor.load_image(image) if processor is not None else load_rgb_image(image)
+    except (TypeError, ValueError) as error:
+        if not isinstance(image, str):
+            raise InputError(f"The image array cannot be read: {error}") from None
+        cause = str(error.__cause__ or error).replace(image, name)
+        raise InputError(
+            f"The file {name!r} could not be read as an image ({cause}). Upload a PNG, JPEG, WebP, GIF, BMP or TIFF "
+            f"image of at most {MAX_IMAGE_PIXELS:,} pixels."
+        ) from None
 
 
 def example_pairs(folder: str | os.PathLike | None = None, image_size: int = 192) -> list[list[str]]:
@@ -260,20 +261,28 @@ def example_pairs(folder: str | os.PathLike | None = None, image_size: int = 192
 
 
 def check_text(text: Any, what: str = "text") -> str:
-    """Return the stripped caption (or query; ``what`` names it in messages).
+    """Return the caption (or query; ``what`` names it in messages) with control characters made spaces, stripped.
 
     Raises:
-        InputError: not a string, empty, or longer than `MAX_TEXT_CHARS` characters.
+        InputError: not a string, longer than `MAX_TEXT_CHARS` characters, not valid Unicode (an unpaired surrogate),
+            or empty once control characters are removed.
     """
     if text is None:
         text = ""
     if not isinstance(text, str):
         raise InputError(f"The {what} must be a string, got {type(text).__name__}.")
-    text = text.strip()
-    if not text:
-        raise InputError(f"The {what} is empty: type a few words, e.g. 'a red circle on the left'.")
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(f"The {what} has {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}. Shorten it.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InputError(
+            f"The {what} is not valid Unicode: character {error.start + 1} is an unpaired surrogate "
+            f"({text[error.start]!r}). Send UTF-8 text."
+        ) from None
+    text = "".join(" " if unicodedata.category(char) == "Cc" else char for char in text).strip()
+    if not text:
+        raise InputError(f"The {what} is empty: type a few words, e.g. 'a red circle on the left'.")
     return text
 
 
@@ -322,12 +331,14 @@ __all__ = [
     "EXAMPLE_SCENES",
     "MAX_IMAGE_PIXELS",
     "MAX_TEXT_CHARS",
+    "REFUSED_FILE",
     "SPACE_CONFIG",
     "InputError",
     "ModelLoadError",
     "ModelSource",
     "check_k",
     "check_text",
+    "confined_file",
     "example_pairs",
     "is_saved_index",
     "load_model",

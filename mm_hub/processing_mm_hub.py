@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +18,22 @@ import numpy as np
 from PIL import Image, ImageOps
 from transformers import BatchFeature, ProcessorMixin
 
-ACCEPTED_IMAGES = "a PIL.Image, a numpy array (H, W), (H, W, C) or (C, H, W), a torch tensor, or a file path / URL"
+ACCEPTED_IMAGES = (
+    "a PIL.Image, a numpy array (H, W), (H, W, C) or (C, H, W), a torch tensor, bytes, or a file path / URL"
+)
+# Decoding costs memory in proportion to an image's pixels, not its file size (a few hundred bytes of PNG can hold
+# gigapixels): files, bytes and URLs with more pixels than this are refused from their header, before decoding.
+# 40 MP decode to 160 MB (PIL keeps 4 bytes a pixel); everything after that works on an image the processor bounds.
+MAX_IMAGE_PIXELS = 40_000_000
+# Resizing the short side to the model's size multiplies the long side of a thin strip (a 1 x 200,000 PNG would
+# grow to gigabytes): images more elongated than this are cropped around their centre first.
+MAX_ASPECT_RATIO = 10
+# PIL decodes an image row by row with a pointer per row: a 1 x 40,000,000 strip costs 480 MB to open. Images with
+# a longer side than this are refused from their header too.
+MAX_IMAGE_SIDE = 30_000
+_REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "YCbCr", "I", "F")
+_REDUCE_AS = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
+_BAND_PIXELS = 2**22  # pixels per band of `_reduce` (16 MB at 4 bytes a pixel)
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -63,8 +80,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_source(source: str) -> Image.Image:
-    """Open an image from an http(s) URL, a ``data:image/...;base64,`` URI or a file path."""
+def _open_source(source: str | bytes) -> Image.Image:
+    """Open (lazily: header only) an image from bytes, an http(s) URL, a ``data:image/...;base64,`` URI or a path."""
+    if isinstance(source, (bytes, bytearray)):
+        return Image.open(io.BytesIO(source))
     if source.startswith(("http://", "https://")):
         response = httpx.get(source, timeout=30.0, follow_redirects=True)
         response.raise_for_status()
@@ -74,22 +93,80 @@ def _open_source(source: str) -> Image.Image:
     return Image.open(source)
 
 
-def load_rgb_image(image: Any) -> Image.Image:
+def _open_checked(source: str | bytes) -> Image.Image:
+    """`_open_source`, refusing images of more than `MAX_IMAGE_PIXELS` from their header (before decoding)."""
+    try:
+        with warnings.catch_warnings():  # PIL warns from ~89 MP and refuses from ~179 MP; ours is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = _open_source(source)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"the image is too large ({error}); the limit is {MAX_IMAGE_PIXELS:,} pixels") from None
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+        image.close()
+        raise ValueError(
+            f"the image is too large: {width} x {height} = {width * height:,} pixels; the limit is "
+            f"{MAX_IMAGE_PIXELS:,} pixels and {MAX_IMAGE_SIDE:,} on a side"
+        )
+    return image
+
+
+def fit_image(image: Image.Image, side: int | None) -> Image.Image:
+    """Bound what an image can cost the processor: when its short side is 4x ``side`` or more, shrink it by a whole
+    factor (box filter) that keeps it at least 2x ``side``; then crop it to `MAX_ASPECT_RATIO` around its centre.
+
+    ``side`` is the short side the image processor resizes to (see `MMHubProcessor.fit_side`); None only crops.
+    Returns the image itself when nothing needs to change.
+    """
+    factor = min(image.size) // (2 * side) if side else 0
+    if factor >= 2:  # shrunk before cropping, so that no full-size copy is ever made
+        image = _reduce(image, factor)
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long > MAX_ASPECT_RATIO * short:
+        keep = MAX_ASPECT_RATIO * short
+        start = (long - keep) // 2
+        image = image.crop((start, 0, start + keep, height) if width > height else (0, start, width, start + keep))
+    return image
+
+
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """``image.reduce(factor)`` (each output pixel the mean of a factor x factor block), a band of rows at a time:
+    PIL would copy a whole image to convert it to a mode that reduces (palette, 1-bit, 16-bit) or to premultiply its
+    alpha, and at 40 MP each copy is 160 MB."""
+    mode = image.mode
+    if mode not in _REDUCIBLE_MODES:  # the smallest mode that reduces
+        transparent = mode == "PA" or "transparency" in image.info
+        mode = _REDUCE_AS.get(mode, "RGBA" if transparent else "RGB")
+    width, height = image.size
+    rows = factor * max(1, _BAND_PIXELS // (width * factor))  # a whole number of blocks per band
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        band = image.crop((0, top, width, min(height, top + rows)))
+        reduced.paste((band if band.mode == mode else band.convert(mode)).reduce(factor), (0, top // factor))
+    return reduced
+
+
+def load_rgb_image(image: Any, fit_to: int | None = None) -> Image.Image:
     """Turn one image of any accepted kind into an RGB PIL image (EXIF rotation applied, alpha over white).
+
+    Files, bytes and URLs of more than `MAX_IMAGE_PIXELS` pixels are refused from their header, before any pixel is
+    decoded; every image is cropped to at most `MAX_ASPECT_RATIO` around its centre (see `fit_image`), and with
+    ``fit_to`` (the short side the image processor resizes to) a much larger image is shrunk first, so that no
+    input costs more than a bounded amount of memory and time.
 
     Raises:
         TypeError: for objects that are not images (naming the type received).
         ValueError: for files or URLs that cannot be read, truncated or oversized (decompression-bomb) images, and
             arrays of the wrong shape.
     """
-    if isinstance(image, (str, os.PathLike)):
-        name = str(image)
+    name = None
+    if isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        name = "bytes" if isinstance(image, (bytes, bytearray)) else str(image)
         try:
-            image = _open_source(name)
+            image = _open_checked(image if name == "bytes" else name)
         except Exception as error:  # PIL, httpx and the OS raise many types; say which source failed and why
             raise ValueError(f"Cannot read an image from {name[:200]!r}: {error}") from error
-    else:
-        name = None
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     elif type(image).__module__.startswith("torch"):
@@ -98,9 +175,13 @@ def load_rgb_image(image: Any) -> Image.Image:
         raise TypeError(f"Expected an image ({ACCEPTED_IMAGES}), got {type(image).__name__}.")
     if 0 in image.size:
         raise ValueError(f"The image has an empty side (size {image.size}).")
-    try:  # decoding is lazy in PIL: truncated files fail here
-        return to_rgb(ImageOps.exif_transpose(image))
-    except (OSError, ValueError, SyntaxError) as error:
+    try:  # decoding is lazy in PIL: truncated or malformed files fail here
+        if fit_to and getattr(image, "format", None) == "JPEG":
+            scale = min(image.size) // (2 * fit_to)
+            if scale >= 2:  # decode a large JPEG at 1/2, 1/4 or 1/8 scale instead of in full
+                image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
+        return to_rgb(ImageOps.exif_transpose(fit_image(image, fit_to)))
+    except Exception as error:  # OSError, ValueError, SyntaxError, DecompressionBombError, ... from the decoders
         where = f" from {name[:200]!r}" if name else ""
         raise ValueError(f"Cannot read an image{where}: {error}") from error
 
@@ -162,7 +243,7 @@ class MMHubProcessor(ProcessorMixin):
 
         data: dict[str, Any] = {}
         if image_list is not None:
-            rgb = [load_rgb_image(image) for image in image_list]
+            rgb = [self.load_image(image) for image in image_list]
             data.update(self.image_processor(images=rgb, return_tensors=return_tensors))
         if text_list is not None:
             for item in text_list:
@@ -175,9 +256,32 @@ class MMHubProcessor(ProcessorMixin):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @property
+    def fit_side(self) -> int | None:
+        """The short side, in pixels, the image processor resizes images to: ``shortest_edge`` (over ``crop_pct``
+        where the processor crops, as ConvNeXt / ResNet ones do), else the larger of ``height`` and ``width``, else
+        ``longest_edge``; None when its ``size`` says none of these."""
+        size = getattr(self.image_processor, "size", None) or {}
+        value = size.get if isinstance(size, dict) else (lambda key: getattr(size, key, None))
+        if value("shortest_edge"):
+            crop_pct = getattr(self.image_processor, "crop_pct", None) or 1.0
+            return math.ceil(value("shortest_edge") / crop_pct)
+        if value("height") and value("width"):
+            return max(value("height"), value("width"))
+        return value("longest_edge") or None
+
+    def load_image(self, image: Any) -> Image.Image:
+        """One image of any accepted kind as the RGB image this processor will resize: bounded in size first (see
+        `load_rgb_image`), so that no input costs more than a fixed amount of memory.
+
+        Raises:
+            TypeError, ValueError: as `load_rgb_image`.
+        """
+        return load_rgb_image(image, fit_to=self.fit_side)
+
+    @property
     def model_input_names(self) -> list[str]:
         """The keys ``__call__`` returns."""
         return ["pixel_values", "input_ids", "attention_mask"]
 
 
-__all__ = ["MMHubProcessor", "load_rgb_image", "to_rgb"]
+__all__ = ["MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MMHubProcessor", "fit_image", "load_rgb_image", "to_rgb"]

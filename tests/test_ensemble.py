@@ -151,7 +151,7 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     assert out.stat().st_mode & 0o777 == folders[0].stat().st_mode & 0o777  # as open as a training output folder
     card = str(build_model_card(out, "your-name/ensemble"))
     assert "An mm_hub ensemble of 2 image + text classifiers trained apart" in card
-    assert "| Labels | `angular`, `round` |" in card and "pipeline(model=" in card and "metrics:" in card
+    assert "| Labels | `angular`, `round` |" in card and 'pipeline("image-text-classification", model=' in card and "metrics:" in card
 
     # Rebuilding replaces the earlier ensemble (here pushed to the local Hub, then served from there); anything else
     # in the way is refused, never deleted.

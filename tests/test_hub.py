@@ -191,7 +191,7 @@ def test_model_card_metadata_and_prose(pushed):
     assert "| Metric | validation | heldout |" in text and "| accuracy | 0.7500 | 0.6000 |" in text
     assert "| loss | 0.6100 | - |" in text
     assert f'AutoModel.from_pretrained("{pushed["repo_id"]}", trust_remote_code=True)' in text
-    assert f'pipeline(model="{pushed["repo_id"]}", trust_remote_code=True)' in text
+    assert f'pipeline("image-text-classification", model="{pushed["repo_id"]}", trust_remote_code=True)' in text
     assert "## Limitations" in text
 
 

@@ -8,8 +8,9 @@ Rows flow: ``load_splits`` (columns renamed to ``image``/``text``/``text_pair``/
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 from mm_hub import MMHubProcessor, load_rgb_image
+from mm_hub._files import write_json
 
 from .config import TrainConfig
 
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 ROW = "__row__"
+INVALID_LABEL = "invalid label"  # a skip reason: a missing, NaN or infinite label
+SKIPPED_FILE_PREFIX = "skipped_rows-"  # in checkpoints: skipped_rows-<process index>.json
 SKIPPED = "skipped_rows"  # batch key: (reason, row number) of the rows a batch dropped; `MMHubTrainer` pops it
 
 
@@ -303,17 +307,12 @@ class Decoder:
         self.word_dropout = word_dropout
 
     def _open(self, value: Any) -> Image.Image:
+        """One row's image, decoded (with mm_hub's size limits) and in RGB; ValueError / TypeError if it cannot be."""
         if isinstance(value, dict):  # undecoded datasets Image: {"bytes": ..., "path": ...}
-            if value.get("bytes"):
-                image = Image.open(io.BytesIO(value["bytes"]))
-                image.load()  # truncated files fail here, inside the try of __call__
-                return load_rgb_image(image)
-            value = value.get("path")
+            value = value.get("bytes") or value.get("path")
         if isinstance(value, str) and self.base_dir is not None and "://" not in value and not os.path.isabs(value):
             value = str(self.base_dir / value)
-        image = load_rgb_image(value)
-        image.load()
-        return image
+        return load_rgb_image(value)
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images, errors = [], []
@@ -322,7 +321,7 @@ class Decoder:
                 image = self._open(value)
                 images.append(self.augmentation(image) if self.augmentation is not None else image)
                 errors.append(None)
-            except (OSError, ValueError, TypeError, SyntaxError) as error:  # PIL raises all four for bad files
+            except (ValueError, TypeError) as error:  # load_rgb_image's errors for any unreadable image
                 images.append(None)
                 errors.append(f"unreadable image ({type(error).__name__}: {str(error)[:120]})")
         out = dict(batch, image=images, error=errors)
@@ -364,6 +363,8 @@ class Collator:
             return "empty text"
         if "text_pair" in row and (not isinstance(row["text_pair"], str) or not row["text_pair"].strip()):
             return "empty text"
+        if self.labels is not None and "label" in row and not _usable_label(row["label"]):
+            return INVALID_LABEL
         return None
 
     def usable(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
@@ -381,7 +382,7 @@ class Collator:
             where = row.get(ROW, "?")
             if self.strict:
                 raise ValueError(f"Row {where} of the {self.split} split: {reason} (--strict is set).")
-            skipped.append(("empty text" if reason == "empty text" else "unreadable image", where))
+            skipped.append((reason if reason in ("empty text", INVALID_LABEL) else "unreadable image", where))
         return good, skipped
 
     def record(self, skipped: list[tuple[str, Any]]) -> None:
@@ -424,6 +425,18 @@ class Collator:
             inputs["labels"] = torch.tensor(encoded, dtype=dtype)
         return inputs
 
+    def save_skipped(self, folder: str | os.PathLike, rank: int = 0) -> None:
+        """Write the rows this process skipped so far into a checkpoint ``folder`` (one file per DDP process), so a
+        resumed run, which does not collate the batches it already trained on, still reports them."""
+        write_json(Path(folder) / f"{SKIPPED_FILE_PREFIX}{rank}.json",
+                   {kind: sorted(rows, key=str) for kind, rows in self.skipped.items()})
+
+    def restore_skipped(self, folder: str | os.PathLike) -> None:
+        """Add the skipped rows saved in a checkpoint ``folder`` (every process's file: `report` takes the union)."""
+        for path in sorted(Path(folder).glob(f"{SKIPPED_FILE_PREFIX}*.json")):
+            for kind, rows in json.loads(path.read_text()).items():
+                self.skipped.setdefault(kind, set()).update(rows)
+
     def report(self) -> dict[str, int]:
         """Distinct skipped rows by reason (empty when nothing was skipped), over every process of a DDP run (each
         process collates its own shard; every process must call this, as it is a collective there)."""
@@ -432,6 +445,14 @@ class Collator:
             for kind, rows in part.items():
                 skipped.setdefault(kind, set()).update(rows)
         return {kind: len(rows) for kind, rows in skipped.items()}
+
+
+def _usable_label(value: Any) -> bool:
+    """False for a missing label and for NaN / infinite numbers (one would turn every weight into NaN)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if value is None or any(item is None for item in values):
+        return False
+    return all(math.isfinite(item) for item in values if isinstance(item, (int, float)))
 
 
 def gather_objects(value: Any) -> list[Any]:

@@ -26,6 +26,8 @@ from mm_hub import (
     MMHubProcessor,
 )
 
+from mm_hub._files import write_json
+
 from .config import TrainConfig
 
 RECIPE_FILE = "train_config.yaml"
@@ -129,8 +131,8 @@ def build_ensemble(
     try:
         model.save_pretrained(work)
         processor.save_pretrained(work)
-        (work / "eval_results.json").write_text(json.dumps(metrics, indent=2))
-        (work / "training_info.json").write_text(json.dumps(training_info(folders, metrics), indent=2))
+        write_json(work / "eval_results.json", metrics)
+        write_json(work / "training_info.json", training_info(folders, metrics))
         if output.exists():
             shutil.rmtree(output)
         os.replace(work, output)
@@ -160,9 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"Saved the ensemble of {len(args.members)} to {args.output_dir}; eval metrics: "
           + (", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "none"))
     if args.push_to_hub:
-        from mm_hub.hub import push_to_hub
+        from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
 
-        commit = push_to_hub(args.output_dir, args.hub_model_id, commit_message="Ensemble of trained mm_hub models")
+        try:
+            commit = push_to_hub(args.output_dir, args.hub_model_id, commit_message="Ensemble of trained mm_hub models")
+        except (ValueError, HubAuthError, HubUnavailableError) as error:
+            raise SystemExit(f"error: {error}") from None
         print(f"Pushed {args.output_dir} to {args.hub_model_id} (commit {commit}).")
     return metrics
 

@@ -22,6 +22,7 @@ import datasets
 
 from mm_hub import AutoModelForImageTextRetrieval, MMHubProcessor
 from mm_hub.faiss_index import INDEX_TYPES
+from mm_hub.hub import hub_errors
 from mm_hub.index import MultimodalIndex
 
 
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-rows", default=None, type=int, help="index only the first N rows")
     parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="push the index as a Hub dataset")
     parser.add_argument("--private", action="store_true", help="create the pushed repo as private")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first row whose image cannot be read or whose text is missing (default: "
+                        "leave such rows out and report them)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
 
@@ -130,18 +134,23 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
         dataset_id=args.dataset if args.dataset_config is None else f"{args.dataset} ({args.dataset_config})",
         num_rows=num_rows,
         progress=not args.no_progress,
+        strict=args.strict,
         **index_kwargs,
     )
     folder = index.save(args.out)
     # The built index reads its rows from the chunks; reopen the saved copy before deleting them.
     index = MultimodalIndex.load(folder, model, processor)
     shutil.rmtree(work_dir, ignore_errors=True)
+    for reason, rows in index.metadata["skipped_rows"].items():
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        print(f"Left out {len(rows)} rows ({reason}): {shown}; --strict stops at the first one instead.")
     print(
         f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {args.index_type}) "
         f"in {time.perf_counter() - started:.1f}s -> {folder}"
     )
     if args.push_to_hub:
-        commit = index.push_to_hub(args.push_to_hub, private=args.private)
+        with hub_errors(args.push_to_hub):
+            commit = index.push_to_hub(args.push_to_hub, private=args.private)
         print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
     return index
 
@@ -149,5 +158,5 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError) as error:  # the Hub's errors included: a message, not a traceback
         sys.exit(f"error: {error}")

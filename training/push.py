@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from mm_hub.hub import HubAuthError, push_to_hub
+from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> str:
             commit_message=args.commit_message,
             create_pr=args.create_pr,
         )
-    except (ValueError, TypeError, HubAuthError) as err:  # a message for the person, not a traceback
-        raise SystemExit(f"error: {err}") from err
+    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as err:  # a message, not a traceback
+        raise SystemExit(f"error: {err}") from None
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"pushed {args.model_dir} to {endpoint}/{args.repo_id} (revision {args.revision or 'main'}) commit {commit}")
     return commit

@@ -20,9 +20,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-from mm_hub.hub import HubAuthError, auth_error, check_repo_id, resolve_token
+from mm_hub.hub import HubAuthError, HubUnavailableError, check_repo_id, hub_errors, resolve_token
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PACKAGES = ("mm_hub", "training")
@@ -126,17 +126,14 @@ def create_space(
     check_repo_id(space_id)
     token = resolve_token(token, space_id)
     api = HfApi(token=token)
-    try:
-        api.model_info(model_id, revision=revision)
-    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
-        raise ValueError(f"model {model_id!r} (revision {revision or 'main'}) is not on the Hub: push it first"
-                         f" (python -m training.push). Hub answered: {str(err).splitlines()[0]}") from err
-    except HfHubHTTPError as err:
-        if (auth := auth_error(err, model_id)) is None:
-            raise
-        raise auth from err
+    with hub_errors(model_id):
+        try:
+            api.model_info(model_id, revision=revision)
+        except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+            raise ValueError(f"model {model_id!r} (revision {revision or 'main'}) is not on the Hub: push it first"
+                             f" (python -m training.push). Hub answered: {str(err).splitlines()[0]}") from err
     files = space_files(model_id, space_id, revision)
-    try:
+    with hub_errors(space_id):
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         remote = set(api.list_repo_files(space_id, repo_type="space"))
         stale = [p for p in remote - set(files) if p.split("/")[0] in LOCAL_PACKAGES]
@@ -144,10 +141,6 @@ def create_space(
         operations += [CommitOperationDelete(path) for path in sorted(stale)]
         message = commit_message or f"Serve {model_id}{'@' + revision if revision else ''} with the mm_hub app"
         info = api.create_commit(space_id, operations, commit_message=message, repo_type="space")
-    except HfHubHTTPError as err:
-        if (auth := auth_error(err, space_id)) is None:
-            raise
-        raise auth from err
     return info.oid
 
 
@@ -169,8 +162,8 @@ def main(argv: list[str] | None = None) -> str:
     try:
         commit = create_space(args.model, args.space_id, revision=args.revision, private=args.private,
                               commit_message=args.commit_message)
-    except (ValueError, TypeError, HubAuthError) as err:  # a message for the person, not a traceback
-        raise SystemExit(f"error: {err}") from err
+    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as err:  # a message, not a traceback
+        raise SystemExit(f"error: {err}") from None
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"Space {endpoint}/spaces/{args.space_id} serves {args.model} (commit {commit})")
     return commit

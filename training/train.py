@@ -8,7 +8,6 @@ trains it with the transformers `Trainer` (so checkpointing, resuming, mixed pre
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -30,9 +29,10 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from mm_hub import MMHubConfig, MMHubForImageTextClassification, MMHubForImageTextRetrieval, MMHubProcessor
+from mm_hub._files import write_json
 from mm_hub.defaults import minilm_path
 from mm_hub.metrics import classification_metrics, multilabel_metrics, regression_metrics, retrieval_metrics
 
@@ -200,6 +200,14 @@ class MMHubTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.recipe = recipe
         self.eval_collator = eval_collator
+        self.train_collator = self.data_collator  # counts skipped rows, even once cached features replace it
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, plus the training rows skipped so far (a resumed run reports them too)."""
+        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if folder.is_dir() and hasattr(self.train_collator, "save_skipped"):
+            self.train_collator.save_skipped(folder, self.args.process_index)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """AdamW with four groups: {pretrained, new} x {decay, no decay}."""
@@ -436,13 +444,6 @@ class Run:
         )
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + ``os.replace``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)
-
-
 def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
     """Drop the Trainer's timing entries; keep the metrics themselves."""
     timing = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
@@ -481,7 +482,10 @@ def train_and_save(run: Run) -> dict[str, float]:
         from .features import train_on_encoded_split
 
         train_on_encoded_split(trainer, run.train, run.train_collator, config.progress)
-    result = trainer.train(resume_from_checkpoint=_resume_path(config))
+    resume = _resume_path(config)
+    if resume is not None:
+        run.train_collator.restore_skipped(resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics = evaluate_splits(trainer, run)
     skipped = {"train": run.train_collator.report(), "eval": run.eval_collator.report()}
     for split, counts in skipped.items():
@@ -490,9 +494,9 @@ def train_and_save(run: Run) -> dict[str, float]:
     if trainer.is_world_process_zero():
         trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
-        _write_json(output / "eval_results.json", metrics)
+        write_json(output / "eval_results.json", metrics)
         info = training_info(run, metrics, result.metrics, skipped, trainer.args.world_size)
-        _write_json(output / "training_info.json", info)
+        write_json(output / "training_info.json", info)
         print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if config.push_to_hub:
             from mm_hub.hub import push_to_hub
@@ -553,4 +557,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from mm_hub.hub import HubAuthError, HubUnavailableError
+
+    try:
+        main()
+    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as error:  # a message, not a traceback
+        sys.exit(f"error: {error}")

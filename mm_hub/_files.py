@@ -1,0 +1,67 @@
+"""Atomic file writes: a reader (or a run killed half-way) never sees half a file or half a folder.
+
+Every file mm_hub writes for later reading goes through here: written beside its final name, then moved into place
+with ``os.replace`` (atomic on one filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats (at any depth) replaced by None: strict JSON has no NaN, and parsers
+    that follow the standard reject the ``NaN`` Python writes by default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented, standard JSON (non-finite floats become null) atomically; returns the path."""
+    return write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move the finished folder ``source`` to ``target``, replacing what was there; a reader sees the old folder or
+    the new one, and ``source`` is gone either way. Returns the target."""
+    source, target = Path(source), Path(target)
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        if target.exists():
+            os.replace(target, old)
+        os.replace(source, target)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(source, ignore_errors=True)
+    return target
+
+
+__all__ = ["json_safe", "replace_folder", "write_bytes", "write_json", "write_text"]
