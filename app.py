@@ -21,15 +21,11 @@ from typing import Any
 
 import gradio as gr
 
-from mm_hub.predictor import (
-    ABLATIONS,
-    InputError,
-    ModelLoadError,
-    Predictor,
-    example_pairs,
-    resolve_model_source,
-)
-from training.demo import ensure_demo_model
+from mm_hub.examples import example_pairs
+from mm_hub.inputs import InputError
+from mm_hub.loading import ModelLoadError, resolve_model_source
+from mm_hub.predictor import ABLATIONS, Predictor
+from training.demo_model import ensure_demo_model
 
 APP_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("mm_hub.app")

@@ -1,14 +1,16 @@
 """Load on the Gradio app: N concurrent `gradio_client` clients each send M `/classify` requests; reports errors and
 latency percentiles. `tests/test_app_load.py` runs it on a tiny model with a time bound.
 
-    python benchmarks/bench_app_load.py                        # the demo model, 8 clients x 25 requests
-    python benchmarks/bench_app_load.py --model org/name --clients 4 --requests 10
-    python benchmarks/bench_app_load.py --url http://127.0.0.1:7860/   # an app that is already running
+    python -m benchmarks.bench_app_load --out benchmarks/results_app_load.json   # the demo model, 8 x 25 requests
+    python -m benchmarks.bench_app_load --model org/name --clients 4 --requests 10
+    python -m benchmarks.bench_app_load --url http://127.0.0.1:7860/   # an app that is already running
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import time
@@ -62,9 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="load an app that is already running instead")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
+    parser.add_argument("--out", help="write the results, the command and the machine to this JSON file")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mm_hub.predictor import example_pairs
+    from mm_hub._files import write_json
+    from mm_hub.examples import example_pairs
 
     image_path, text = example_pairs()[0]
     demo = None
@@ -85,6 +90,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     for message in result["error_messages"]:
         print("  error:", message)
+    if args.out:
+        import torch
+
+        record = {
+            "command": "python -m benchmarks.bench_app_load " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "threads": torch.get_num_threads(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "model": args.model or args.url or "the demo model",
+            "clients": args.clients,
+            **result,
+        }
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

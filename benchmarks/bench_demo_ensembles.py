@@ -30,7 +30,7 @@ from mm_hub import (
     MMHubEnsembleForImageTextClassification,
     MMHubProcessor,
 )
-from training.demo import STAGE1_SEEDS
+from training.demo_model import STAGE1_SEEDS
 
 SPLITS = ("preset_eval", "preset_heldout", "draw_eval", "draw_heldout")
 

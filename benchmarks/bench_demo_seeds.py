@@ -18,19 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from mm_hub import AutoModelForImageTextClassification, MMHubProcessor
-from mm_hub.shapes import make_shapes_dataset
-from training.data import shapes_kwargs
-from training.demo import DEMO_PRESET, train_stages
+from mm_hub._files import write_json
+from mm_hub.shapes import make_shapes_dataset, parse_shapes_config
+from training.config import read_preset
+from training.demo_model import DEMO_PRESET, train_stages
 
 
 def demo_shapes(**changes: Any) -> Any:
     """The demo preset's shapes data (its image size, caption mix and split sizes), with ``changes`` to the
     `make_shapes_dataset` arguments."""
-    preset = yaml.safe_load(DEMO_PRESET.read_text())
-    return make_shapes_dataset(**{**shapes_kwargs(preset["dataset_config"], "classification"), **changes})
+    spec = parse_shapes_config(read_preset(DEMO_PRESET).data.dataset_config)
+    return make_shapes_dataset(**{**spec, "task": "classification", **changes})
 
 
 def fresh_draw(seed: int, size: int) -> Any:
@@ -121,7 +121,7 @@ def run_and_report(args: argparse.Namespace, run_in: Callable[[Path], dict[str, 
         results = run_in(Path(args.work_dir or scratch))
     print(json.dumps(results["summary"], indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
     return results
 
 

@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from mm_hub._files import write_json
 from mm_hub.faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
 
 RESULTS = Path(__file__).with_name("results_index.json")
@@ -188,9 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         "queries": args.queries,
         "results": rows,
     }
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, results)
     print(markdown_table(results))
     return results
 

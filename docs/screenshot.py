@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import app
-    from mm_hub.predictor import example_pairs
+    from mm_hub.examples import example_pairs
 
     demo = app.create_demo(model=args.model)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)

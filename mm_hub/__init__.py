@@ -11,8 +11,8 @@ from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAuto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_mm_hub import MMHubConfig
-from .modeling_mm_hub import (
+from .model.configuration_mm_hub import CLASSIFICATION_TASK, RETRIEVAL_TASK, MMHubConfig
+from .model.modeling_mm_hub import (
     FUSION_REGISTRY,
     ImageTextClassifierOutput,
     ImageTextRetrievalOutput,
@@ -23,8 +23,8 @@ from .modeling_mm_hub import (
     MMHubModelOutput,
     MMHubPreTrainedModel,
 )
-from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
-from .processing_mm_hub import MMHubProcessor, load_rgb_image
+from .model.pipeline_mm_hub import ImageTextClassificationPipeline
+from .model.processing_mm_hub import MMHubProcessor, load_rgb_image
 
 __version__ = "0.1.0"
 
@@ -55,7 +55,7 @@ def _register() -> None:
     AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)
     PIPELINE_REGISTRY.register_pipeline(
-        PIPELINE_TASK,
+        CLASSIFICATION_TASK,
         pipeline_class=ImageTextClassificationPipeline,
         pt_model=AutoModelForImageTextClassification,
         type="multimodal",
@@ -72,7 +72,8 @@ _register()
 
 __all__ = [
     "FUSION_REGISTRY",
-    "PIPELINE_TASK",
+    "CLASSIFICATION_TASK",
+    "RETRIEVAL_TASK",
     "AutoModelForImageTextClassification",
     "AutoModelForImageTextRetrieval",
     "ImageTextClassificationPipeline",

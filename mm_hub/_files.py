@@ -10,6 +10,9 @@ import json
 import math
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,4 +67,21 @@ def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path
     return target
 
 
-__all__ = ["json_safe", "replace_folder", "write_bytes", "write_json", "write_text"]
+@contextmanager
+def folder_written_whole(target: str | os.PathLike) -> Iterator[Path]:
+    """A new folder beside ``target`` to write into; when the block ends without an error it replaces ``target``
+    (see `replace_folder`), and on an error it is removed, leaving ``target`` as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        yield work
+        replace_folder(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["folder_written_whole", "json_safe", "replace_folder", "write_bytes", "write_json", "write_text"]

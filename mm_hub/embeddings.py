@@ -2,7 +2,7 @@
 
 Rows are embedded in chunks of ``chunk_size``; each finished chunk (its rows plus their embeddings) is written to
 ``work_dir`` atomically, so a killed run restarts at the first missing chunk. Works on map-style and streaming
-(`IterableDataset`) datasets. Not a remote-code file: pushed models never import it.
+(`IterableDataset`) datasets.
 
 Embedding columns (unit-length float32 vectors of the model's ``projection_dim``):
     ``image_embeds``: the image's embedding.
@@ -32,7 +32,7 @@ from datasets import Dataset, Features, Image, IterableDataset, List, Value, con
 from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from tqdm.auto import tqdm
 
-from ._files import write_json
+from ._files import folder_written_whole, write_json
 
 EMBEDDING_COLUMNS = {"image": "image_embeds", "text": "text_embeds", "item": "item_embeds"}
 # Fixed inputs whose embeddings identify a model's weights (and its processor) beyond its config.
@@ -251,11 +251,9 @@ def quiet_datasets() -> Iterator[None]:
 def _save_atomic(chunk: Dataset, skipped: dict[str, list[int]], path: Path) -> None:
     """Write a chunk (and the rows it left out) to ``path`` through a temporary folder, so a killed run never leaves
     half a chunk."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    chunk.save_to_disk(str(tmp))
-    write_json(tmp / _SKIPPED, skipped)
-    os.replace(tmp, path)
+    with folder_written_whole(path) as work:
+        chunk.save_to_disk(str(work))
+        write_json(work / _SKIPPED, skipped)
 
 
 def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
@@ -272,7 +270,7 @@ def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
             )
     else:
         write_json(manifest_path, manifest)
-    for leftover in work_dir.glob("chunk-*.tmp"):
+    for leftover in work_dir.glob(".chunk-*.partial-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     done = sorted(work_dir.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]"))
     # Chunks are written in order; keep only the unbroken run from chunk 0.

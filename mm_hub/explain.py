@@ -1,7 +1,6 @@
 """Explanations of mm_hub classifiers: image heatmaps from fusion attention, per-word importance, and ablation inputs.
 
-Pure tensor / image helpers; `mm_hub.predictor.Predictor.explain` runs the model and calls them. Not a remote-code
-file: pushed models never import it.
+Pure tensor / image helpers; `mm_hub.predictor.Predictor.explain` runs the model and calls them.
 
 - ``attention`` fusion: the heatmap is the text -> image cross-attention (mean over layers, heads and the
   caption's word tokens); word importance is the image -> text attention each token receives (mean over layers,

@@ -5,7 +5,7 @@
 - ``hnsw``: ``HNSW<M>,Flat``: a proximity graph; fastest queries at high recall, slower to build, more memory.
 
 `benchmarks/bench_index.py` measures recall against ``flat``, latency, build time and memory of these at 100k and
-1M vectors. Not a remote-code file: pushed models never import it.
+1M vectors.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Push saved mm_hub models to the Hugging Face Hub (one commit, with a generated model card) and pull them back.
-
-Not a remote-code file: pushed models never import it.
+"""Push saved mm_hub models to the Hugging Face Hub: one commit with a generated model card, only regular files
+inside the folder and no pickles, and the Hub's errors as one readable message. (Loading is `mm_hub.loading`.)
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
 except ImportError:  # pragma: no cover
     from httpx import TransportError
 
-from .modelcard import build_model_card
+from .cards import build_model_card
 
 # Never uploaded: Trainer checkpoints and logs, caches, hidden files, and any README (the card is generated).
 IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README.md", "optimizer.pt", "scheduler.pt",
@@ -222,17 +221,3 @@ def push_to_hub(
         message = commit_message or f"Upload {architecture} ({config.get('fusion_type')} fusion) with mm_hub"
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision, create_pr=create_pr)
     return info.oid
-
-
-def load_from_hub(repo_id: str, revision: str | None = None, token: str | None = None, **kwargs: Any):
-    """`(model, processor)` for a pushed mm_hub model, with mm_hub's own classes (no remote code runs).
-
-    `revision` pins a branch, tag or commit id; other keyword arguments go to `from_pretrained`
-    (e.g. `local_files_only=True`).
-    """
-    from transformers import AutoModel, AutoProcessor
-
-    check_repo_id(repo_id)
-    model = AutoModel.from_pretrained(repo_id, revision=revision, token=token, **kwargs)
-    processor = AutoProcessor.from_pretrained(repo_id, revision=revision, token=token, **kwargs)
-    return model, processor

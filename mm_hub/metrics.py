@@ -1,7 +1,6 @@
 """Evaluation metrics of mm_hub tasks: classification, multi-label, regression and image-text retrieval.
 
 Plain numpy / scikit-learn functions returning flat ``{name: float}`` dicts, the format of ``eval_results.json``.
-Not a remote-code file; pushed models never import it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""`Predictor`: everything the Gradio app does with a model (load, classify, explain, search, describe).
+"""`Predictor`: everything the Gradio app does with a model (load, classify, explain, search).
 
 `app.py` only lays out the UI and turns `InputError` into `gr.Error`; this module holds the logic and is unit-tested
-directly. Not a remote-code file: pushed models never import it.
-
-Model resolution and input checks live in `mm_hub.predictor_io` (re-exported here).
+directly. What a request may send is checked by `mm_hub.inputs`; which model to serve, and loading it, is
+`mm_hub.loading`.
 """
 
 from __future__ import annotations
@@ -32,22 +31,9 @@ from .explain import (
     pixels_to_image,
     word_positions,
 )
-from .predictor_io import (
-    MAX_IMAGE_PIXELS,
-    MAX_TEXT_CHARS,
-    InputError,
-    ModelLoadError,
-    ModelSource,
-    check_k,
-    check_text,
-    example_pairs,
-    is_saved_index,
-    load_model,
-    load_rows,
-    read_image,
-    resolve_model_source,
-    resolved_commit,
-)
+from .inputs import InputError, check_k, check_text, read_image
+from .loading import ModelLoadError, ModelSource, load_model, resolved_commit
+from .model.configuration_mm_hub import infer_problem_type
 
 _LOO_CHUNK = 16
 ABLATIONS = ("image + text", "image only", "text only")
@@ -55,11 +41,13 @@ ABLATIONS = ("image + text", "image only", "text only")
 
 def scores_from_logits(logits: torch.Tensor, problem_type: str | None) -> torch.Tensor:
     """(..., num_labels) logits -> softmax probabilities (single-label), independent sigmoid probabilities
-    (multi-label, or one label without a problem type) or the raw values (regression)."""
+    (multi-label) or the raw values (regression; also one output without a problem type, see
+    `infer_problem_type`)."""
     logits = logits.float()
+    problem_type = infer_problem_type(problem_type, logits.shape[-1])
     if problem_type == "regression":
         return logits
-    if problem_type == "multi_label_classification" or logits.shape[-1] == 1:
+    if problem_type == "multi_label_classification":
         return logits.sigmoid()
     return logits.softmax(dim=-1)
 
@@ -147,7 +135,7 @@ class Predictor:
         Args:
             source: from `resolve_model_source`; its ``model`` is None when nothing was configured.
             demo_model: returns the folder of the fallback model for that case (the app passes
-                ``training.demo.ensure_demo_model``: the library itself never imports the training code).
+                ``training.demo_model.ensure_demo_model``: the library itself never imports the training code).
 
         Raises:
             ModelLoadError: the model cannot be loaded, or no model was configured and there is no fallback.
@@ -180,12 +168,9 @@ class Predictor:
 
     @property
     def problem_type(self) -> str:
-        """``single_label_classification`` (also when unset with several labels), ``multi_label_classification``
-        or ``regression``."""
-        problem = self.config.problem_type
-        if problem is None:
-            return "multi_label_classification" if self.config.num_labels == 1 else "single_label_classification"
-        return problem
+        """``single_label_classification``, ``multi_label_classification`` or ``regression`` (see
+        `infer_problem_type` for a config without one)."""
+        return infer_problem_type(self.config.problem_type, self.config.num_labels)
 
     @property
     def labels(self) -> list[str]:
@@ -255,7 +240,7 @@ class Predictor:
         cache: bool = True,
         progress: bool = True,
     ) -> Any:
-        """Index a dataset for the Search tab with `mm_hub.index.MultimodalIndex`, once: the index is saved under
+        """Index a dataset for the Search tab with `mm_hub.search.MultimodalIndex`, once: the index is saved under
         ``cache_dir() / "indexes"`` keyed by the model's fingerprint and the dataset, and reopened on later starts.
 
         Args:
@@ -273,13 +258,13 @@ class Predictor:
         Raises:
             InputError: the model cannot embed, or the dataset has no usable columns.
         """
-        from .defaults import cache_dir
         from .embeddings import model_fingerprint
-        from .index import METADATA_FILE, MultimodalIndex
+        from .paths import cache_dir
+        from .search import METADATA_FILE, MultimodalIndex, is_saved_index, load_split
 
         if not self.can_embed:
             raise InputError("Only retrieval (dual-encoder) models can search; this model is a classifier.")
-        if dataset is not None and is_saved_index(str(dataset), METADATA_FILE):
+        if dataset is not None and is_saved_index(str(dataset)):
             self.index = MultimodalIndex.load(str(dataset), self.model, self.processor)
             return self.index
         fingerprint = model_fingerprint(self.model, self.processor)
@@ -294,7 +279,16 @@ class Predictor:
                 return self.index
             except ValueError as error:  # a stale or damaged cache entry is rebuilt rather than trusted
                 warnings.warn(f"Rebuilding the cached search index {folder}: {error}")
-        rows, dataset_id = load_rows(dataset, split, max_rows)
+        dataset_id = str(dataset) if dataset is not None else "mm_hub shapes (retrieval, eval split)"
+        try:
+            if dataset is None:
+                rows = load_split("shapes", "num_train=0,num_eval=200,num_heldout=0", split or "eval")
+            else:
+                rows = load_split(str(dataset), None, split or "train")
+        except Exception as error:  # missing / unreachable / unreadable: one message for the person starting the app
+            raise InputError(f"Cannot load the dataset {dataset_id!r} to index: {error}") from error
+        if max_rows is not None:
+            rows = rows.select(range(min(max_rows, len(rows))))
         text_column = text_column or next((c for c in ("text", "caption", "captions") if c in rows.column_names), None)
         if image_column not in rows.column_names or text_column not in rows.column_names:
             raise InputError(
@@ -456,19 +450,4 @@ class Predictor:
         return {name: self._as_dict(row) for name, row in zip(ABLATIONS, scores)}
 
 
-__all__ = [
-    "ABLATIONS",
-    "MAX_IMAGE_PIXELS",
-    "MAX_TEXT_CHARS",
-    "Explanation",
-    "InputError",
-    "ModelLoadError",
-    "ModelSource",
-    "Predictor",
-    "check_text",
-    "example_pairs",
-    "load_model",
-    "read_image",
-    "resolve_model_source",
-    "scores_from_logits",
-]
+__all__ = ["ABLATIONS", "Explanation", "Predictor", "scores_from_logits"]

@@ -5,7 +5,6 @@ normalize(text_embed))`` (built by `mm_hub.embeddings`). With unit-length parts,
 embeddings is proportional to the sum of the four image/text cross similarities, so two items are close when their
 pictures look alike, their descriptions read alike, or one's picture fits the other's description: the
 recommendation crosses modalities, and a catalogue entry with a poor photo is still found through its text.
-Not a remote-code file.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .embeddings import caption_list, embed_images, embed_texts, normalize
-from .index import MultimodalIndex
+from .search import MultimodalIndex
 
 ITEM_COLUMN = "item_embeds"
 # An (image, text) query whose item embedding is this close to a row's is that row itself: it is left out.

@@ -15,33 +15,18 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from huggingface_hub import HfApi
 from PIL import Image
 
 import app
-from mm_hub import MMHubForImageTextClassification, MMHubForImageTextRetrieval
-from mm_hub.predictor import MAX_TEXT_CHARS, Predictor
+from mm_hub.inputs import MAX_TEXT_CHARS
+from mm_hub.predictor import Predictor
 from mm_hub.shapes import render_scene
-from tests.helpers import readme_code_blocks, tiny_config, tiny_processor
+from tests.conftest import LABELS, readme_code_blocks, readme_commands, run_command, save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {0: "mismatch", 1: "match"}
-
-
-def save_tiny_model(folder: Path, head: str = "classification", fusion: str = "attention") -> str:
-    """Save a tiny mm_hub model + processor into ``folder`` (the app loads it like any pushed model)."""
-    torch.manual_seed(0)
-    if head == "classification":
-        config = tiny_config(fusion, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
-        model = MMHubForImageTextClassification(config)
-    else:
-        model = MMHubForImageTextRetrieval(tiny_config(fusion))
-    model.save_pretrained(folder)
-    tiny_processor().save_pretrained(folder)
-    return str(folder)
 
 
 def launch(demo: gr.Blocks) -> gr.Blocks:
@@ -189,6 +174,7 @@ def test_startup_error_is_one_message(target, tmp_path, monkeypatch, capsys):
         assert "cannot reach http://127.0.0.1:" in stderr  # one quick check instead of half a minute of retries
 
 
+@pytest.mark.slow
 def test_python_app_py_serves(model_dir, image_path, tmp_path):
     env = {**os.environ, "MM_HUB_CACHE": str(tmp_path / "cache")}
     env.pop("MM_HUB_MODEL", None)
@@ -214,6 +200,7 @@ def test_python_app_py_serves(model_dir, image_path, tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
     """The README's app commands and gradio_client snippets, as written: the Hub ids they name are served by the
     local test Hub, ports 7860/7861 become free ones, and each `python app.py ...` line runs `app.main` in-process."""
@@ -239,16 +226,11 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(gr.Blocks, "launch", launch_in_background)
     try:
-        (commands,) = readme_code_blocks("app", language="bash")
-        for line in filter(None, commands.strip().splitlines()):
+        for line in readme_commands("app"):
             for old, new in ports.items():
                 line = line.replace(old, new)
-            words = shlex.split(line)
-            while "=" in words[0]:
-                name, value = words.pop(0).split("=", 1)
-                monkeypatch.setenv(name, value)
-            assert words[:2] == ["python", "app.py"], line
-            app.main(words[2:])
+            assert "app.py" in line, line
+            run_command(shlex.split(line), monkeypatch)
         assert len(served) == 2
         namespace: dict = {}  # one session: the second snippet uses the first one's imports
         for block in readme_code_blocks("app"):

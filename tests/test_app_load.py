@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import app
 from benchmarks.bench_app_load import run_load
-from mm_hub.predictor import example_pairs
-from tests.test_app import launch, save_tiny_model
+from mm_hub.examples import example_pairs
+from tests.conftest import save_tiny_model
+from tests.test_app import launch
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
 CLIENTS, REQUESTS, TIME_BOUND_S = 8, 5, 90
 

@@ -8,8 +8,12 @@ from PIL import Image
 
 import app
 from docs.screenshot import browser_available, classify_in_browser
-from mm_hub.predictor import Predictor, example_pairs
-from tests.test_app import launch, save_tiny_model
+from mm_hub.examples import example_pairs
+from mm_hub.predictor import Predictor
+from tests.conftest import save_tiny_model
+from tests.test_app import launch
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
 
 def test_classify_in_headless_chromium(tmp_path):

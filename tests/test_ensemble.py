@@ -16,15 +16,16 @@ from mm_hub import (
     MMHubForImageTextRetrieval,
     MMHubProcessor,
 )
-from mm_hub.modelcard import build_model_card
-from mm_hub.predictor import Predictor, load_model
-from tests.helpers import (
+from mm_hub.cards import build_model_card
+from mm_hub.loading import load_model
+from mm_hub.predictor import Predictor
+from tests.conftest import (
     assert_same_outputs,
     random_images,
     tiny_config,
     tiny_processor,
 )
-from tests.train_data import csv_folder, tiny_flags
+from tests.data import csv_folder, tiny_flags
 from training import ensemble
 from training.train import main as train_main
 
@@ -127,6 +128,7 @@ def test_members_that_do_not_agree_are_refused(build, message):
         MMHubEnsembleForImageTextClassification.from_members(build())
 
 
+@pytest.mark.slow
 def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tmp_path, capsys, hub_server,
                                                                               hub_repo_id):
     data = csv_folder(tmp_path / "data")

@@ -18,9 +18,10 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModel, AutoProcessor
 
 from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassification, MMHubForImageTextRetrieval
-from mm_hub.defaults import MINILM_HUB_ID, minilm_path
-from mm_hub.hub import HubAuthError, check_model_folder, load_from_hub, model_files, push_to_hub
-from tests.helpers import random_images, tiny_config, tiny_processor
+from mm_hub.hub import HubAuthError, check_model_folder, model_files, push_to_hub
+from mm_hub.loading import load_model
+from mm_hub.paths import MINILM_HUB_ID, minilm_path
+from tests.conftest import random_images, tiny_config, tiny_processor
 from training import push as push_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -143,6 +144,7 @@ def test_push_uploads_everything_in_one_commit(trained, pushed, hub_server):
     assert "README.md" not in os.listdir(trained["folder"])  # the card is generated in memory only
 
 
+@pytest.mark.slow
 def test_pull_without_mm_hub_then_offline_from_cache(trained, pushed, tmp_path, hub_server):
     pulled = _pull_without_mm_hub(pushed["repo_id"], trained, tmp_path)
     assert pulled["model_module"].startswith("transformers_modules.")
@@ -170,7 +172,7 @@ def test_pull_with_mm_hub_runs_no_remote_code(trained, pushed):
     assert type(model) is MMHubForImageTextClassification
     assert not any(name.startswith("transformers_modules") and "pushed" in name for name in sys.modules)
     torch.testing.assert_close(_logits(model, processor, trained["images"]), trained["logits"], rtol=0, atol=1e-6)
-    model2, processor2 = load_from_hub(pushed["repo_id"])
+    model2, processor2 = load_model(pushed["repo_id"])
     torch.testing.assert_close(_logits(model2, processor2, trained["images"]), trained["logits"], rtol=0, atol=1e-6)
 
 

@@ -16,9 +16,10 @@ from huggingface_hub import HfApi, SpaceCard, snapshot_download
 
 from mm_hub import MMHubForImageTextClassification
 from mm_hub.hub import HubAuthError, push_to_hub
-from mm_hub.predictor import Predictor, resolve_model_source
+from mm_hub.loading import resolve_model_source
+from mm_hub.predictor import Predictor
 from mm_hub.shapes import make_shapes_dataset
-from tests.helpers import random_images, tiny_config, tiny_processor
+from tests.conftest import random_images, tiny_config, tiny_processor
 from training import space as space_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_space_uploads_app_package_config_and_header(pushed_model, hub_repo_id, 
         for name in _local_imports(files[path].decode()):
             stem = name.replace(".", "/")
             assert f"{stem}.py" in files or f"{stem}/__init__.py" in files, (path, name)
-    assert {"mm_hub/__init__.py", "mm_hub/modeling_mm_hub.py", "mm_hub/predictor.py"} <= modules
+    assert {"mm_hub/__init__.py", "mm_hub/model/modeling_mm_hub.py", "mm_hub/predictor.py"} <= modules
     assert not any(p.startswith(("tests/", "benchmarks/")) for p in files)
 
     card = SpaceCard.load(hub_repo_id, repo_type="space")
@@ -121,10 +122,10 @@ def test_space_app_closure_follows_relative_and_lazy_imports(tmp_path):
     (tmp_path / "mm_hub" / "unused.py").write_text("y = 2\n")
     (tmp_path / "training" / "__init__.py").write_text("")
     (tmp_path / "training" / "demo.py").write_text("")
-    (tmp_path / "training" / "configs" / "demo.yaml").write_text("task: classification\n")
+    (tmp_path / "training" / "configs" / "demo_classifier.yaml").write_text("task: classification\n")
     assert space_cli.app_modules(tmp_path) == [
         "app.py", "mm_hub/__init__.py", "mm_hub/front.py", "mm_hub/helpers.py", "training/__init__.py",
-        "training/configs/demo.yaml", "training/demo.py",
+        "training/configs/demo_classifier.yaml", "training/demo.py",
     ]
     with pytest.raises(ValueError, match="no app.py"):
         space_cli.app_modules(tmp_path / "mm_hub")

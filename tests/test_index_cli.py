@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from mm_hub.index import METADATA_FILE, MultimodalIndex
-from tests.index_helpers import catalogue, save_model
+from mm_hub.search import METADATA_FILE, MultimodalIndex
+from tests.conftest import save_tiny_model
+from tests.data import catalogue
 from training.index import main
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_model(tmp_path_factory.mktemp("model") / "retrieval-model")
+    return Path(save_tiny_model(tmp_path_factory.mktemp("model") / "retrieval-model", "retrieval"))
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ from mm_hub import (
     AutoModelForImageTextClassification,
     AutoModelForImageTextRetrieval,
     MMHubConfig,
+    MMHubEnsembleForImageTextClassification,
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
     MMHubModel,
 )
-from tests.helpers import TEXT_ENCODER_TYPES, assert_same_outputs, random_images, tiny_config, tiny_processor
+from tests.conftest import TEXT_ENCODER_TYPES, assert_same_outputs, random_images, tiny_config, tiny_processor
 
 FUSIONS = sorted(FUSION_REGISTRY)
 TEXTS = ["a red circle on the left", "two blue squares", "a green triangle above a yellow star"]
@@ -289,3 +290,36 @@ def test_a_new_fusion_is_one_class_plus_one_registry_entry(monkeypatch, batch, t
     model.save_pretrained(tmp_path)
     loaded = MMHubForImageTextClassification.from_pretrained(tmp_path).eval()
     assert_same_outputs(_outputs(loaded, batch), _outputs(model, batch))
+
+
+def test_one_output_without_a_problem_type_reads_as_regression_everywhere(tmp_path, batch):
+    """One function answers what a config without `problem_type` means; the loss, the ensemble's averaging, the
+    pipeline, the app and the model card all follow it (they used to answer regression, multi-label and single-label)."""
+    from mm_hub import ImageTextClassificationPipeline
+    from mm_hub.cards import build_model_card
+    from mm_hub.model.configuration_mm_hub import infer_problem_type
+    from mm_hub.predictor import Predictor, scores_from_logits
+
+    assert infer_problem_type(None, 1) == "regression"
+    assert infer_problem_type(None, 3) == infer_problem_type(None, 3, integer_labels=True) == "single_label_classification"
+    assert infer_problem_type(None, 3, integer_labels=False) == "multi_label_classification"
+    assert infer_problem_type("multi_label_classification", 1) == "multi_label_classification"
+
+    model = MMHubForImageTextClassification(tiny_config(num_labels=1, dropout=0.0)).eval()
+    with torch.no_grad():
+        logits = model(**batch).logits  # (B, 1): a value, not a probability
+    assert torch.equal(scores_from_logits(logits, None), logits)
+    assert Predictor(model, tiny_processor()).problem_type == "regression"
+    ensemble = MMHubEnsembleForImageTextClassification.from_members([model, model])
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(**batch).logits, logits)  # the mean value, not a mean sigmoid
+    pipe = ImageTextClassificationPipeline(model=model, processor=tiny_processor())
+    (result,) = pipe({"image": random_images(1)[0], "text": "a red circle"})
+    with torch.no_grad():
+        value = model(**tiny_processor()(images=random_images(1)[0], text="a red circle")).logits[0, 0].item()
+    assert result["score"] == pytest.approx(value, abs=1e-6)
+    model.save_pretrained(tmp_path)
+    tiny_processor().save_pretrained(tmp_path)
+    assert "| Problem type | regression |" in str(build_model_card(tmp_path, "someone/model"))
+    labels = torch.tensor([0.5, -1.0, 2.0])[: len(logits)]
+    assert torch.allclose(model(**batch, labels=labels).loss, F.mse_loss(logits.squeeze(-1), labels))

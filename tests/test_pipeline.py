@@ -7,14 +7,14 @@ import torch
 from transformers import pipeline
 
 from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassification
-from tests.helpers import random_images, tiny_config, tiny_processor
+from tests.conftest import random_images, tiny_config, tiny_model, tiny_processor
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 
 
 def _classifier(**config_kwargs) -> ImageTextClassificationPipeline:
-    config = tiny_config("attention", id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, **config_kwargs)
-    model = MMHubForImageTextClassification(config).eval()
+    labels = {"id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
+    model = tiny_model("classification", "attention", **{**labels, **config_kwargs})
     return ImageTextClassificationPipeline(model=model, processor=tiny_processor())
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from mm_hub import FUSION_REGISTRY, ImageTextClassificationPipeline
 from mm_hub import MMHubForImageTextClassification as Classifier
 from mm_hub import MMHubForImageTextRetrieval as Retrieval
+from mm_hub.examples import example_pairs
 from mm_hub.explain import (
     HEATMAP_FUSIONS,
     attention_explanation,
@@ -24,19 +25,11 @@ from mm_hub.explain import (
     heatmap_overlay,
     merge_word_pieces,
 )
-from mm_hub.predictor import (
-    ABLATIONS,
-    MAX_IMAGE_PIXELS,
-    MAX_TEXT_CHARS,
-    InputError,
-    ModelLoadError,
-    Predictor,
-    check_text,
-    example_pairs,
-    read_image,
-    resolve_model_source,
-)
-from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+from mm_hub.inputs import MAX_TEXT_CHARS, InputError, check_text, read_image
+from mm_hub.loading import ModelLoadError, resolve_model_source
+from mm_hub.model.processing_mm_hub import MAX_IMAGE_PIXELS
+from mm_hub.predictor import ABLATIONS, Predictor
+from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_model, tiny_processor
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 CAPTION = "a red circle left of an unbelievable square"
@@ -45,9 +38,8 @@ CAPTION = "a red circle left of an unbelievable square"
 @functools.cache
 def _classifier(fusion: str = "concat", encoder: str = "transformer", seed: int = 0, **kwargs) -> Classifier:
     """A tiny classifier with the three LABELS (cached: tests only read it, except where they copy it first)."""
-    torch.manual_seed(seed)
-    config = tiny_config(fusion, encoder, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}, **kwargs)
-    return Classifier(config).eval()
+    return tiny_model("classification", fusion, encoder, seed, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+                      **kwargs)
 
 
 def _save(model, folder) -> str:
@@ -342,7 +334,7 @@ def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, 
     with pytest.raises(InputError, match="whole number"):
         predictor.search_text("a cat", k=0)
 
-    from mm_hub.index import MultimodalIndex
+    from mm_hub.search import MultimodalIndex
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the cached index should have been reused")

@@ -14,8 +14,8 @@ from mm_hub import (
     MMHubForImageTextRetrieval,
     MMHubProcessor,
 )
-from mm_hub.defaults import minilm_path
-from tests.helpers import assert_same_outputs, random_images, tiny_vision_config
+from mm_hub.paths import minilm_path
+from tests.conftest import assert_same_outputs, random_images, tiny_vision_config
 
 SENTENCES = ["A man is eating food.", "A cheetah chases prey across a field.", "The stock market fell today."]
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from mm_hub import MMHubProcessor, load_rgb_image
-from tests.helpers import IMAGE_SIZE, tiny_processor
+from tests.conftest import IMAGE_SIZE, tiny_processor
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import torch
 from huggingface_hub import HfApi
 from transformers import ConvNextImageProcessor, ResNetModel
 
-from mm_hub.defaults import minilm_path
-from tests.helpers import assert_same_outputs, readme_code_blocks, tiny_vision_config
+from mm_hub.paths import minilm_path
+from tests.conftest import assert_same_outputs, readme_code_blocks, tiny_vision_config
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
 MINILM_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                 "special_tokens_map.json"]

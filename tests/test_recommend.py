@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mm_hub.index import MultimodalIndex
 from mm_hub.recommend import recommend
-from tests.helpers import tiny_processor
-from tests.index_helpers import CATEGORIES, catalogue, retrieval_model
+from mm_hub.search import MultimodalIndex
+from tests.conftest import tiny_model, tiny_processor
+from tests.data import CATEGORIES, catalogue
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def index(rows):
-    return MultimodalIndex.build(retrieval_model(seed=0), tiny_processor(), rows, progress=False)
+    return MultimodalIndex.build(tiny_model("retrieval", seed=0), tiny_processor(), rows, progress=False)
 
 
 def _items(index):
@@ -72,7 +72,7 @@ def test_bad_input_is_a_clear_error(index, rows):
     with pytest.raises(ValueError, match="missing \\['text'\\]"):
         recommend(index, {"image": rows[0]["image"]})
     images_only = MultimodalIndex.build(
-        retrieval_model(seed=0), tiny_processor(), rows.select(range(3)), text_column=None, progress=False
+        tiny_model("retrieval", seed=0), tiny_processor(), rows.select(range(3)), text_column=None, progress=False
     )
     with pytest.raises(ValueError, match="needs item embeddings"):
         recommend(images_only, 0)

@@ -17,7 +17,9 @@ from mm_hub import (
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
 )
-from tests.helpers import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
 # Runs in a fresh interpreter. `sys.modules["mm_hub"] = None` makes any `import mm_hub` fail, so only the code
 # saved in each folder can be used.

@@ -29,11 +29,11 @@ from huggingface_hub import HfApi
 from PIL import Image
 from safetensors.torch import load_file
 
-from mm_hub.index import MultimodalIndex
-from mm_hub.predictor_io import REFUSED_FILE
-from tests.index_helpers import catalogue, save_model
-from tests.test_app import _free_port, save_tiny_model
-from tests.train_data import disk_dataset, tiny_flags
+from mm_hub.inputs import REFUSED_FILE
+from mm_hub.search import MultimodalIndex
+from tests.conftest import save_tiny_model
+from tests.data import catalogue, disk_dataset, tiny_flags
+from tests.test_app import _free_port
 from training import index as index_cli
 from training import push as push_cli
 from training.train import main as train
@@ -142,6 +142,7 @@ def scene() -> bytes:
     return png_bytes(Image.new("RGB", (48, 40), (200, 30, 30)))
 
 
+@pytest.mark.slow
 def test_the_app_opens_only_files_uploaded_to_it(raw_app, scene, tmp_path):
     secret = tmp_path / "server" / "scene.png"  # a real image on the server, never uploaded
     secret.parent.mkdir()
@@ -166,6 +167,7 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_one_upload_costs_a_bounded_amount_of_memory(raw_app, scene):
     raw_app.call("explain", raw_app.upload(scene), "a red square")  # warm: every code path has run once
     before = raw_app.peak_rss_mb()
@@ -189,6 +191,7 @@ def test_one_upload_costs_a_bounded_amount_of_memory(raw_app, scene):
     assert growth <= UPLOAD_BUDGET_MB
 
 
+@pytest.mark.slow
 def test_inputs_outside_the_contract_get_a_message(raw_app, scene):
     image = raw_app.upload(scene)
     cases = [
@@ -206,6 +209,7 @@ def test_inputs_outside_the_contract_get_a_message(raw_app, scene):
             assert re.search(message, answer), (message, answer)
 
 
+@pytest.mark.slow
 def test_refused_requests_log_one_line_each(raw_app, scene):
     start = raw_app.log.stat().st_size
     for text in ("", "x" * 2000, "\x00"):
@@ -310,6 +314,7 @@ def test_push_uploads_only_regular_files_inside_the_folder_and_no_pickles(tmp_pa
     assert (folder / "training_args.bin").exists()  # the local folder is left as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cause", ["unreachable endpoint", "offline mode"])
 def test_push_cli_without_the_hub_is_one_line(tmp_path, cause):
     folder = save_tiny_model(tmp_path / "model")
@@ -328,6 +333,7 @@ def test_push_cli_without_the_hub_is_one_line(tmp_path, cause):
 # ---- pipeline() with mm_hub installed --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub_server, hub_repo_id):
     folder = Path(save_tiny_model(tmp_path / "model"))
     for name in ("pipeline_mm_hub.py", "modeling_mm_hub.py", "configuration_mm_hub.py", "processing_mm_hub.py"):
@@ -345,7 +351,7 @@ def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "REPO CODE RAN" not in result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == "mm_hub.pipeline_mm_hub"
+    assert result.stdout.splitlines()[0] == "mm_hub.model.pipeline_mm_hub"
 
 
 # ---- index ---------------------------------------------------------------------------------------------------------
@@ -353,7 +359,7 @@ def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub
 
 @pytest.fixture(scope="module")
 def index_model(tmp_path_factory) -> Path:
-    return save_model(tmp_path_factory.mktemp("index_model") / "model")
+    return Path(save_tiny_model(tmp_path_factory.mktemp("index_model") / "model", "retrieval"))
 
 
 def catalogue_folder(root: Path, bad: dict[int, bytes]) -> Path:

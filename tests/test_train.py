@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
-from tests.train_data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
+from mm_hub.shapes import load_shapes, shapes_cache_folder
+from tests.data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
-from training.data import Decoder, drop_words, load_shapes, shapes_cache_folder
+from training.data import RowTransform, drop_words
 from training.train import main, pretrained_prefixes
 
 
@@ -36,7 +37,7 @@ def test_single_label_csv_with_unusual_columns_and_string_labels(tmp_path):
     assert info["task"] == "image-text-classification" and info["num_train_examples"] == 12
     assert info["metrics"] == read(out, "eval_results.json") == metrics
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
-    assert saved["image_column"] == "Picture Path" and saved["max_steps"] == 2
+    assert saved["data"]["image_column"] == "Picture Path" and saved["train"]["max_steps"] == 2
 
 
 def test_multilabel_jsonl(tmp_path):
@@ -128,7 +129,7 @@ def test_config_errors(tmp_path):
 
 def test_word_dropout_drops_training_words_only():
     random.seed(0)
-    train = Decoder(sample_caption=True, word_dropout=0.5)
+    train = RowTransform(sample_caption=True, word_dropout=0.5)
     texts = train({"image": [None] * 200, "text": ["a red circle on the left"] * 199 + [""]})["text"]
     assert texts[-1] == ""  # an empty text stays empty (the collator then skips and counts it)
     lengths = Counter(len(text.split()) for text in texts[:-1])
@@ -136,28 +137,29 @@ def test_word_dropout_drops_training_words_only():
     assert all(set(text.split()) <= {"a", "red", "circle", "on", "the", "left"} for text in texts)
     assert drop_words("a red circle", 0.0) == "a red circle"
     caption_lists = {"image": [None], "text": [["a red circle", "a circle"]]}
-    assert Decoder()(caption_lists)["text"] == caption_lists["text"]  # evaluation never drops words
+    assert RowTransform()(caption_lists)["text"] == caption_lists["text"]  # evaluation never drops words
 
 
 def test_encoders_copied_from_a_trained_model_count_as_pretrained():
     scratch = {"vision_config": {"layer_type": "basic"}, "text_encoder_type": "lstm"}
     # A random-init ResNet and a BiLSTM: only MiniLM's embedding table is pretrained.
-    assert pretrained_prefixes(TrainConfig(**scratch)) == ["mm_hub.text_encoder.embeddings."]
+    assert pretrained_prefixes(TrainConfig.from_dict(scratch)) == ["mm_hub.text_encoder.embeddings."]
     # --init-encoders-from copies both trained towers, so both train at --encoder-learning-rate.
-    copied = TrainConfig(**scratch, init_encoders_from="outputs/stage1")
+    copied = TrainConfig.from_dict({**scratch, "init_encoders_from": "outputs/stage1"})
     assert pretrained_prefixes(copied) == ["mm_hub.vision_encoder.", "mm_hub.text_encoder."]
 
 
 def test_help_documents_every_option():
     text = build_parser().format_help()
-    for name in TrainConfig.__dataclass_fields__:
+    for name in TrainConfig().flat():
         assert "--" + name.replace("_", "-") in text, name
 
 
 def test_shapes_data_is_rendered_once_then_read_from_the_datasets_cache(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    spec = "num_train=6,num_eval=2,num_heldout=2,image_size=32"
     kwargs = {"task": "classification", "num_train": 6, "num_eval": 2, "num_heldout": 2, "image_size": 32}
-    rendered = load_shapes(kwargs)
+    rendered = load_shapes(spec)
     folder = shapes_cache_folder(kwargs)
     assert folder.parent == tmp_path / "cache" / "mm_hub_shapes" and (folder / "dataset_dict.json").is_file()
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no partial folder left beside it
@@ -166,16 +168,16 @@ def test_shapes_data_is_rendered_once_then_read_from_the_datasets_cache(tmp_path
         raise AssertionError("rendered again")
 
     monkeypatch.setattr("mm_hub.shapes.make_shapes_dataset", render)
-    cached = load_shapes(kwargs)
+    cached = load_shapes(spec)
     for split in ("train", "eval", "heldout"):
         assert cached[split].to_dict() == rendered[split].to_dict()
     assert shapes_cache_folder({**kwargs, "seed": 1}) != folder
     with pytest.raises(AssertionError, match="rendered again"):  # other arguments, other data
-        load_shapes({**kwargs, "seed": 1})
+        load_shapes(spec + ",seed=1")
     monkeypatch.undo()
 
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(blocked / "cache"))
-    assert load_shapes(kwargs)["train"].to_dict() == rendered["train"].to_dict()  # used as rendered
+    assert load_shapes(spec)["train"].to_dict() == rendered["train"].to_dict()  # used as rendered
     assert "Could not cache the shapes data" in caplog.text

@@ -10,8 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.train_data import disk_dataset, tiny_flags
+from tests.data import disk_dataset, tiny_flags
 from training.train import main
+
+pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
 FROZEN = ["--freeze-vision-encoder", "--freeze-text-encoder", "--no-augment", "--max-steps", "6", "--dropout", "0.3",
           "--eval-batch-size", "5", "--label-column", "category"]
@@ -26,7 +28,7 @@ def test_cached_frozen_features_train_the_same_model(tmp_path, caplog, text):
     data = disk_dataset(tmp_path / "data", count=24)
     plain = _train(data, tmp_path / "plain", text=text)
     assert "Encoded" not in caplog.text
-    caplog.set_level(logging.INFO, logger="training.features")
+    caplog.set_level(logging.INFO, logger="training.encoded")
     cached = _train(data, tmp_path / "cached", "--cache-frozen-features", text=text)
     assert re.search(r"Encoded 24 training rows with the frozen encoders in [\d.]+ s", caplog.text)
     assert cached == plain  # the same batches, dropout masks and encoder outputs, so the same metrics

@@ -1,19 +1,17 @@
 """Data for training: load any dataset source, map columns, infer labels, decode images lazily and skip bad rows.
 
 Rows flow: ``load_splits`` (columns renamed to ``image``/``text``/``text_pair``/``label``, images left undecoded)
--> ``Decoder`` via ``with_transform`` (decode + augment per row, never raising on a bad image) -> ``Collator``
+-> ``RowTransform`` via ``with_transform`` (decode + augment per row, never raising on a bad image) -> ``Collator``
 (drops and counts bad rows, runs the processor, encodes labels).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import random
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from PIL import Image
 
 from mm_hub import MMHubProcessor, load_rgb_image
 from mm_hub._files import write_json
+from mm_hub.shapes import load_shapes
 
 from .config import TrainConfig
 
@@ -74,69 +73,17 @@ class LabelInfo:
         return value
 
 
-def shapes_kwargs(spec: str | None, task: str) -> dict[str, Any]:
-    """``num_train=500,heldout_object_rate=0.2`` -> kwargs of `make_shapes_dataset` (integers, else floats)."""
-    kwargs: dict[str, Any] = {"task": task}
-    for part in (spec or "").split(","):
-        if not part.strip():
-            continue
-        key, _, value = part.partition("=")
-        if not value:
-            raise ValueError(f"--dataset-config for 'shapes' takes key=value pairs, got {part!r}.")
-        try:
-            kwargs[key.strip()] = int(value)
-        except ValueError:
-            try:
-                kwargs[key.strip()] = float(value)
-            except ValueError:
-                raise ValueError(f"--dataset-config for 'shapes' takes numbers, got {part!r}.") from None
-    return kwargs
-
-
-def shapes_cache_folder(kwargs: dict[str, Any]) -> Path:
-    """Where `load_shapes` keeps the shapes data made with ``kwargs``: under the datasets cache
-    (``HF_DATASETS_CACHE``), named by a hash of the arguments and of the generator's code."""
-    from mm_hub import shapes
-
-    digest = hashlib.sha256(Path(shapes.__file__).read_bytes())
-    digest.update(repr(sorted(kwargs.items())).encode())
-    return Path(datasets.config.HF_DATASETS_CACHE) / "mm_hub_shapes" / digest.hexdigest()[:16]
-
-
-def load_shapes(kwargs: dict[str, Any]) -> datasets.DatasetDict:
-    """`make_shapes_dataset(**kwargs)`, rendered once and then read from the datasets cache, as ``load_dataset``
-    does with a download: rendering 30,000 scenes takes 10-30 s, reading them back well under a second. The folder
-    is written beside its final name and moved into place, so a reader never sees half of it; if the cache cannot
-    be written, the rendered data is used as it is."""
-    from mm_hub.shapes import make_shapes_dataset
-
-    folder = shapes_cache_folder(kwargs)
-    if (folder / "dataset_dict.json").is_file():
-        return datasets.load_from_disk(str(folder))
-    data = make_shapes_dataset(**kwargs)
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    try:
-        data.save_to_disk(str(partial))
-        os.replace(partial, folder)
-    except OSError as error:  # a read-only cache, a full disk, or another process that finished first
-        shutil.rmtree(partial, ignore_errors=True)
-        if not (folder / "dataset_dict.json").is_file():
-            logger.warning("Could not cache the shapes data in %s (%s); it is rendered again next time.", folder, error)
-            return data
-    return datasets.load_from_disk(str(folder))
-
-
 def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, Path | None]:
-    """Load every split of ``config.dataset``; also return the folder relative image paths are resolved against."""
-    source = config.dataset
+    """Load every split of ``config.data.dataset``; also return the folder relative image paths are resolved against."""
+    source = config.data.dataset
     if source == "shapes":
-        return load_shapes(shapes_kwargs(config.dataset_config, config.task)), None
+        return load_shapes(config.data.dataset_config, config.task), None
     path = Path(source).expanduser()
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.Dataset):
-            loaded = datasets.DatasetDict({config.train_split: loaded})
-        if config.streaming:
+            loaded = datasets.DatasetDict({config.data.train_split: loaded})
+        if config.data.streaming:
             loaded = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
         return loaded, path
     if path.is_file():
@@ -144,10 +91,10 @@ def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.It
         if builder is None:
             raise ValueError(f"Cannot load {path}: expected one of {sorted(FILE_BUILDERS)} or a folder.")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        data = datasets.load_dataset(builder, data_files={config.train_split: str(path)}, streaming=config.streaming, **kwargs)
+        data = datasets.load_dataset(builder, data_files={config.data.train_split: str(path)}, streaming=config.data.streaming, **kwargs)
         return data, path.parent
     # A Hub id or a local folder of data files: the same `load_dataset` path.
-    data = datasets.load_dataset(source, config.dataset_config, streaming=config.streaming)
+    data = datasets.load_dataset(source, config.data.dataset_config, streaming=config.data.streaming)
     return data, path if path.is_dir() else None
 
 
@@ -156,31 +103,31 @@ def _check_columns(split: Any, name: str, config: TrainConfig) -> None:
     columns = split.column_names
     if columns is None:  # streamed data without known features: checked row by row instead
         return
-    wanted = {"image_column": config.image_column, "text_column": config.text_column}
-    if config.text_pair_column:
-        wanted["text_pair_column"] = config.text_pair_column
+    wanted = {"image_column": config.data.image_column, "text_column": config.data.text_column}
+    if config.data.text_pair_column:
+        wanted["text_pair_column"] = config.data.text_pair_column
     if config.task == "classification":
-        wanted["label_column"] = config.label_column
+        wanted["label_column"] = config.data.label_column
     for option, column in wanted.items():
         if column not in columns:
             raise ValueError(
-                f"Column {column!r} (--{option.replace('_', '-')}) is not in the {name!r} split of {config.dataset}; "
+                f"Column {column!r} (--{option.replace('_', '-')}) is not in the {name!r} split of {config.data.dataset}; "
                 f"its columns are {columns}."
             )
 
 
 def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
     """Keep and rename the configured columns; leave images undecoded so a bad file cannot crash the loader."""
-    mapping = {config.image_column: "image", config.text_column: "text"}
-    if config.text_pair_column:
-        mapping[config.text_pair_column] = "text_pair"
+    mapping = {config.data.image_column: "image", config.data.text_column: "text"}
+    if config.data.text_pair_column:
+        mapping[config.data.text_pair_column] = "text_pair"
     if config.task == "classification":
-        mapping[config.label_column] = "label"
+        mapping[config.data.label_column] = "label"
     if limit is not None:
         split = split.take(limit) if isinstance(split, datasets.IterableDataset) else split.select(range(min(limit, len(split))))
-    if split.features is not None and isinstance(split.features.get(config.image_column), datasets.Image):
+    if split.features is not None and isinstance(split.features.get(config.data.image_column), datasets.Image):
         # Cast before renaming: on a streamed dataset (datasets 5) a cast after rename_columns still decodes.
-        split = split.cast_column(config.image_column, datasets.Image(decode=False))
+        split = split.cast_column(config.data.image_column, datasets.Image(decode=False))
     if split.column_names is not None:
         split = split.select_columns(list(mapping))
     split = split.rename_columns({k: v for k, v in mapping.items() if k != v})
@@ -195,31 +142,31 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | N
     """``(train, eval, extra_eval_splits, base_dir, eval_split_description)`` with canonical columns."""
     data, base_dir = load_source(config)
     available = list(data)
-    if config.train_split not in data:
-        raise ValueError(f"Split {config.train_split!r} is not in {config.dataset}; its splits are {available}.")
-    train = data[config.train_split]
-    eval_name = config.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in data and s != config.train_split), None)
-    if config.eval_split and config.eval_split not in data:
-        raise ValueError(f"Split {config.eval_split!r} (--eval-split) is not in {config.dataset}; its splits are {available}.")
-    for name in config.extra_eval_splits:
+    if config.data.train_split not in data:
+        raise ValueError(f"Split {config.data.train_split!r} is not in {config.data.dataset}; its splits are {available}.")
+    train = data[config.data.train_split]
+    eval_name = config.data.eval_split or next((s for s in EVAL_SPLIT_NAMES if s in data and s != config.data.train_split), None)
+    if config.data.eval_split and config.data.eval_split not in data:
+        raise ValueError(f"Split {config.data.eval_split!r} (--eval-split) is not in {config.data.dataset}; its splits are {available}.")
+    for name in config.data.extra_eval_splits:
         if name not in data:
-            raise ValueError(f"Split {name!r} (--extra-eval-splits) is not in {config.dataset}; its splits are {available}.")
-    _check_columns(train, config.train_split, config)
+            raise ValueError(f"Split {name!r} (--extra-eval-splits) is not in {config.data.dataset}; its splits are {available}.")
+    _check_columns(train, config.data.train_split, config)
     if eval_name is not None:
         evaluation = data[eval_name]
     elif isinstance(train, datasets.IterableDataset):
-        held = config.max_eval_samples or 500  # streamed: the first rows are the eval split
+        held = config.data.max_eval_samples or 500  # streamed: the first rows are the eval split
         evaluation, train = train.take(held), train.skip(held)
     else:
-        parts = train.train_test_split(test_size=config.eval_fraction, seed=config.seed)
+        parts = train.train_test_split(test_size=config.data.eval_fraction, seed=config.train.seed)
         train, evaluation = parts["train"], parts["test"]
-    _check_columns(evaluation, eval_name or f"{config.train_split} (held-out part)", config)
-    for name in config.extra_eval_splits:
+    _check_columns(evaluation, eval_name or f"{config.data.train_split} (held-out part)", config)
+    for name in config.data.extra_eval_splits:
         _check_columns(data[name], name, config)
-    extra = {name: _prepare(data[name], config, config.max_eval_samples) for name in config.extra_eval_splits}
-    train = _prepare(train, config, config.max_train_samples)
-    evaluation = _prepare(evaluation, config, config.max_eval_samples)
-    described = eval_name or f"{config.eval_fraction:g} of {config.train_split} (seed {config.seed})"
+    extra = {name: _prepare(data[name], config, config.data.max_eval_samples) for name in config.data.extra_eval_splits}
+    train = _prepare(train, config, config.data.max_train_samples)
+    evaluation = _prepare(evaluation, config, config.data.max_eval_samples)
+    described = eval_name or f"{config.data.eval_fraction:g} of {config.data.train_split} (seed {config.train.seed})"
     return train, evaluation, extra, base_dir, described
 
 
@@ -234,9 +181,9 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
     elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
         info = LabelInfo("regression")
     else:
-        if config.labels is None and isinstance(train, datasets.IterableDataset):
+        if config.data.labels is None and isinstance(train, datasets.IterableDataset):
             raise ValueError("Cannot collect label names from a streamed dataset; pass them with --labels.")
-        values = list(train["label"]) if config.labels is None else []
+        values = list(train["label"]) if config.data.labels is None else []
         is_list = inner is not None or any(isinstance(v, list) for v in values[:1])
         problem = "multi_label_classification" if is_list else "single_label_classification"
         flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
@@ -245,17 +192,17 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
         else:
             names = sorted({str(x) for x in flat})
         info = LabelInfo(problem, names)
-    if config.labels is not None:
-        info.names = list(config.labels)
-    if config.problem_type is not None:
-        info.problem_type = config.problem_type
-        if config.problem_type == "regression":
+    if config.data.labels is not None:
+        info.names = list(config.data.labels)
+    if config.data.problem_type is not None:
+        info.problem_type = config.data.problem_type
+        if config.data.problem_type == "regression":
             info.names = []
     if info.problem_type != "regression" and len(info.names) < 2:
-        raise ValueError(f"Classification needs at least 2 labels, found {info.names} in column {config.label_column!r}.")
+        raise ValueError(f"Classification needs at least 2 labels, found {info.names} in column {config.data.label_column!r}.")
     if isinstance(evaluation, datasets.Dataset) and info.problem_type != "regression":
         feature_names = None if feature is None else getattr(feature, "names", getattr(inner, "names", None))
-        if feature_names is None or config.labels is not None:
+        if feature_names is None or config.data.labels is not None:
             for row, value in enumerate(evaluation["label"]):  # unknown eval labels fail now, not mid-training
                 info.encode(value, f"{row} of the eval split")
     return info
@@ -269,15 +216,15 @@ def image_size_of(processor: MMHubProcessor) -> int:
 
 def build_augmentation(config: TrainConfig, image_size: int):
     """torchvision v2 training augmentation on PIL images, or None when ``--no-augment``."""
-    if not config.augment:
+    if not config.data.augment:
         return None
     from torchvision.transforms import v2
 
-    steps = [v2.RandomResizedCrop(image_size, scale=(config.crop_scale, 1.0), antialias=True)]
-    if config.hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(config.hflip))
-    if config.color_jitter > 0:
-        steps.append(v2.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
+    steps = [v2.RandomResizedCrop(image_size, scale=(config.data.crop_scale, 1.0), antialias=True)]
+    if config.data.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(config.data.hflip))
+    if config.data.color_jitter > 0:
+        steps.append(v2.ColorJitter(config.data.color_jitter, config.data.color_jitter, config.data.color_jitter))
     return v2.Compose(steps)
 
 
@@ -290,9 +237,10 @@ def drop_words(text: str, rate: float) -> str:
     return random.choice(words)
 
 
-class Decoder:
-    """``with_transform`` function: decodes images (a failure becomes ``image=None`` plus a reason), augments them,
-    for retrieval training picks one caption per image at random, and drops words of the text (``word_dropout``)."""
+class RowTransform:
+    """What a row goes through on its way to the collator (the ``with_transform`` function of a split): its image is
+    decoded (a failure becomes ``image=None`` plus a reason) and augmented; for retrieval training one of its captions
+    is picked at random; words of its text are dropped (``word_dropout``)."""
 
     def __init__(
         self,
@@ -343,14 +291,14 @@ class Collator:
         labels: LabelInfo | None,
         strict: bool = False,
         split: str = "train",
-        decoder: Decoder | None = None,
+        transform: RowTransform | None = None,
     ):
         self.processor = processor
         self.task = task
         self.labels = labels
         self.strict = strict
         self.split = split
-        self.decoder = decoder  # set for streamed data, where `with_transform` is unavailable
+        self.transform = transform  # set for streamed data, where `with_transform` is unavailable
         self.skipped: dict[str, set] = {}  # reason -> row numbers
 
     def reason(self, row: dict[str, Any]) -> str | None:
@@ -370,8 +318,8 @@ class Collator:
     def usable(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
         """Decode streamed rows, then split them into usable rows and ``(reason, row number)`` skips (``strict``
         raises on the first bad row instead)."""
-        if self.decoder is not None:
-            batch = self.decoder({key: [row.get(key) for row in rows] for key in rows[0]})
+        if self.transform is not None:
+            batch = self.transform({key: [row.get(key) for row in rows] for key in rows[0]})
             rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         good, skipped = [], []
         for row in rows:
@@ -465,8 +413,8 @@ def gather_objects(value: Any) -> list[Any]:
     return parts
 
 
-def attach_decoder(split: Any, decoder: Decoder) -> Any:
-    """``with_transform(decoder)`` for map-style datasets; streamed datasets decode in the collator instead."""
+def attach_transform(split: Any, transform: RowTransform) -> Any:
+    """``with_transform(transform)`` for map-style datasets; streamed datasets transform rows in the collator."""
     if isinstance(split, datasets.IterableDataset):
         return split
-    return split.with_transform(decoder)
+    return split.with_transform(transform)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from mm_hub import (
     MMHubForImageTextClassification,
     MMHubProcessor,
 )
-
-from mm_hub._files import write_json
+from mm_hub._files import folder_written_whole, write_json
+from mm_hub.loading import load_model
 
 from .config import TrainConfig
 
@@ -52,8 +51,8 @@ def load_members(folders: list[str | os.PathLike]) -> tuple[list[MMHubForImageTe
                 f"{folder} is not a saved MMHubForImageTextClassification (config.json architectures: "
                 f"{architectures}); ensemble members are classifiers written by training.train."
             )
-        models.append(MMHubForImageTextClassification.from_pretrained(folder).eval())
-        own = MMHubProcessor.from_pretrained(folder)
+        model, own = load_model(folder, head=MMHubForImageTextClassification)
+        models.append(model)
         if processor is None:
             processor = own
         elif _processor_state(own) != _processor_state(processor):
@@ -71,11 +70,11 @@ def evaluate_ensemble(
     model: MMHubEnsembleForImageTextClassification, processor: MMHubProcessor, recipe: TrainConfig
 ) -> dict[str, float]:
     """Score ``model`` on ``recipe``'s eval split and extra eval splits, as training scores a model."""
-    from .train import Run, evaluate_splits
+    from .train import Recipe, evaluate_splits
 
     with tempfile.TemporaryDirectory(prefix="mm-hub-ensemble-eval-") as scratch:
-        run = Run(recipe, built=(model, processor))
-        return evaluate_splits(run.trainer(scratch), run)
+        evaluation = Recipe(recipe, built=(model, processor))
+        return evaluate_splits(evaluation.trainer(scratch), evaluation)
 
 
 def training_info(folders: list[Path], metrics: dict[str, float]) -> dict[str, Any]:
@@ -121,23 +120,13 @@ def build_ensemble(
         recipe_file = folders[0] / RECIPE_FILE
         if not recipe_file.is_file():
             raise ValueError(f"{folders[0]} has no {RECIPE_FILE} to evaluate on; pass evaluate=False (--no-eval).")
-        recipe = TrainConfig(**{**yaml.safe_load(recipe_file.read_text()), "progress": progress})
+        recipe = TrainConfig.from_dict(yaml.safe_load(recipe_file.read_text())).replace(progress=progress)
         metrics = evaluate_ensemble(model, processor, recipe)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the ensemble is an ordinary output folder
-    try:
+    with folder_written_whole(output) as work:
         model.save_pretrained(work)
         processor.save_pretrained(work)
         write_json(work / "eval_results.json", metrics)
         write_json(work / "training_info.json", training_info(folders, metrics))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(work, output)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return metrics
 
 

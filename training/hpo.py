@@ -12,19 +12,17 @@ each trial's values) and broadcasts the best run.
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
+import io
 import logging
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .config import TrainConfig
+from mm_hub._files import write_json, write_text
 
-if TYPE_CHECKING:
-    from .train import Run
+from .config import TrainConfig
+from .train import RECIPE_HOOKS, Recipe
 
 logger = logging.getLogger("training.hpo")
 SEARCHED = ("learning_rate", "fusion_type", "freeze_vision_encoder", "freeze_text_encoder", "dropout")
@@ -35,8 +33,8 @@ def hp_space(config: TrainConfig):
 
     def space(trial: Any) -> dict[str, Any]:
         return {
-            "learning_rate": trial.suggest_float("learning_rate", config.learning_rate / 10, config.learning_rate * 10, log=True),
-            "fusion_type": trial.suggest_categorical("fusion_type", list(config.hpo_fusion_types)),
+            "learning_rate": trial.suggest_float("learning_rate", config.train.learning_rate / 10, config.train.learning_rate * 10, log=True),
+            "fusion_type": trial.suggest_categorical("fusion_type", list(config.train.hpo_fusion_types)),
             "freeze_vision_encoder": trial.suggest_categorical("freeze_vision_encoder", [False, True]),
             "freeze_text_encoder": trial.suggest_categorical("freeze_text_encoder", [False, True]),
             "dropout": trial.suggest_float("dropout", 0.0, 0.3),
@@ -48,7 +46,7 @@ def hp_space(config: TrainConfig):
 def apply_trial(config: TrainConfig, trial: Any) -> TrainConfig:
     """The recipe with a trial's (or a best run's dict of) hyper-parameters applied."""
     params = trial if isinstance(trial, dict) else hp_space(config)(trial)
-    return dataclasses.replace(config, **{k: v for k, v in params.items() if k in SEARCHED})
+    return config.replace(**{k: v for k, v in params.items() if k in SEARCHED})
 
 
 def _save_table(rows: dict[int, dict[str, Any]], folder: Path) -> None:
@@ -56,23 +54,25 @@ def _save_table(rows: dict[int, dict[str, Any]], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ordered = [rows[k] for k in sorted(rows)]
     columns = ["trial", *SEARCHED, "objective"]
-    tmp = folder / "results.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(ordered)
-    os.replace(tmp, folder / "results.csv")
-    tmp = folder / "results.json.tmp"
-    tmp.write_text(json.dumps(ordered, indent=2))
-    os.replace(tmp, folder / "results.json")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(ordered)
+    write_text(folder / "results.csv", table.getvalue())
+    write_json(folder / "results.json", ordered)
 
 
-def search(run: Run) -> Run:
-    """Run ``run.config.hpo_trials`` trials, save the table, and return the run set to the best configuration."""
-    config = run.config
-    folder = Path(config.output_dir) / "hpo"
+def search(recipe: Recipe) -> Recipe:
+    """Run ``recipe.config.train.hpo_trials`` trials, save the table, and return the recipe set to the best
+    configuration."""
+    config = recipe.config
+    folder = Path(config.train.output_dir) / "hpo"
+
+    def model_init(trial: Any = None) -> torch.nn.Module:  # the Trainer calls it once without a trial, then per trial
+        return recipe.new_model(None if trial is None else apply_trial(config, trial))
+
     # Trials only compare metrics: no checkpoints, no best-model reloading, no early-stopping state.
-    trainer = run.trainer(str(folder), model_init=run.model_init, save_strategy="no", load_best_model_at_end=False)
+    trainer = recipe.trainer(str(folder), model_init=model_init, save_strategy="no", load_best_model_at_end=False)
     trainer.callback_handler.callbacks = [
         cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ != "EarlyStoppingCallback"
     ]
@@ -89,7 +89,7 @@ def search(run: Run) -> Run:
     best = trainer.hyperparameter_search(
         hp_space=hp_space(config),
         compute_objective=objective,
-        n_trials=config.hpo_trials,
+        n_trials=config.train.hpo_trials,
         direction="maximize" if trainer.args.greater_is_better else "minimize",
         backend="optuna",
     )
@@ -101,9 +101,17 @@ def search(run: Run) -> Run:
         _save_table(rows, folder)
         summary = {"metric": metric, "best_trial": int(best.run_id), "best_objective": best.objective,
                    "best_hyperparameters": best.hyperparameters}
-        (folder / "best.json").write_text(json.dumps(summary, indent=2))
+        write_json(folder / "best.json", summary)
         logger.info("Best of %d trials: %s=%.4f with %s", len(rows), metric, best.objective, best.hyperparameters)
-    run.config = apply_trial(config, best.hyperparameters)
-    run.config.hpo_trials = 0  # the saved train_config.yaml reproduces the retrained best run directly
-    run.first_model = None  # the final model is built from the best configuration
-    return run
+    # The saved train_config.yaml reproduces the retrained best run directly; its model is built from that config.
+    recipe.config = apply_trial(config, best.hyperparameters).replace(hpo_trials=0)
+    recipe.first_model = None
+    return recipe
+
+
+def search_before_training(recipe: Recipe) -> Recipe:
+    """The recipe hook: with ``--hpo-trials N``, search first and train the best configuration."""
+    return search(recipe) if recipe.config.train.hpo_trials > 0 else recipe
+
+
+RECIPE_HOOKS.append(search_before_training)

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import datasets
-
-from mm_hub import AutoModelForImageTextRetrieval, MMHubProcessor
+from mm_hub import MMHubForImageTextRetrieval
 from mm_hub.faiss_index import INDEX_TYPES
 from mm_hub.hub import hub_errors
-from mm_hub.index import MultimodalIndex
+from mm_hub.loading import load_model
+from mm_hub.search import MultimodalIndex, load_split
 
 
 def _none_or(value: str) -> str | None:
@@ -63,47 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_split(source: str, config: str | None, split: str, streaming: bool) -> Any:
-    """One split of a dataset, as a `Dataset` or (``streaming``) an `IterableDataset`.
-
-    Raises:
-        ValueError: a split the dataset does not have.
-    """
-    if source == "shapes":
-        from mm_hub.shapes import make_shapes_dataset
-
-        kwargs = {
-            key.strip(): int(value)
-            for key, _, value in (part.partition("=") for part in (config or "").split(",") if part.strip())
-        }
-        data = make_shapes_dataset(task="retrieval", **kwargs)
-    elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
-        data = datasets.load_from_disk(source)
-        if isinstance(data, datasets.Dataset):
-            data = datasets.DatasetDict({"train": data})  # a saved single split is the train split
-    else:
-        return _hub_split(source, config, split, streaming)
-    if split not in data:
-        raise ValueError(f"{source} has no split {split!r}; its splits are {sorted(data)}.")
-    return data[split].to_iterable_dataset() if streaming else data[split]
-
-
-def _hub_split(source: str, config: str | None, split: str, streaming: bool) -> Any:
-    """`load_dataset` for Hub ids and folders of data files, with a clear error for a missing split."""
-    try:
-        return datasets.load_dataset(source, config, split=split, streaming=streaming)
-    except ValueError as error:
-        if "Unknown split" in str(error) or "Bad split" in str(error):
-            raise ValueError(f"{source} has no split {split!r}: {error}") from error
-        raise
-
-
 def main(argv: list[str] | None = None) -> MultimodalIndex:
     """Run the command line; returns the built index (also saved to ``--out``)."""
     args = parse_args(argv)
     started = time.perf_counter()
-    model = AutoModelForImageTextRetrieval.from_pretrained(args.model, revision=args.revision)
-    processor = MMHubProcessor.from_pretrained(args.model, revision=args.revision)
+    model, processor = load_model(args.model, args.revision, head=MMHubForImageTextRetrieval)
     data = load_split(args.dataset, args.dataset_config, args.split, args.streaming)
     num_rows = None
     if args.max_rows is not None:

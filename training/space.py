@@ -23,10 +23,10 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Sp
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 from mm_hub.hub import HubAuthError, HubUnavailableError, check_repo_id, hub_errors, resolve_token
+from mm_hub.loading import SPACE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PACKAGES = ("mm_hub", "training")
-SPACE_CONFIG = "space_config.json"
 # Transformers 5 needs Python 3.11+; the Space runs the version this project is developed and tested on.
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}" if sys.version_info >= (3, 11) else "3.11"
 

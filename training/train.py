@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,26 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from mm_hub import MMHubConfig, MMHubForImageTextClassification, MMHubForImageTextRetrieval, MMHubProcessor
+from mm_hub import (
+    CLASSIFICATION_TASK,
+    RETRIEVAL_TASK,
+    MMHubConfig,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+    MMHubProcessor,
+)
 from mm_hub._files import write_json
-from mm_hub.defaults import minilm_path
+from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
 from mm_hub.metrics import classification_metrics, multilabel_metrics, regression_metrics, retrieval_metrics
+from mm_hub.paths import minilm_path
 
 from .config import TrainConfig, load_json_or_file, resolve_config
 from .data import (
     SKIPPED,
     Collator,
-    Decoder,
     LabelInfo,
-    attach_decoder,
+    RowTransform,
+    attach_transform,
     build_augmentation,
     gather_objects,
     image_size_of,
@@ -66,61 +75,46 @@ DEFAULT_METRIC = {
 
 def build_processor(config: TrainConfig) -> MMHubProcessor:
     """Processor for random vision towers: the text model's tokenizer and a square ResNet-style image processor."""
-    tokenizer = AutoTokenizer.from_pretrained(config.text_model or minilm_path())
-    image_processor = ConvNextImageProcessor(size={"shortest_edge": config.image_size}, crop_pct=1.0)
-    return MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=config.max_length)
+    tokenizer = AutoTokenizer.from_pretrained(config.encoders.text_model or minilm_path())
+    image_processor = ConvNextImageProcessor(size={"shortest_edge": config.encoders.image_size}, crop_pct=1.0)
+    return MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=config.encoders.max_length)
 
 
-def model_kwargs(config: TrainConfig, labels: LabelInfo | None) -> dict[str, Any]:
-    """The `MMHubConfig` fields a run sets (architecture, freezing and labels)."""
-    kwargs = {
-        "fusion_type": config.fusion_type,
-        "fusion_hidden_size": config.fusion_hidden_size,
-        "fusion_num_layers": config.fusion_num_layers,
-        "fusion_num_heads": config.fusion_num_heads,
-        "lstm_hidden_size": config.lstm_hidden_size,
-        "lstm_num_layers": config.lstm_num_layers,
-        "projection_dim": config.projection_dim,
-        "dropout": config.dropout,
-        "initializer_range": config.initializer_range,
-        "freeze_vision_encoder": config.freeze_vision_encoder,
-        "freeze_text_encoder": config.freeze_text_encoder,
-    }
-    if labels is not None:
-        kwargs["problem_type"] = labels.problem_type
-        kwargs["num_labels"] = labels.num_labels
-        if labels.names:
-            kwargs["id2label"] = dict(enumerate(labels.names))
-            kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
+def label_kwargs(labels: LabelInfo | None) -> dict[str, Any]:
+    """The `MMHubConfig` fields the data decides: problem type, number of outputs and label names."""
+    if labels is None:
+        return {}
+    kwargs: dict[str, Any] = {"problem_type": labels.problem_type, "num_labels": labels.num_labels}
+    if labels.names:
+        kwargs["id2label"] = dict(enumerate(labels.names))
+        kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
     return kwargs
 
 
 def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn.Module, MMHubProcessor]:
     """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise."""
     head = MMHubForImageTextRetrieval if config.task == "retrieval" else MMHubForImageTextClassification
-    text_model = config.text_model or minilm_path()
-    kwargs = model_kwargs(config, labels)
-    vision_config = load_json_or_file(config.vision_config, "vision_config")
-    text_config = load_json_or_file(config.text_config, "text_config")
+    text_model = config.encoders.text_model or minilm_path()
+    kwargs = {**config.model_kwargs(), **label_kwargs(labels)}  # the `model:` section, as MMHubConfig takes it
+    vision_config, text_config = kwargs.pop("vision_config"), kwargs.pop("text_config")
     if vision_config is None and text_config is None:
         model, processor = head.from_vision_text_pretrained(
-            config.vision_model, text_model, text_encoder_type=config.text_encoder_type,
-            max_length=config.max_length, **kwargs,
+            config.encoders.vision_model, text_model, max_length=config.encoders.max_length, **kwargs
         )
         return _freeze_embeddings(model, config), processor
     processor = build_processor(config)
     if vision_config is None:  # pretrained vision weights, random text tower
-        vision = AutoModel.from_pretrained(config.vision_model)
+        vision = AutoModel.from_pretrained(config.encoders.vision_model)
         vision_cfg = vision.config
         from transformers import AutoImageProcessor
 
-        processor.image_processor = AutoImageProcessor.from_pretrained(config.vision_model)
+        processor.image_processor = AutoImageProcessor.from_pretrained(config.encoders.vision_model)
     else:
         vision = None
         vision_cfg = AutoConfig.for_model(**{"model_type": "resnet", **vision_config})
     tokenizer = processor.tokenizer
     embeddings = None
-    if config.text_encoder_type == "lstm":
+    if config.model.text_encoder_type == "lstm":
         embeddings = AutoModel.from_pretrained(text_model).get_input_embeddings().weight.detach()
         kwargs.update(vocab_size=embeddings.shape[0], lstm_embedding_size=embeddings.shape[1])
         text_cfg = None
@@ -130,8 +124,8 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
         text_cfg = AutoConfig.from_pretrained(text_model)
     model = head(
         MMHubConfig(
-            vision_config=vision_cfg, text_config=text_cfg, text_encoder_type=config.text_encoder_type,
-            vocab_size=kwargs.pop("vocab_size", len(tokenizer)), pad_token_id=tokenizer.pad_token_id or 0, **kwargs,
+            vision_config=vision_cfg, text_config=text_cfg, vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
+            pad_token_id=tokenizer.pad_token_id or 0, **kwargs,
         )
     )
     base = model.mm_hub
@@ -148,11 +142,11 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
 
 def _freeze_embeddings(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     """``--init-encoders-from`` (copy encoder weights), then ``--freeze-text-embeddings`` (fix the token table)."""
-    if config.init_encoders_from:
-        _copy_encoders(model, Path(config.init_encoders_from))
-    if config.freeze_text_embeddings:
+    if config.encoders.init_encoders_from:
+        _copy_encoders(model, Path(config.encoders.init_encoders_from))
+    if config.encoders.freeze_text_embeddings:
         encoder = model.mm_hub.text_encoder
-        table = encoder.embeddings if config.text_encoder_type == "lstm" else encoder.model.get_input_embeddings()
+        table = encoder.embeddings if config.model.text_encoder_type == "lstm" else encoder.model.get_input_embeddings()
         table.requires_grad_(False)
     return model
 
@@ -176,14 +170,14 @@ def _copy_encoders(model: torch.nn.Module, folder: Path) -> None:
 def pretrained_prefixes(config: TrainConfig) -> list[str]:
     """Parameter-name prefixes holding pretrained weights (they get ``encoder_learning_rate``): both whole encoders
     with ``--init-encoders-from`` (trained weights, whatever their config), else the towers loaded from the Hub."""
-    if config.init_encoders_from:
+    if config.encoders.init_encoders_from:
         return ["mm_hub.vision_encoder.", "mm_hub.text_encoder."]
     prefixes = []
-    if config.vision_config is None:
+    if config.model.vision_config is None:
         prefixes.append("mm_hub.vision_encoder.")
-    if config.text_encoder_type == "lstm":
+    if config.model.text_encoder_type == "lstm":
         prefixes.append("mm_hub.text_encoder.embeddings.")
-    elif config.text_config is None:
+    elif config.model.text_config is None:
         prefixes.append("mm_hub.text_encoder.")
     return prefixes
 
@@ -217,7 +211,7 @@ class MMHubTrainer(Trainer):
         recipe = self.recipe
         prefixes = pretrained_prefixes(recipe)
         new_lr = self.args.learning_rate  # the HPO search sets args.learning_rate per trial
-        encoder_lr = recipe.encoder_learning_rate
+        encoder_lr = recipe.train.encoder_learning_rate
         if encoder_lr is None:
             encoder_lr = new_lr / 10 if prefixes else new_lr
         decay = set(self.get_decay_parameter_names(model))
@@ -337,61 +331,68 @@ def compute_metrics_for(labels: LabelInfo):
 
 def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir: str, **overrides: Any) -> TrainingArguments:
     """`TrainingArguments` from the recipe (best-checkpoint selection needs matching eval and save strategies)."""
-    metric = config.metric_for_best_model or DEFAULT_METRIC["retrieval" if labels is None else labels.problem_type]
-    evaluates = config.eval_strategy != "no"
+    metric = config.train.metric_for_best_model or DEFAULT_METRIC["retrieval" if labels is None else labels.problem_type]
+    evaluates = config.train.eval_strategy != "no"
     kwargs = dict(
         output_dir=output_dir,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type=config.lr_scheduler_type,
-        label_smoothing_factor=config.label_smoothing if labels and labels.problem_type.startswith("single") else 0.0,
-        fp16=config.mixed_precision == "fp16",
-        bf16=config.mixed_precision == "bf16",
-        seed=config.seed,
-        data_seed=config.seed,
-        eval_strategy=config.eval_strategy,
-        save_strategy=config.eval_strategy if evaluates else "steps",
-        eval_steps=config.eval_steps,
-        save_steps=config.eval_steps,
-        save_total_limit=config.save_total_limit,
+        learning_rate=config.train.learning_rate,
+        weight_decay=config.train.weight_decay,
+        num_train_epochs=config.train.num_train_epochs,
+        max_steps=config.train.max_steps,
+        per_device_train_batch_size=config.train.batch_size,
+        per_device_eval_batch_size=config.train.eval_batch_size,
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        warmup_steps=config.train.warmup_ratio,
+        lr_scheduler_type=config.train.lr_scheduler_type,
+        label_smoothing_factor=config.train.label_smoothing if labels and labels.problem_type.startswith("single") else 0.0,
+        fp16=config.train.mixed_precision == "fp16",
+        bf16=config.train.mixed_precision == "bf16",
+        seed=config.train.seed,
+        data_seed=config.train.seed,
+        eval_strategy=config.train.eval_strategy,
+        save_strategy=config.train.eval_strategy if evaluates else "steps",
+        eval_steps=config.train.eval_steps,
+        save_steps=config.train.eval_steps,
+        save_total_limit=config.train.save_total_limit,
         load_best_model_at_end=evaluates,
         metric_for_best_model=metric,
         greater_is_better=not (metric.endswith("mse") or metric.endswith("mae") or "rank" in metric or "loss" in metric),
-        logging_steps=config.logging_steps,
-        dataloader_num_workers=config.dataloader_num_workers,
+        logging_steps=config.train.logging_steps,
+        dataloader_num_workers=config.train.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
-        report_to=config.report_to,
-        disable_tqdm=not config.progress,
+        report_to=config.train.report_to,
+        disable_tqdm=not config.train.progress,
         # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU; on a machine without an
         # accelerator, torchrun would otherwise start independent single-process runs that race on the output folder
         use_cpu=not torch.accelerator.is_available(),
         # Streamed data: each process reads the stream and keeps its share of every batch, instead of the first
         # process broadcasting batches (which holds only tensors, and our batches carry the skipped-row list).
-        accelerator_config={"dispatch_batches": False} if config.streaming else None,
+        accelerator_config={"dispatch_batches": False} if config.data.streaming else None,
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Run
+# The recipe
 # ------------------------------------------------------------------------------------------------------------------
 
+# Extensions of a run register here, so that this module never imports them (`training/__init__.py` imports them):
+# a recipe hook may replace the recipe before training (the hyper-parameter search), a trainer hook adjusts the final
+# trainer before it trains (training on cached encoder outputs).
+RECIPE_HOOKS: list[Callable[[Recipe], Recipe]] = []
+TRAINER_HOOKS: list[Callable[[Recipe, MMHubTrainer], None]] = []
 
-class Run:
-    """Data, labels, processor and collators of one recipe: what every trial and the final training share."""
+
+class Recipe:
+    """One training run: its config, data, labels, processor and collators (what every trial and the final training
+    share), the models and trainers built from them, and `train_and_save`."""
 
     def __init__(self, config: TrainConfig, built: tuple[torch.nn.Module, MMHubProcessor] | None = None):
         """``built``: a trained model and its processor to evaluate on this recipe's data, instead of a new model."""
         self.config = config
-        set_seed(config.seed)
+        set_seed(config.train.seed)
         self.train, self.eval, self.extra, base_dir, self.eval_split = load_splits(config)
         self.labels = None if config.task == "retrieval" else infer_labels(self.train, self.eval, config)
         model, self.processor = built or build_model(config, self.labels)
@@ -399,38 +400,35 @@ class Run:
         streamed = not hasattr(self.train, "__len__")
         retrieval = config.task == "retrieval"
         augmentation = build_augmentation(config, image_size_of(self.processor))
-        train_decoder = Decoder(base_dir, augmentation, sample_caption=retrieval, word_dropout=config.word_dropout)
-        eval_decoder = Decoder(base_dir)
-        self.train_collator = Collator(self.processor, config.task, self.labels, config.strict, "train",
-                                       train_decoder if streamed else None)
-        self.eval_collator = Collator(self.processor, config.task, self.labels, config.strict, "eval",
-                                      eval_decoder if streamed else None)
-        self.train = attach_decoder(self.train, train_decoder)
-        self.eval = attach_decoder(self.eval, eval_decoder)
-        self.extra = {name: attach_decoder(split, eval_decoder) for name, split in self.extra.items()}
+        train_rows = RowTransform(base_dir, augmentation, sample_caption=retrieval, word_dropout=config.data.word_dropout)
+        eval_rows = RowTransform(base_dir)
+        self.train_collator = Collator(self.processor, config.task, self.labels, config.data.strict, "train",
+                                       train_rows if streamed else None)
+        self.eval_collator = Collator(self.processor, config.task, self.labels, config.data.strict, "eval",
+                                      eval_rows if streamed else None)
+        self.train = attach_transform(self.train, train_rows)
+        self.eval = attach_transform(self.eval, eval_rows)
+        self.extra = {name: attach_transform(split, eval_rows) for name, split in self.extra.items()}
 
-    def model_init(self, trial: Any = None) -> torch.nn.Module:
-        """A fresh model (the first call returns the one built for the processor); trials override config fields."""
-        if self.first_model is not None and trial is None:
+    def new_model(self, config: TrainConfig | None = None) -> torch.nn.Module:
+        """A fresh model of this recipe (the first call returns the one built with the processor), or of ``config``
+        (a search trial's variant of it)."""
+        if config is None and self.first_model is not None:
             model, self.first_model = self.first_model, None
             return model
-        config = self.config
-        if trial is not None:
-            from .hpo import apply_trial
-
-            config = apply_trial(self.config, trial)
-        set_seed(config.seed)
+        config = config or self.config
+        set_seed(config.train.seed)
         return build_model(config, self.labels)[0]
 
     def trainer(self, output_dir: str, model_init: Any = None, **argument_overrides: Any) -> MMHubTrainer:
-        """A `MMHubTrainer` over this run's data (``model_init`` for searches, else the built model)."""
+        """A `MMHubTrainer` over this recipe's data (``model_init`` for searches, else a new model)."""
         config = self.config
         args = training_arguments(config, self.labels, output_dir, **argument_overrides)
         callbacks = []
-        if config.early_stopping_patience is not None:
-            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        if config.train.early_stopping_patience is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience))
         return MMHubTrainer(
-            model=None if model_init is not None else self.model_init(),
+            model=None if model_init is not None else self.new_model(),
             model_init=model_init,
             args=args,
             data_collator=self.train_collator,
@@ -451,43 +449,41 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _resume_path(config: TrainConfig) -> str | None:
-    if config.resume_from_checkpoint in (None, ""):
+    if config.train.resume_from_checkpoint in (None, ""):
         return None
-    if config.resume_from_checkpoint == "latest":
-        last = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
+    if config.train.resume_from_checkpoint == "latest":
+        last = get_last_checkpoint(config.train.output_dir) if os.path.isdir(config.train.output_dir) else None
         if last is None:
-            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint-* folder in {config.output_dir}.")
+            raise ValueError(f"--resume-from-checkpoint latest: no checkpoint-* folder in {config.train.output_dir}.")
         return last
-    if not os.path.isdir(config.resume_from_checkpoint):
-        raise ValueError(f"--resume-from-checkpoint {config.resume_from_checkpoint!r} is not a checkpoint folder.")
-    return config.resume_from_checkpoint
+    if not os.path.isdir(config.train.resume_from_checkpoint):
+        raise ValueError(f"--resume-from-checkpoint {config.train.resume_from_checkpoint!r} is not a checkpoint folder.")
+    return config.train.resume_from_checkpoint
 
 
-def evaluate_splits(trainer: MMHubTrainer, run: Run) -> dict[str, float]:
-    """The trainer's model scored on the run's eval split and its extra eval splits (keys prefixed by split)."""
+def evaluate_splits(trainer: MMHubTrainer, recipe: Recipe) -> dict[str, float]:
+    """The trainer's model scored on the recipe's eval split and its extra eval splits (keys prefixed by split)."""
     metrics = _metric_values(trainer.evaluate())
-    for name, split in run.extra.items():
+    for name, split in recipe.extra.items():
         metrics.update(_metric_values(trainer.evaluate(split, metric_key_prefix=name)))
     return metrics
 
 
-def train_and_save(run: Run) -> dict[str, float]:
+def train_and_save(recipe: Recipe) -> dict[str, float]:
     """Train, evaluate (eval + extra splits), save the model folder with its JSON reports; return the metrics."""
-    config = run.config
-    output = Path(config.output_dir)
-    trainer = run.trainer(str(output))
+    config = recipe.config
+    output = Path(config.train.output_dir)
+    trainer = recipe.trainer(str(output))
     if trainer.is_world_process_zero():
         config.save(output / "train_config.yaml")  # beside the checkpoints from the start
-    if config.cache_frozen_features:
-        from .features import train_on_encoded_split
-
-        train_on_encoded_split(trainer, run.train, run.train_collator, config.progress)
+    for hook in TRAINER_HOOKS:
+        hook(recipe, trainer)
     resume = _resume_path(config)
     if resume is not None:
-        run.train_collator.restore_skipped(resume)
+        recipe.train_collator.restore_skipped(resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = evaluate_splits(trainer, run)
-    skipped = {"train": run.train_collator.report(), "eval": run.eval_collator.report()}
+    metrics = evaluate_splits(trainer, recipe)
+    skipped = {"train": recipe.train_collator.report(), "eval": recipe.eval_collator.report()}
     for split, counts in skipped.items():
         if counts:
             logger.warning("Skipped %s rows of the %s split: %s", sum(counts.values()), split, counts)
@@ -495,59 +491,58 @@ def train_and_save(run: Run) -> dict[str, float]:
         trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
         write_json(output / "eval_results.json", metrics)
-        info = training_info(run, metrics, result.metrics, skipped, trainer.args.world_size)
+        info = training_info(recipe, metrics, result.metrics, skipped, trainer.args.world_size)
         write_json(output / "training_info.json", info)
         print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        if config.push_to_hub:
-            from mm_hub.hub import push_to_hub
-
-            commit = push_to_hub(str(output), config.hub_model_id, private=config.hub_private,
-                                 revision=config.hub_revision, commit_message=f"Train on {config.dataset}")
-            print(f"Pushed {output} to {config.hub_model_id} (commit {commit}).")
+        if config.hub.push_to_hub:
+            commit = push_to_hub(str(output), config.hub.hub_model_id, private=config.hub.hub_private,
+                                 revision=config.hub.hub_revision, commit_message=f"Train on {config.data.dataset}")
+            print(f"Pushed {output} to {config.hub.hub_model_id} (commit {commit}).")
     return metrics
 
 
-def training_info(run: Run, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict,
+# What the model card lists as a run's hyper-parameters.
+HYPERPARAMETERS = (
+    "learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps", "num_train_epochs",
+    "max_steps", "weight_decay", "label_smoothing", "warmup_ratio", "lr_scheduler_type", "fusion_type", "dropout",
+    "freeze_vision_encoder", "freeze_text_encoder", "freeze_text_embeddings", "text_encoder_type", "max_length",
+    "augment", "word_dropout", "seed", "mixed_precision",
+)
+
+
+def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict,
                   num_processes: int) -> dict[str, Any]:
-    """The ``training_info.json`` the model card reads (see the interfaces in the README)."""
-    config = run.config
-    hyperparameters = {
-        key: getattr(config, key)
-        for key in ("learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps",
-                    "num_train_epochs", "max_steps", "weight_decay", "label_smoothing", "warmup_ratio",
-                    "lr_scheduler_type", "fusion_type", "dropout", "freeze_vision_encoder", "freeze_text_encoder",
-                    "freeze_text_embeddings", "text_encoder_type", "max_length", "augment", "word_dropout", "seed",
-                    "mixed_precision")
-    }
-    vision = config.vision_model if config.vision_config is None else f"random init: {load_json_or_file(config.vision_config, 'vision_config')}"
-    text = config.text_model or minilm_path()
+    """The ``training_info.json`` the model card reads."""
+    config = recipe.config
+    values = config.flat()
+    vision_config = load_json_or_file(config.model.vision_config, "vision_config")
+    vision = config.encoders.vision_model if vision_config is None else f"random init: {vision_config}"
+    streamed_rows = config.train.max_steps * config.train.batch_size
     return {
-        "task": "image-text-retrieval" if config.task == "retrieval" else "image-text-classification",
-        "dataset": config.dataset,
-        "dataset_config": config.dataset_config,
-        "train_split": config.train_split,
-        "eval_split": run.eval_split,
-        "base_models": [vision, text],
-        "hyperparameters": hyperparameters,
+        "task": RETRIEVAL_TASK if config.task == "retrieval" else CLASSIFICATION_TASK,
+        "dataset": config.data.dataset,
+        "dataset_config": config.data.dataset_config,
+        "train_split": config.data.train_split,
+        "eval_split": recipe.eval_split,
+        "base_models": [vision, config.encoders.text_model or minilm_path()],
+        "hyperparameters": {key: values[key] for key in HYPERPARAMETERS},
         "metrics": metrics,
         "train_runtime_s": float(train_metrics.get("train_runtime", 0.0)),
-        "num_train_examples": len(run.train) if hasattr(run.train, "__len__") else config.max_steps * config.batch_size,
+        "num_train_examples": len(recipe.train) if hasattr(recipe.train, "__len__") else streamed_rows,
         "skipped_rows": skipped,
         "num_processes": num_processes,
     }
 
 
 def run_training(config: TrainConfig) -> dict[str, float]:
-    """Run one recipe end to end (search first with ``hpo_trials``); the library entry point behind the CLI."""
+    """Run one recipe end to end (its hooks first: a search with ``hpo_trials``); the entry point behind the CLI."""
     config.validate()
-    if config.torch_threads is not None:
-        torch.set_num_threads(config.torch_threads)
-    run = Run(config)
-    if config.hpo_trials > 0:
-        from .hpo import search
-
-        run = search(run)
-    return train_and_save(run)
+    if config.train.torch_threads is not None:
+        torch.set_num_threads(config.train.torch_threads)
+    recipe = Recipe(config)
+    for hook in RECIPE_HOOKS:
+        recipe = hook(recipe)
+    return train_and_save(recipe)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -556,10 +551,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return run_training(resolve_config(argv))
 
 
-if __name__ == "__main__":
-    from mm_hub.hub import HubAuthError, HubUnavailableError
-
+def cli() -> None:
+    """``python -m training.train``: `main`, with a one-line message instead of a traceback for bad input."""
     try:
         main()
-    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as error:  # a message, not a traceback
+    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as error:
         sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    # Run as a script this file is `__main__`, a second copy of `training.train`: the hooks (search, cached features)
+    # registered themselves with the imported module, so the command runs that one.
+    from training.train import cli as registered_cli
+
+    registered_cli()

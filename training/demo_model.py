@@ -3,13 +3,12 @@
 ``ensure_demo_model()`` is what the app falls back to when no model is configured. It trains the two presets twice,
 with stage-1 seeds 0 and 1, and serves the ensemble of the two (`training.ensemble`): single runs differ by points
 of held-out accuracy with the stage-1 seed, their average is steadier and better (README, "The demo model").
-Training happens in a temporary folder beside the cache entry and is moved into place with ``os.replace``, so an
-interrupted run never leaves a half-written model where the next call would pick it up.
+Training happens in a folder beside the cache entry that replaces it once complete, so an interrupted run never
+leaves a half-written model where the next call would pick it up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import shutil
@@ -20,15 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
+from mm_hub._files import folder_written_whole, write_text
+from mm_hub.paths import cache_dir as default_cache_dir
 
-from mm_hub.defaults import cache_dir as default_cache_dir
-
-from .config import TrainConfig
+from .config import TrainConfig, read_preset
 from .data import load_source
 from .ensemble import build_ensemble
 
-DEMO_PRESET = Path(__file__).parent / "configs" / "demo.yaml"
+DEMO_PRESET = Path(__file__).parent / "configs" / "demo_classifier.yaml"
 STAGE1_PRESET = Path(__file__).parent / "configs" / "demo_retrieval.yaml"
 DEMO_FOLDER = "demo-model"
 REQUIRED_FILES = ("config.json", "model.safetensors", "processor_config.json", "eval_results.json")
@@ -40,9 +38,9 @@ def demo_fingerprint() -> str:
     """Hash of what the cached demo model depends on: both presets, the member seeds, the model's code and the data
     generator. A cache entry made by an older mm_hub (different layers, weight names or data) is retrained instead
     of reused."""
-    import mm_hub.configuration_mm_hub as configuration
-    import mm_hub.fusion_mm_hub as fusion
-    import mm_hub.modeling_mm_hub as modeling
+    import mm_hub.model.configuration_mm_hub as configuration
+    import mm_hub.model.fusion_mm_hub as fusion
+    import mm_hub.model.modeling_mm_hub as modeling
     import mm_hub.shapes as shapes
 
     digest = hashlib.sha256()
@@ -57,13 +55,9 @@ def demo_fingerprint() -> str:
 def demo_config(
     output_dir: str | os.PathLike, progress: bool = True, preset: Path = DEMO_PRESET, **overrides: Any
 ) -> TrainConfig:
-    """A demo preset (stage 2 by default) as a `TrainConfig` writing to ``output_dir``; ``overrides`` replace values."""
-    values = yaml.safe_load(preset.read_text())
-    values.update(output_dir=str(output_dir), progress=progress, **overrides)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise ValueError(f"Unknown demo overrides {unknown}.")
-    return TrainConfig(**values)
+    """A demo preset (stage 2 by default) as a `TrainConfig` writing to ``output_dir``; ``overrides`` replace values
+    by field name (ValueError for an unknown one)."""
+    return read_preset(preset).replace(output_dir=str(output_dir), progress=progress, **overrides)
 
 
 def stage_configs(
@@ -109,11 +103,11 @@ def train_members(work: Path, progress: bool = True, stage1: dict | None = None,
         with ThreadPoolExecutor(1) as pool:
             # Render stage 2's shapes data once, here, while the members train stage 1: they (and the ensemble's
             # evaluation) then read it from the datasets cache instead of each rendering it again.
-            data = pool.submit(load_source, chains[0][1]) if chains[0][1].dataset == "shapes" else None
+            data = pool.submit(load_source, chains[0][1]) if chains[0][1].data.dataset == "shapes" else None
             run_side_by_side(chains)
             if data is not None:
                 data.result()
-    return [Path(second.output_dir) for _, second in chains]
+    return [Path(second.train.output_dir) for _, second in chains]
 
 
 def run_side_by_side(chains: list[list[TrainConfig]]) -> None:
@@ -132,14 +126,14 @@ def run_side_by_side(chains: list[list[TrainConfig]]) -> None:
     def run_chain(chain: list[TrainConfig]) -> None:
         recipes = []
         for config in chain:
-            recipes.append(Path(config.output_dir).with_name(Path(config.output_dir).name + ".yaml"))
+            recipes.append(Path(config.train.output_dir).with_name(Path(config.train.output_dir).name + ".yaml"))
             config.save(recipes[-1])
         with tempfile.TemporaryFile() as log:
-            output = None if chain[0].progress else log
+            output = None if chain[0].train.progress else log
             command = [sys.executable, "-c", script, *map(str, recipes)]
             if subprocess.run(command, env=env, stdout=output, stderr=output, check=False).returncode != 0:
                 failed = next((recipe for recipe, config in zip(recipes, chain)
-                               if not (Path(config.output_dir) / "config.json").is_file()), recipes[-1])
+                               if not (Path(config.train.output_dir) / "config.json").is_file()), recipes[-1])
                 log.seek(0)
                 raise RuntimeError(f"python -m training.train --config {failed} failed:\n"
                                    + log.read().decode(errors="replace")[-3000:])
@@ -163,7 +157,7 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
     """Folder of the trained demo model + processor, training it once (a few minutes on a CPU) when missing.
 
     Args:
-        cache_dir: where the ``demo-model`` folder lives; default ``mm_hub.defaults.cache_dir()``.
+        cache_dir: where the ``demo-model`` folder lives; default ``mm_hub.paths.cache_dir()``.
         progress: show the training progress bar in the terminal.
         **overrides: stage-2 preset values to change (e.g. ``max_steps=2`` for a smoke test), and ``stage1``: a
             dict of stage-1 values (``seed`` excepted: each member has its own); a model trained with overrides is
@@ -176,23 +170,13 @@ def ensure_demo_model(cache_dir: Path | None = None, progress: bool = True, **ov
     target = root / DEMO_FOLDER
     if is_complete(target):
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".demo-model-", dir=root))
-    try:
-        if progress:
-            print(f"Training the mm_hub demo model into {target} (once; later runs reuse it).", flush=True)
-        members = train_members(work, progress, **overrides)
-        model = work / "model"
-        build_ensemble(members, model, progress=progress)
-        (model / FINGERPRINT_FILE).write_text(demo_fingerprint() + "\n")
-        if target.exists() and not is_complete(target):
-            shutil.rmtree(target)  # debris of an older, interrupted layout
-        try:
-            os.replace(model, target)
-        except OSError:
-            if not is_complete(target):  # another process finished first: keep its model
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        print(f"Training the mm_hub demo model into {target} (once; later runs reuse it).", flush=True)
+    with folder_written_whole(target) as work:
+        members = train_members(work / "runs", progress, **overrides)
+        build_ensemble(members, work / "model", progress=progress)
+        for path in (work / "model").iterdir():  # the model's files only, not the runs behind it
+            path.rename(work / path.name)
+        shutil.rmtree(work / "runs")
+        write_text(work / FINGERPRINT_FILE, demo_fingerprint() + "\n")
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,14 +11,14 @@ from datasets import Dataset, IterableDataset, load_dataset
 
 from mm_hub.embeddings import embed_images, embed_texts, normalize
 from mm_hub.faiss_index import new_faiss_index
-from mm_hub.index import METADATA_FILE, MultimodalIndex
-from tests.helpers import tiny_processor
-from tests.index_helpers import catalogue, retrieval_model, save_model
+from mm_hub.search import METADATA_FILE, MultimodalIndex
+from tests.conftest import save_tiny_model, tiny_model, tiny_processor
+from tests.data import catalogue
 
 
 @pytest.fixture(scope="module")
 def model():
-    return retrieval_model(seed=0)
+    return tiny_model("retrieval", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_save_load_gives_the_same_results_and_a_hub_dataset_folder(index, model,
 
 
 def test_load_without_a_model_reloads_the_recorded_one(model, processor, rows, tmp_path):
-    model_dir = save_model(tmp_path / "model", seed=0)
+    model_dir = Path(save_tiny_model(tmp_path / "model", "retrieval", seed=0))
     built = MultimodalIndex.build(model, processor, rows, model_id=str(model_dir), progress=False)
     folder = built.save(tmp_path / "idx")
     loaded = MultimodalIndex.load(folder)
@@ -170,11 +171,11 @@ def test_streaming_dataset_gives_the_same_index(index, model, processor, rows):
 def test_mismatched_model_is_a_clear_error(index, processor, tmp_path):
     folder = index.save(tmp_path / "idx")
     with pytest.raises(ValueError, match="8-d embeddings but the query model makes 16-d"):
-        MultimodalIndex.load(folder, retrieval_model(seed=0, projection_dim=16), processor)
+        MultimodalIndex.load(folder, tiny_model("retrieval", seed=0, projection_dim=16), processor)
     with pytest.raises(ValueError, match="same config but different weights"):
-        MultimodalIndex.load(folder, retrieval_model(seed=1), processor)
+        MultimodalIndex.load(folder, tiny_model("retrieval", seed=1), processor)
     with pytest.raises(ValueError, match="config differs"):
-        index.attach_model(retrieval_model(seed=0, logit_scale_init_value=1.0), processor)
+        index.attach_model(tiny_model("retrieval", seed=0, logit_scale_init_value=1.0), processor)
     with pytest.raises(ValueError, match="has 16 dimensions; this index holds 8-d"):
         index.search_embedding(np.ones(16, dtype=np.float32), "image_embeds")
 

@@ -1,9 +1,5 @@
 """mm_hub models: image encoder + text encoder + fusion module, with classification and retrieval heads.
 
-This file travels with pushed models (``trust_remote_code``): it may import only third-party packages and
-same-folder relative modules (``from .configuration_mm_hub import ...``); the fusion modules live in
-``fusion_mm_hub.py``, which travels with it.
-
 Layout: encoders -> outputs -> pre-trained base -> base model -> heads.
 """
 
@@ -23,7 +19,7 @@ from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_mm_hub import MMHubConfig
+from .configuration_mm_hub import CLASSIFICATION_TASK, MMHubConfig, infer_problem_type
 from .fusion_mm_hub import FUSION_REGISTRY, SequenceFusion, build_fusion, masked_mean
 
 # --------------------------------------------------------------------------------------------------------------
@@ -423,13 +419,8 @@ class MMHubModel(MMHubPreTrainedModel):
 def classification_loss(config: MMHubConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss transformers' sequence-classification heads use, chosen by (and inferred into) `problem_type`."""
     num_labels = logits.shape[-1]
-    if config.problem_type is None:
-        if num_labels == 1:
-            config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            config.problem_type = "single_label_classification"
-        else:
-            config.problem_type = "multi_label_classification"
+    integer = labels.dtype in (torch.long, torch.int)
+    config.problem_type = infer_problem_type(config.problem_type, num_labels, integer)
     if config.problem_type == "regression":
         if num_labels == 1:
             return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
@@ -446,11 +437,11 @@ class ImageTextClassifierPreTrainedModel(MMHubPreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus the `image-text-classification` pipeline and its code, so that
         ``pipeline("image-text-classification", model=save_directory, trust_remote_code=True)`` works where mm_hub
         is not installed."""
-        from .pipeline_mm_hub import PIPELINE_TASK, ImageTextClassificationPipeline
+        from .pipeline_mm_hub import ImageTextClassificationPipeline
 
         # "AutoModel" resolves to this head through the auto_map written by `register_for_auto_class`.
         self.config.custom_pipelines = {
-            PIPELINE_TASK: {
+            CLASSIFICATION_TASK: {
                 "impl": f"pipeline_mm_hub.{ImageTextClassificationPipeline.__name__}",
                 "pt": ["AutoModel"],
                 "type": "multimodal",
@@ -503,10 +494,10 @@ class MMHubForImageTextClassification(ImageTextClassifierPreTrainedModel):
 
 def average_scores(config: MMHubConfig, logits: torch.Tensor) -> torch.Tensor:
     """(K, B, L) logits of K classifiers -> (B, L) logits of their average prediction: the log of the mean softmax
-    (single-label), the logit of the mean sigmoid (multi-label), or the mean value (regression, as
-    `classification_loss` infers it for one output)."""
-    problem = config.problem_type
-    if problem == "regression" or (problem is None and logits.shape[-1] == 1):
+    (single-label), the logit of the mean sigmoid (multi-label), or the mean value (regression; see
+    `infer_problem_type`)."""
+    problem = infer_problem_type(config.problem_type, logits.shape[-1])
+    if problem == "regression":
         return logits.mean(dim=0)
     if problem == "multi_label_classification":
         return torch.logit(torch.sigmoid(logits).mean(dim=0), eps=1e-7)

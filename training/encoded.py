@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import Trainer
 
 from .data import SKIPPED, Collator
+from .train import TRAINER_HOOKS, Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +108,12 @@ def train_on_encoded_split(trainer: Trainer, split: Any, collator: Collator, pro
     trainer.train_dataset = encoded
     trainer.data_collator = EncodedCollator(collator)
     return encoded
+
+
+def train_on_cached_features(recipe: Recipe, trainer: Trainer) -> None:
+    """The trainer hook: with ``--cache-frozen-features``, train on the encoders' stored outputs."""
+    if recipe.config.train.cache_frozen_features:
+        train_on_encoded_split(trainer, recipe.train, recipe.train_collator, recipe.config.train.progress)
+
+
+TRAINER_HOOKS.append(train_on_cached_features)

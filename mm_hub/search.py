@@ -10,7 +10,6 @@ Build it from a retrieval model (dual encoder) and its processor over any datase
 Each result is a dict with ``score`` (cosine similarity), ``row`` (row number in the dataset) and the dataset's
 own columns. Saved folders are Hub datasets: ``data/*.parquet`` (rows + embeddings), ``faiss/<column>.faiss``,
 ``mm_hub_index.json`` (model fingerprint, columns, index parameters) and a README card.
-Not a remote-code file: pushed models never import it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, IterableDataset
 
+from ._files import folder_written_whole, write_json
 from .embeddings import (
     EMBEDDING_COLUMNS,
     check_retrieval_model,
@@ -41,7 +40,6 @@ from .embeddings import (
     normalize,
     quiet_datasets,
 )
-from ._files import write_json
 from .faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
 
 logger = logging.getLogger(__name__)
@@ -386,22 +384,13 @@ class MultimodalIndex:
             The folder.
         """
         directory = Path(directory).resolve()
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            self._write(tmp)
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with folder_written_whole(directory) as work:
+            self._write(work)
         return directory
 
     def _write(self, folder: Path) -> None:
         """Parquet shards (images embedded as bytes, as `push_to_hub` does), FAISS files, metadata and card."""
-        from .index_card import index_card
+        from .cards import index_card
 
         (folder / "data").mkdir()
         with quiet_datasets():
@@ -556,4 +545,52 @@ def _column_matrix(rows: Dataset, column: str, ids: np.ndarray | None = None) ->
     return np.ascontiguousarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
 
 
-__all__ = ["METADATA_FILE", "MultimodalIndex"]
+def is_saved_index(path_or_repo_id: str) -> bool:
+    """Whether ``path_or_repo_id`` is a saved (folder) or pushed (Hub dataset) mm_hub index."""
+    if Path(path_or_repo_id).is_dir():
+        return (Path(path_or_repo_id) / METADATA_FILE).exists()
+    from huggingface_hub import file_exists
+
+    try:
+        return file_exists(path_or_repo_id, METADATA_FILE, repo_type="dataset")
+    except Exception:  # not a Hub id, unreachable Hub, ...: then it is treated as a plain dataset
+        return False
+
+
+def load_split(source: str, config: str | None = None, split: str = "train", streaming: bool = False) -> Any:
+    """One split of a dataset to index, as a `Dataset` or (``streaming``) an `IterableDataset`.
+
+    Args:
+        source: ``"shapes"`` (the built-in generated data, its retrieval variant; ``config`` is ``key=value,...``,
+            see `mm_hub.shapes.parse_shapes_config`), a `save_to_disk` folder (a single saved split counts as
+            ``train``), or anything `datasets.load_dataset` reads (a Hub id, a folder of data files).
+        config: the dataset configuration (load_dataset's ``name``).
+        split: the split to read.
+        streaming: stream instead of downloading.
+
+    Raises:
+        ValueError: a split the dataset does not have.
+    """
+    import datasets
+
+    if source == "shapes":
+        from .shapes import load_shapes
+
+        data = load_shapes(config, task="retrieval")
+    elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
+        data = datasets.load_from_disk(source)
+        if isinstance(data, datasets.Dataset):
+            data = datasets.DatasetDict({"train": data})
+    else:
+        try:
+            return datasets.load_dataset(source, config, split=split, streaming=streaming)
+        except ValueError as error:
+            if "Unknown split" in str(error) or "Bad split" in str(error):
+                raise ValueError(f"{source} has no split {split!r}: {error}") from error
+            raise
+    if split not in data:
+        raise ValueError(f"{source} has no split {split!r}; its splits are {sorted(data)}.")
+    return data[split].to_iterable_dataset() if streaming else data[split]
+
+
+__all__ = ["METADATA_FILE", "MultimodalIndex", "is_saved_index", "load_split"]

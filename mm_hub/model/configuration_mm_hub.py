@@ -1,8 +1,4 @@
-"""Configuration of mm_hub image+text fusion models.
-
-This file travels with pushed models (``trust_remote_code``): it may import only third-party packages and
-same-folder modules, and it must not import torch.
-"""
+"""Configuration of mm_hub image+text fusion models (no torch import: configs load without it)."""
 
 import sys
 
@@ -26,6 +22,23 @@ MINILM_KWARGS = {
 }
 TEXT_ENCODER_TYPES = ("transformer", "lstm")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+# The tasks of the heads, as pipelines and model cards name them.
+CLASSIFICATION_TASK = "image-text-classification"
+RETRIEVAL_TASK = "image-text-retrieval"
+
+
+def infer_problem_type(problem_type: str | None, num_labels: int, integer_labels: bool | None = None) -> str:
+    """The problem type a classifier is trained and read as: ``problem_type`` when set, else as transformers'
+    sequence-classification heads infer it: regression for one output, single-label classification for integer
+    labels (or when no labels are known), multi-label classification for float labels.
+
+    The one answer for the loss, the ensemble's averaging, the pipeline, the app and the model card.
+    """
+    if problem_type is not None:
+        return problem_type
+    if num_labels == 1:
+        return "regression"
+    return "multi_label_classification" if integer_labels is False else "single_label_classification"
 
 
 @strict
@@ -164,4 +177,4 @@ class MMHubConfig(PreTrainedConfig):
             raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}.")
 
 
-__all__ = ["MMHubConfig"]
+__all__ = ["CLASSIFICATION_TASK", "PROBLEM_TYPES", "RETRIEVAL_TASK", "MMHubConfig", "infer_problem_type"]

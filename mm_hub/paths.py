@@ -1,6 +1,4 @@
 """Locations of the pretrained parts mm_hub can use offline.
-
-Not a remote-code file: pushed models never import it.
 """
 
 from __future__ import annotations

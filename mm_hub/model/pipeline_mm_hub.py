@@ -1,7 +1,6 @@
 """``pipeline("image-text-classification")``: classify (image, text) pairs with an mm_hub classification model.
 
-This file travels with pushed models (``trust_remote_code``) and is named in their config's ``custom_pipelines``:
-third-party imports only.
+Named in saved configs' ``custom_pipelines``, so that transformers finds it where mm_hub is not installed.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 from transformers import Pipeline
 
-PIPELINE_TASK = "image-text-classification"
+from .configuration_mm_hub import infer_problem_type
 
 
 class ImageTextClassificationPipeline(Pipeline):
@@ -66,9 +65,10 @@ class ImageTextClassificationPipeline(Pipeline):
     def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int = 5) -> list[dict[str, Any]]:
         logits = model_outputs["logits"][0].float()
         config = self.model.config
-        if config.problem_type == "regression":
+        problem = infer_problem_type(config.problem_type, config.num_labels)
+        if problem == "regression":
             scores = logits
-        elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        elif problem == "multi_label_classification":
             scores = logits.sigmoid()
         else:
             scores = logits.softmax(dim=-1)
@@ -80,4 +80,4 @@ class ImageTextClassificationPipeline(Pipeline):
         return ranked[:top_k]
 
 
-__all__ = ["PIPELINE_TASK", "ImageTextClassificationPipeline"]
+__all__ = ["ImageTextClassificationPipeline"]

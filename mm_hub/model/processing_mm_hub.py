@@ -1,6 +1,7 @@
 """Processor of mm_hub models: an image processor (resize / crop / normalise) plus a pretrained tokenizer.
 
-This file travels with pushed models (``trust_remote_code``): third-party imports only.
+Also the one place that opens an image (`load_rgb_image`) and bounds what it may cost: the app, training and the
+search index all open images through it.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import datasets
+from datasets import Dataset
 
 from mm_hub.shapes import render_scene
+from tests.conftest import random_images
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VISION = '{"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8}'
@@ -101,3 +103,19 @@ def disk_dataset(root: Path, count: int = 16, corrupt: tuple[int, ...] = (), emp
     split = datasets.DatasetDict(train=full, validation=full.select(range(min(8, count))))
     split.save_to_disk(str(root))
     return root
+
+
+CATEGORIES = ("shoes", "hats", "bags")
+
+
+def catalogue(num_rows: int = 12) -> Dataset:
+    """Rows with ``image``, ``text``, ``category`` and ``price`` columns."""
+    colours = ("red", "green", "blue", "yellow")
+    return Dataset.from_dict(
+        {
+            "image": random_images(num_rows),
+            "text": [f"a {colours[i % 4]} item number {i}" for i in range(num_rows)],
+            "category": [CATEGORIES[i % 3] for i in range(num_rows)],
+            "price": [float(10 + i) for i in range(num_rows)],
+        }
+    )

@@ -1,0 +1,211 @@
+"""Write `benchmarks/README.md`, and the summary table of the project README, from the `results_*.json` files.
+
+    python -m benchmarks.report            # rewrite both from the JSON files
+    python -m benchmarks.report --check    # exit 1 when either is out of date (a test runs this)
+
+Every number either page shows comes from one JSON file written by the benchmark that measured it, so each has one
+traceable source; the pages are never edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+PAGE = HERE / "README.md"
+SUMMARY_START, SUMMARY_END = "<!-- benchmarks:summary -->", "<!-- /benchmarks:summary -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = HERE / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _params(params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if k not in ("index_type", "dim")}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "exact"
+
+
+def _conditions(results: dict[str, Any]) -> str:
+    before, after = results.get("load_average_before"), results.get("load_average_after")
+    load = f"; load average {before[0]:.1f} before, {after[0]:.1f} after" if before and after else ""
+    return f"`{results['command']}` on {results['machine']}, {results['threads']} threads{load}."
+
+
+def _index_table(rows: list[dict[str, Any]], build: bool) -> list[str]:
+    """A markdown table of index benchmark rows (with the build time and memory columns when ``build``)."""
+    extra = ("build", "index memory") if build else ()
+    columns = ("vectors", "index", "params", *extra, "query p50 / p95 (1 thread)", "batch QPS", "recall@10")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" if c in ("index", "params") else "---:"
+                                                             for c in columns) + "|"]
+    for row in rows:
+        cells = [f"{row['num_vectors']:,}", row["index_type"], _params(row["params"])]
+        if build:
+            cells += [f"{row['build_s']:.1f} s", f"{row['index_mib']:.0f} MiB"]
+        cells += [f"{row['query_ms_p50']:.2f} / {row['query_ms_p95']:.1f} ms", f"{row['batch_qps']:,.0f}",
+                  f"{row['recall@10']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def index_section(results: dict[str, Any], ef_sweep: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "## Search at scale",
+        "",
+        f"FAISS indexes over {results['dim']}-d unit vectors in {results['clusters']:,} overlapping clusters, "
+        f"{results['queries']:,} held-out queries; recall@10 against the exact (`flat`) top 10. "
+        + _conditions(results) + " Raw numbers: `results_index.json`.",
+        "",
+        *_index_table(results["results"], build=True),
+    ]
+    if ef_sweep:
+        lines += [
+            "",
+            "HNSW's query-time `ef_search` on one graph (built with `ef_construction=40`): "
+            + _conditions(ef_sweep) + " Raw numbers: `results_index_hnsw_1m.json`.",
+            "",
+            *_index_table(ef_sweep["results"], build=False),
+        ]
+    return lines
+
+
+SCORES = (("preset_eval", "eval"), ("preset_heldout", "held-out"), ("draw_eval", "fresh eval"),
+          ("draw_heldout", "fresh held-out"))
+
+
+def demo_section(ensembles: dict[str, Any] | None, seeds: dict[str, Any] | None) -> list[str]:
+    lines = [
+        "## The demo model over seeds",
+        "",
+        "Accuracy of the demo recipe's runs (members) and of averaged pairs of runs on the preset's eval and held-out "
+        "splits, and on a fresh draw of the shapes data (`python -m benchmarks.bench_demo_ensembles`; "
+        "`docs/demo-model.md` explains the recipe).",
+    ]
+    if ensembles:
+        size = ensembles["draw_size"]
+        lines += [
+            "",
+            f"Fresh draw: dataset seed {ensembles['draw_seed']}, {size:,} eval and {size:,} held-out captions. "
+            "Raw numbers: `results_demo_ensembles.json`.",
+            "",
+            "| models | split | min | mean | max | at least 95 % |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for kind, label in (("members", "single runs"), ("pairs", "pairs of runs")):
+            count = len(ensembles[kind])
+            for key, split in SCORES:
+                stats = ensembles["summary"][kind][key]
+                lines.append(f"| {count} {label} | {split} | {_pct(stats['min'])} | {_pct(stats['mean'])} | "
+                             f"{_pct(stats['max'])} | {stats['at_least_95']} of {count} |")
+    if seeds:
+        lines += [
+            "",
+            "Single runs by (stage-1 seed, stage-2 seed) (`python -m benchmarks.bench_demo_seeds`; raw numbers: "
+            "`results_demo_seeds.json`):",
+            "",
+            "| stage-1 seed | stage-2 seed | " + " | ".join(split for _, split in SCORES) + " |",
+            "|---:|---:|" + "---:|" * len(SCORES),
+        ]
+        for run in seeds["runs"]:
+            lines.append(f"| {run['stage1_seed']} | {run['stage2_seed']} | "
+                         + " | ".join(_pct(run[key]) for key, _ in SCORES) + " |")
+    return lines
+
+
+def load_section(load: dict[str, Any]) -> list[str]:
+    return [
+        "## The app under load",
+        "",
+        f"{load['clients']} concurrent `gradio_client` clients x {load['requests'] // load['clients']} `/classify` "
+        f"requests against the app on {load['model']}, clients and app on one machine. "
+        + _conditions(load) + " Raw numbers: `results_app_load.json`.",
+        "",
+        "| requests | errors | p50 | p95 | max | requests/s |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {load['requests']} | {load['errors']} | {load['p50_s']:.2f} s | {load['p95_s']:.2f} s | "
+        f"{load['max_s']:.2f} s | {load['throughput_rps']:.1f} |",
+    ]
+
+
+def page() -> str:
+    """The whole of `benchmarks/README.md`."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m benchmarks.report` from the `results_*.json` files in this folder; each script here "
+        "writes one of them (its command is in the file). Times are from shared machines: compare numbers of one "
+        "file, not across files.",
+        "",
+    ]
+    sections = []
+    index = _load("results_index.json")
+    if index:
+        sections.append(index_section(index, _load("results_index_hnsw_1m.json")))
+    ensembles, seeds = _load("results_demo_ensembles.json"), _load("results_demo_seeds.json")
+    if ensembles or seeds:
+        sections.append(demo_section(ensembles, seeds))
+    load = _load("results_app_load.json")
+    if load:
+        sections.append(load_section(load))
+    for section in sections:
+        lines += section + [""]
+    return "\n".join(lines)
+
+
+def summary() -> str:
+    """The project README's benchmark table: the headline numbers, each with its source."""
+    rows = ["| what | measured | source |", "|---|---|---|"]
+    ensembles = _load("results_demo_ensembles.json")
+    if ensembles:
+        held = ensembles["summary"]["pairs"]["preset_heldout"]
+        rows.append(f"| demo model (pairs of runs), held-out accuracy | {_pct(held['min'])} to {_pct(held['max'])}, "
+                    f"mean {_pct(held['mean'])} | `results_demo_ensembles.json` |")
+    index = _load("results_index.json")
+    for row in (index or {}).get("results", []):
+        if row["num_vectors"] == max(r["num_vectors"] for r in index["results"]) and row["index_type"] != "flat":
+            rows.append(f"| search, {row['num_vectors']:,} vectors, `{row['index_type']}` | p50 "
+                        f"{row['query_ms_p50']:.2f} ms (1 thread), recall@10 {row['recall@10']:.3f} | "
+                        "`results_index.json` |")
+    load = _load("results_app_load.json")
+    if load:
+        rows.append(f"| app, {load['clients']} concurrent clients | {load['errors']} errors in {load['requests']}, "
+                    f"p50 {load['p50_s']:.2f} s, {load['throughput_rps']:.1f} requests/s | `results_app_load.json` |")
+    return "\n".join(rows)
+
+
+def readme_with_summary(text: str) -> str:
+    """``text`` (the project README) with the table between the summary markers replaced."""
+    if SUMMARY_START not in text or SUMMARY_END not in text:
+        raise ValueError(f"README.md has no {SUMMARY_START} ... {SUMMARY_END} block for the benchmark summary.")
+    head, rest = text.split(SUMMARY_START, 1)
+    return head + SUMMARY_START + "\n" + summary() + "\n" + SUMMARY_END + rest.split(SUMMARY_END, 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or, with ``--check``, compare) both pages; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a page differs from the JSON files")
+    args = parser.parse_args(argv)
+    wanted = {PAGE: page(), README: readme_with_summary(README.read_text())}
+    stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
+    if args.check:
+        for path in stale:
+            print(f"{path} is out of date: run python -m benchmarks.report", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(wanted[path])
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Find and load a saved or pushed mm_hub model: which one to serve, and the one loader every caller uses.
+
+Model resolution for the app (first that is set wins): an explicit model id / path (the app's ``--model`` flag) >
+the ``MM_HUB_MODEL`` (and ``MM_HUB_REVISION``) environment variables > a ``space_config.json`` beside ``app.py``
+(``{"model": "org/name", "revision": "main" or null}``, written by the Space command) > the built-in demo model.
+
+`load_model` loads weights from safetensors only (never a pickle) and turns every failure into one `ModelLoadError`
+whose message a person starting the app understands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoConfig
+
+from .model.modeling_mm_hub import (
+    MMHubEnsembleForImageTextClassification,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+)
+from .model.processing_mm_hub import MMHubProcessor
+
+# Written by the Space command beside app.py, read by the app: {"model": "org/name", "revision": ... or null}.
+SPACE_CONFIG = "space_config.json"
+# The heads a saved config's `architectures` can name; anything else loads as the classifier.
+HEADS = {cls.__name__: cls for cls in (MMHubForImageTextRetrieval, MMHubEnsembleForImageTextClassification)}
+
+
+class ModelLoadError(OSError):
+    """The model could not be found, reached or read: one message for the person who asked for it."""
+
+
+@dataclass
+class ModelSource:
+    """Where the app's model comes from: ``model`` None means the built-in demo model."""
+
+    model: str | None
+    revision: str | None = None
+    origin: str = "demo"  # "argument" | "env" | "space_config" | "demo"
+
+
+def resolve_model_source(
+    model: str | None = None, revision: str | None = None, app_dir: str | os.PathLike | None = None
+) -> ModelSource:
+    """Pick the model to serve: ``model`` argument > ``$MM_HUB_MODEL`` > ``app_dir/space_config.json`` > demo.
+
+    Raises:
+        ModelLoadError: ``space_config.json`` exists but is not a JSON object with a string ``"model"``.
+    """
+    if model:
+        return ModelSource(model, revision, "argument")
+    if os.environ.get("MM_HUB_MODEL"):
+        return ModelSource(os.environ["MM_HUB_MODEL"], revision or os.environ.get("MM_HUB_REVISION") or None, "env")
+    config_path = Path(app_dir) / SPACE_CONFIG if app_dir is not None else None
+    if config_path is not None and config_path.exists():
+        try:
+            data = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ModelLoadError(f"{config_path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
+            raise ModelLoadError(
+                f'{config_path} must be a JSON object like {{"model": "org/name", "revision": null}}, got {data!r}.'
+            )
+        return ModelSource(data["model"], revision or data.get("revision") or None, "space_config")
+    return ModelSource(None, None, "demo")
+
+
+def _load_error_message(model_id: str, revision: str | None, error: BaseException) -> str:
+    """One readable paragraph: what failed, why (the first line of the cause), and what to check."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return (
+        f"Could not load the model {model_id!r} (revision {revision or 'main'!r}): {type(error).__name__}: {reason}\n"
+        f"Check that the Hub id or local folder is right and holds an mm_hub model, that the revision exists, that "
+        f"this machine can reach {endpoint} (or has the model in its cache), and, for a private repo, that HF_TOKEN "
+        "is set."
+    )
+
+
+def _endpoint_reachable(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether the Hub answers at all (any HTTP status counts); one quick try, no retries."""
+    request = urllib.request.Request(endpoint, method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # refused, unresolvable, timed out, malformed URL
+        return False
+    return True
+
+
+def _offline_fallback(model_id: str, revision: str | None) -> bool:
+    """For a Hub id: True when the Hub cannot be reached but the model is cached (load it from the cache).
+
+    Checked up front because the Hub client retries an unreachable endpoint with backoff for ~30 s before failing;
+    a person starting the app gets the answer in seconds instead.
+
+    Raises:
+        ModelLoadError: the Hub cannot be reached and the model is not in the cache.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(model_id).is_dir() or constants.HF_HUB_OFFLINE or _endpoint_reachable(constants.ENDPOINT):
+        return False
+    if isinstance(try_to_load_from_cache(model_id, "config.json", revision=revision), str):
+        return True
+    raise ModelLoadError(
+        f"Could not load the model {model_id!r} (revision {revision or 'main'!r}): cannot reach {constants.ENDPOINT} "
+        "and the model is not in the local cache. Check the network (or HF_ENDPOINT), or pass a local folder."
+    )
+
+
+def load_model(
+    model_id: str | os.PathLike,
+    revision: str | None = None,
+    token: str | None = None,
+    head: type | tuple[type, ...] | None = None,
+) -> tuple[
+    MMHubForImageTextClassification | MMHubEnsembleForImageTextClassification | MMHubForImageTextRetrieval,
+    MMHubProcessor,
+]:
+    """Load a saved or pushed mm_hub model, in eval mode, and its processor: the one loader of the library, the app,
+    the index and the ensemble command. mm_hub's own classes load (no code from the repo runs) and weights come from
+    safetensors only.
+
+    Args:
+        model_id: a Hub id (``org/name``) or a local folder.
+        revision: branch, tag or commit of a Hub model.
+        token: for private repos (default: the saved / ``HF_TOKEN`` one).
+        head: the class (or classes) the caller needs; default: the head named in the config's ``architectures``.
+
+    Raises:
+        ModelLoadError: the id/folder does not exist, cannot be reached, is not an mm_hub model, or holds another
+            head than ``head``.
+    """
+    model_id = str(model_id)
+    hub_kwargs = {"revision": revision, "token": token, "local_files_only": _offline_fallback(model_id, revision)}
+    try:
+        config = AutoConfig.from_pretrained(model_id, **hub_kwargs)
+    except Exception as error:  # hub, network and file errors come in many types; the user needs one message
+        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
+    if config.model_type != "mm_hub":
+        raise ModelLoadError(
+            f"{model_id!r} is a {config.model_type!r} model; mm_hub loads image+text models of model_type 'mm_hub'."
+        )
+    saved = next((HEADS[name] for name in config.architectures or [] if name in HEADS), MMHubForImageTextClassification)
+    wanted = head if isinstance(head, tuple) else (head,) if head is not None else (saved,)
+    if saved not in wanted:
+        raise ModelLoadError(
+            f"{model_id!r} holds an {saved.__name__}; this needs {' or '.join(cls.__name__ for cls in wanted)}."
+        )
+    try:
+        model = saved.from_pretrained(model_id, use_safetensors=True, **hub_kwargs)
+        processor = MMHubProcessor.from_pretrained(model_id, **hub_kwargs)
+    except Exception as error:
+        raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
+    return model.eval(), processor
+
+
+def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) -> str | None:
+    """The commit a Hub model was loaded from (the name of its cached snapshot folder; no network call); None for
+    local folders."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if Path(model_id).is_dir():
+        return None
+    cached = try_to_load_from_cache(str(model_id), "config.json", revision=revision)
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+__all__ = ["SPACE_CONFIG", "ModelLoadError", "ModelSource", "load_model", "resolve_model_source", "resolved_commit"]

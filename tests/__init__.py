@@ -1,0 +1,1 @@
+"""mm_hub tests: a package, so that test modules import the shared factories from `tests.conftest`."""

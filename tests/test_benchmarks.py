@@ -1,0 +1,26 @@
+"""The benchmark scripts run (small) and the pages generated from their results are up to date."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks import report
+from benchmarks.bench_index import main as bench_index
+
+
+def test_index_benchmark_runs_small_and_writes_its_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench_index(["--sizes", "3000", "--dim", "32", "--clusters", "50", "--queries", "40", "--latency-queries", "10",
+                 "--out", str(out)])
+    assert "| recall@10 |" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert {row["index_type"] for row in results["results"]} == {"flat", "ivf", "hnsw"}
+    assert all(0.0 <= row["recall@10"] <= 1.0 for row in results["results"])
+    assert next(row for row in results["results"] if row["index_type"] == "flat")["recall@10"] == 1.0
+
+
+def test_benchmark_pages_are_generated_from_the_json_files():
+    assert report.main(["--check"]) == 0, "run: python -m benchmarks.report"
+    page = report.PAGE.read_text()
+    for name in ("results_index.json", "results_demo_ensembles.json"):
+        assert name in page
