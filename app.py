@@ -1,4 +1,4 @@
-"""mm_hub Gradio app: classify, explain and search with an image+text model from the Hub or a local folder.
+"""mm_hub Gradio app: classify, explain, describe and search with an image+text model from the Hub or a folder.
 
     python app.py                                   # the built-in demo model (trained once, then cached)
     python app.py --model org/name --revision main  # a pushed model (or a local folder)
@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ def _user_errors(fn):
 
 
 def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) -> gr.Blocks:
-    """Lay out the Classify / Explain / Search tabs around ``predictor``; the queue limits concurrent model calls.
+    """Lay out the Classify / Explain / Describe / Search tabs around ``predictor`` (each shown when the model can do
+    it); the queue limits concurrent model calls.
 
     A request can name any path, so the predictor is confined to files in Gradio's upload folder and the examples'
     folders (`Predictor.allowed_dirs`).
@@ -90,6 +92,14 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
         heat = "" if result.heatmap is not None else " This fusion has no image attention, so no heatmap."
         summary = f"Prediction **{result.predicted}**. Top label with {tops}. Word importance: {method}.{heat}"
         return result.heatmap, result.words, table, summary
+
+    def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
+        """What the model writes about the image: a caption, or the answer to the question (streamed)."""
+        try:
+            yield from predictor.describe_stream(image, question, max_new_tokens)
+        except InputError as error:
+            logger.info("/describe refused: %s", error)
+            raise gr.Error(str(error), print_exception=False) from None
 
     @_user_errors
     def search_text(query: str, k: float) -> list[tuple[Any, str]]:
@@ -135,6 +145,21 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                 )
                 if examples:
                     gr.Examples(examples, [ex_image, ex_text])
+            with gr.Tab("Describe", visible=predictor.can_generate):
+                room = getattr(predictor.config, "decoder_max_positions", 64) - 2
+                with gr.Row():
+                    with gr.Column():
+                        describe_image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                                                  label="Image")
+                        question = gr.Textbox(label="Question (leave empty for a caption)", lines=1,
+                                              placeholder="what colour is the circle?")
+                        new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens")
+                        describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
+                    written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
+                describe_button.click(describe, [describe_image, question, new_tokens], written, api_name="describe",
+                                      **shared)
+                if examples:
+                    gr.Examples([[path, ""] for path, _ in examples], [describe_image, question])
             with gr.Tab("Search", visible=predictor.can_search):
                 k = gr.Slider(1, 20, value=6, step=1, label="Results")
                 with gr.Row():

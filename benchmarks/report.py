@@ -121,6 +121,28 @@ def demo_section(ensembles: dict[str, Any] | None, seeds: dict[str, Any] | None)
     return lines
 
 
+def captioning_section(results: dict[str, Any]) -> list[str]:
+    metrics = results["metrics"]
+    rows = []
+    for split, label in (("eval", "eval"), ("heldout", "held-out pairs")):
+        values = [metrics.get(f"{split}_{name}") for name in ("structural_f1", "exact_match", "bleu4", "cider")]
+        if values[0] is not None:
+            rows.append(f"| {label} | {values[0]:.3f} | {_pct(values[1])} | {values[2]:.3f} | {values[3]:.2f} |")
+    return [
+        "## Captioning",
+        "",
+        f"`{results['preset']}` from a fresh process and an empty datasets cache ({results['train_rows']:,} scenes "
+        f"rendered, one epoch, evaluation by writing): {results['wall_s']:.0f} s in all, {results['train_runtime_s']:.0f} s "
+        "of them training. Structural F1 compares the (colour, shape, position) triples a caption states with the "
+        "scene's; held-out scenes hold colour+shape pairs no training scene holds. " + _conditions(results)
+        + " Raw numbers: `results_captioning.json`.",
+        "",
+        "| split | structural F1 | exact match | BLEU-4 | CIDEr |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def load_section(load: dict[str, Any]) -> list[str]:
     return [
         "## The app under load",
@@ -153,6 +175,9 @@ def page() -> str:
     ensembles, seeds = _load("results_demo_ensembles.json"), _load("results_demo_seeds.json")
     if ensembles or seeds:
         sections.append(demo_section(ensembles, seeds))
+    captioning = _load("results_captioning.json")
+    if captioning:
+        sections.append(captioning_section(captioning))
     load = _load("results_app_load.json")
     if load:
         sections.append(load_section(load))
@@ -169,6 +194,12 @@ def summary() -> str:
         held = ensembles["summary"]["pairs"]["preset_heldout"]
         rows.append(f"| demo model (pairs of runs), held-out accuracy | {_pct(held['min'])} to {_pct(held['max'])}, "
                     f"mean {_pct(held['mean'])} | `results_demo_ensembles.json` |")
+    captioning = _load("results_captioning.json")
+    if captioning:
+        metrics = captioning["metrics"]
+        rows.append(f"| captioning preset: structural F1 eval / held-out pairs, time | "
+                    f"{metrics['eval_structural_f1']:.3f} / {metrics['heldout_structural_f1']:.3f}, "
+                    f"{captioning['wall_s']:.0f} s | `results_captioning.json` |")
     index = _load("results_index.json")
     for row in (index or {}).get("results", []):
         if row["num_vectors"] == max(r["num_vectors"] for r in index["results"]) and row["index_type"] != "flat":

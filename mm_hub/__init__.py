@@ -6,12 +6,13 @@ pipeline registry, and marks them for `register_for_auto_class` so saved or push
 
 from collections import OrderedDict
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .model.configuration_mm_hub import CLASSIFICATION_TASK, RETRIEVAL_TASK, MMHubConfig
+from .model.configuration_mm_hub import CLASSIFICATION_TASK, GENERATION_TASK, RETRIEVAL_TASK, MMHubConfig
+from .model.generation_mm_hub import MMHubForConditionalGeneration
 from .model.modeling_mm_hub import (
     FUSION_REGISTRY,
     ImageTextClassifierOutput,
@@ -50,7 +51,11 @@ def _register() -> None:
     AutoConfig.register(MMHubConfig.model_type, MMHubConfig, exist_ok=True)
     # A tuple: `AutoModel` picks the class named in the saved config's `architectures` (the base model for a
     # fresh config), so it returns the same head with mm_hub installed as the auto_map gives without it.
-    AutoModel.register(MMHubConfig, (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval), exist_ok=True)
+    AutoModel.register(
+        MMHubConfig, (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval, MMHubForConditionalGeneration), exist_ok=True
+    )
+    # transformers' own image-text-to-text pipeline serves the generation head (and loads it through this class).
+    AutoModelForImageTextToText.register(MMHubConfig, MMHubForConditionalGeneration, exist_ok=True)
     AutoModelForImageTextClassification.register(MMHubConfig, CLASSIFIERS, exist_ok=True)
     AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)
@@ -63,7 +68,7 @@ def _register() -> None:
     # Saved folders map "AutoModel" to the class that saved them, so `AutoModel.from_pretrained(path,
     # trust_remote_code=True)` returns the head that was trained, on a machine without mm_hub.
     MMHubConfig.register_for_auto_class()
-    for model_class in (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval):
+    for model_class in (MMHubModel, *CLASSIFIERS, MMHubForImageTextRetrieval, MMHubForConditionalGeneration):
         model_class.register_for_auto_class("AutoModel")
     MMHubProcessor.register_for_auto_class()
 
@@ -73,6 +78,7 @@ _register()
 __all__ = [
     "FUSION_REGISTRY",
     "CLASSIFICATION_TASK",
+    "GENERATION_TASK",
     "RETRIEVAL_TASK",
     "AutoModelForImageTextClassification",
     "AutoModelForImageTextRetrieval",
@@ -81,6 +87,7 @@ __all__ = [
     "ImageTextRetrievalOutput",
     "MMHubConfig",
     "MMHubEnsembleForImageTextClassification",
+    "MMHubForConditionalGeneration",
     "MMHubForImageTextClassification",
     "MMHubForImageTextRetrieval",
     "MMHubModel",

@@ -15,16 +15,19 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .model.configuration_mm_hub import CLASSIFICATION_TASK, RETRIEVAL_TASK, infer_problem_type
+from .model.configuration_mm_hub import CLASSIFICATION_TASK, GENERATION_TASK, RETRIEVAL_TASK, infer_problem_type
 from .paths import MINILM_HUB_ID, minilm_path
 
 CLASSIFICATION = "MMHubForImageTextClassification"
 RETRIEVAL = "MMHubForImageTextRetrieval"
 ENSEMBLE = "MMHubEnsembleForImageTextClassification"
+GENERATION = "MMHubForConditionalGeneration"
 # The Hub has no "image + text -> label" pipeline tag: "other" is the honest one; dual encoders are listed with
-# the CLIP family.
-PIPELINE_TAGS = {CLASSIFICATION: "other", ENSEMBLE: "other", RETRIEVAL: "zero-shot-image-classification"}
-TASKS = {CLASSIFICATION: CLASSIFICATION_TASK, ENSEMBLE: CLASSIFICATION_TASK, RETRIEVAL: RETRIEVAL_TASK}
+# the CLIP family; generators are transformers' image-text-to-text task.
+PIPELINE_TAGS = {CLASSIFICATION: "other", ENSEMBLE: "other", RETRIEVAL: "zero-shot-image-classification",
+                 GENERATION: GENERATION_TASK}
+TASKS = {CLASSIFICATION: CLASSIFICATION_TASK, ENSEMBLE: CLASSIFICATION_TASK, RETRIEVAL: RETRIEVAL_TASK,
+         GENERATION: GENERATION_TASK}
 FUSION_PROSE = {
     "concat": "late fusion: the pooled image and text embeddings are projected, concatenated and mixed by an MLP",
     "gated": "a gated multimodal unit: a learned sigmoid gate weighs the projected image and text embeddings",
@@ -124,6 +127,19 @@ processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
 With mm_hub installed, leave `trust_remote_code` out: `import mm_hub` registers its classes, and no code from the
 repo runs (`AutoModel.from_pretrained("{repo_id}")`).
 """
+    if architecture == GENERATION:
+        return load + f"""
+Describe an image, or answer a question about it, with transformers' own pipeline (add `trust_remote_code=True`
+without mm_hub; `text=""` asks for a caption):
+
+```python
+from transformers import pipeline
+
+describe = pipeline("{GENERATION_TASK}", model="{repo_id}")
+describe(images="photo.jpg", text="", max_new_tokens=32)
+describe(images="photo.jpg", text="what colour is the circle?", return_full_text=False)
+```
+"""
     if architecture == RETRIEVAL:
         return load + """
 Embed images and texts into one space and rank by cosine similarity:
@@ -195,7 +211,8 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     fusion = config.get("fusion_type", "concat")
     vision, text = _encoders(config)
     params = count_parameters(folder)
-    head = "a retrieval dual encoder (contrastive loss)" if architecture == RETRIEVAL else "a classification head"
+    head = {RETRIEVAL: "a retrieval dual encoder (contrastive loss)",
+            GENERATION: "a text decoder that writes captions and answers"}.get(architecture, "a classification head")
     intro = f"An mm_hub image + text model with {head}:"
     if architecture == ENSEMBLE:
         intro = (f"An mm_hub ensemble of {config.get('ensemble_size')} image + text classifiers trained apart, whose"
@@ -222,6 +239,11 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
         problem = infer_problem_type(config.get("problem_type"), len(config.get("id2label") or {}))
         lines.append(f"| Problem type | {problem} |")
         lines.append(f"| Labels | {', '.join(f'`{label}`' for label in labels)} |")
+    elif architecture == GENERATION:
+        written = config.get("decoder_vocab")
+        vocab = f"{len(written)} tokens (those of its training targets)" if written else "the tokenizer's vocabulary"
+        lines.append(f"| Decoder | {config.get('decoder_num_layers')} layers, width {config.get('decoder_hidden_size')},"
+                     f" writes {vocab}, at most {config.get('decoder_max_positions')} tokens |")
     else:
         lines.append(f"| Embedding size | {config.get('projection_dim')} |")
     lines += ["", "## Training", ""]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
+from .model.generation_mm_hub import MMHubForConditionalGeneration
 from .model.modeling_mm_hub import (
     MMHubEnsembleForImageTextClassification,
     MMHubForImageTextClassification,
@@ -29,7 +30,10 @@ from .model.processing_mm_hub import MMHubProcessor
 # Written by the Space command beside app.py, read by the app: {"model": "org/name", "revision": ... or null}.
 SPACE_CONFIG = "space_config.json"
 # The heads a saved config's `architectures` can name; anything else loads as the classifier.
-HEADS = {cls.__name__: cls for cls in (MMHubForImageTextRetrieval, MMHubEnsembleForImageTextClassification)}
+HEADS = {
+    cls.__name__: cls
+    for cls in (MMHubForImageTextRetrieval, MMHubEnsembleForImageTextClassification, MMHubForConditionalGeneration)
+}
 
 
 class ModelLoadError(OSError):
@@ -122,7 +126,10 @@ def load_model(
     token: str | None = None,
     head: type | tuple[type, ...] | None = None,
 ) -> tuple[
-    MMHubForImageTextClassification | MMHubEnsembleForImageTextClassification | MMHubForImageTextRetrieval,
+    MMHubForImageTextClassification
+    | MMHubEnsembleForImageTextClassification
+    | MMHubForImageTextRetrieval
+    | MMHubForConditionalGeneration,
     MMHubProcessor,
 ]:
     """Load a saved or pushed mm_hub model, in eval mode, and its processor: the one loader of the library, the app,

@@ -1,10 +1,12 @@
-"""Evaluation metrics of mm_hub tasks: classification, multi-label, regression and image-text retrieval.
+"""Evaluation metrics of mm_hub tasks: classification, multi-label, regression, image-text retrieval and generation.
 
-Plain numpy / scikit-learn functions returning flat ``{name: float}`` dicts, the format of ``eval_results.json``.
+Plain functions returning flat ``{name: float}`` dicts, the format of ``eval_results.json``. Caption metrics come
+from the COCO caption evaluation code (`pycocoevalcap`), not re-implemented here.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -119,3 +121,61 @@ def retrieval_metrics(
 
 
 __all__ = ["RECALL_KS", "classification_metrics", "multilabel_metrics", "regression_metrics", "retrieval_metrics"]
+
+
+def _caption_words(text: str) -> str:
+    """Lower case, punctuation removed, words separated by single spaces: how the COCO evaluation compares
+    captions (its Java tokenizer does the same), so case and punctuation never count as errors."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def generation_metrics(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> dict[str, float]:
+    """``bleu4`` and ``cider`` (COCO caption evaluation, over the whole split), ``exact_match`` (share of predictions
+    equal to a reference) and, where the references describe shapes scenes, the structural scores of
+    `structural_metrics`.
+
+    Args:
+        predictions: (N,) generated texts.
+        references: (N,) a reference text, or a list of references, per prediction.
+
+    Raises:
+        ValueError: different numbers of predictions and references, or none.
+        ImportError: `pycocoevalcap` is not installed (it is in requirements.txt).
+    """
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"Got {len(predictions)} predictions for {len(references)} references; need as many, >0.")
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+    except ImportError as error:
+        raise ImportError("Caption metrics need pycocoevalcap: pip install pycocoevalcap") from error
+    refs = {i: [_caption_words(r) for r in ([ref] if isinstance(ref, str) else ref)] for i, ref in enumerate(references)}
+    hyps = {i: [_caption_words(prediction)] for i, prediction in enumerate(predictions)}
+    bleu, _ = Bleu(4).compute_score(refs, hyps, verbose=0)
+    cider, _ = Cider().compute_score(refs, hyps)
+    metrics = {
+        "bleu4": float(bleu[3]),
+        "cider": float(cider),
+        "exact_match": float(np.mean([hyps[i][0] in refs[i] for i in hyps])),
+    }
+    flat = [ref if isinstance(ref, str) else ref[0] for ref in references]
+    return {**metrics, **structural_metrics(predictions, flat)}
+
+
+def structural_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """For captions of the built-in shapes data: the (colour, shape, position) triples a generated caption states,
+    against those of the scene's own caption, counted over the split (``structural_precision`` / ``_recall`` /
+    ``_f1``). Empty when no reference states a triple (another dataset)."""
+    from .shapes import caption_triples
+
+    predicted = [caption_triples(text) for text in predictions]
+    true = [caption_triples(text) for text in references]
+    total_true = sum(len(t) for t in true)
+    if total_true == 0:
+        return {}
+    hits = sum(len(p & t) for p, t in zip(predicted, true))
+    total_predicted = sum(len(p) for p in predicted)
+    precision = hits / total_predicted if total_predicted else 0.0
+    recall = hits / total_true
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {"structural_precision": precision, "structural_recall": recall, "structural_f1": f1}

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,11 @@ class Predictor:
         return hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")
 
     @property
+    def can_generate(self) -> bool:
+        """True for generation heads (they write text: captions, answers)."""
+        return bool(getattr(self.config, "is_encoder_decoder", False)) and hasattr(self.model, "generate")
+
+    @property
     def problem_type(self) -> str:
         """``single_label_classification``, ``multi_label_classification`` or ``regression`` (see
         `infer_problem_type` for a config without one)."""
@@ -194,10 +199,10 @@ class Predictor:
             "model": self.model_id,
             "revision": self.revision or "main",
             "commit": self.commit,
-            "head": "retrieval" if self.can_embed and not self.can_classify else "classification",
+            "head": "generation" if self.can_generate else "retrieval" if self.can_embed else "classification",
             "ensemble_size": getattr(config, "ensemble_size", 1),
             "problem_type": self.problem_type if self.can_classify else None,
-            "fusion_type": config.fusion_type if self.can_classify else "none (dual encoder)",
+            "fusion_type": "none (dual encoder)" if self.can_embed else config.fusion_type,
             "vision_encoder": vision_desc,
             "text_encoder": text_desc,
             "labels": self.labels if self.can_classify else [],
@@ -336,6 +341,68 @@ class Predictor:
         """Image -> the ``k`` indexed texts that match best: ``[{"score", "row", "image", "caption"}, ...]``."""
         self._require_index()
         return [self._hit(hit) for hit in self.index.search_image(self.read_image(image), k=check_k(k))]
+
+    # ---- generation --------------------------------------------------------------------------------------------
+
+    def _generation_inputs(self, image: Any, question: Any, max_new_tokens: Any) -> dict[str, Any]:
+        """The checked arguments of `generate` for one image and an optional question."""
+        if not self.can_generate:
+            raise InputError("This model does not write text (it has no decoder); load a generation model to describe "
+                             "images.")
+        rgb = self.read_image(image)
+        prompt = None if question is None or (isinstance(question, str) and not question.strip()) else question
+        inputs = self.processor(images=[rgb], text=None if prompt is None else [check_text(prompt, "question")])
+        prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 2
+        room = self.config.decoder_max_positions - prompt_length
+        if max_new_tokens is None:
+            max_new_tokens = room
+        if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
+            max_new_tokens = int(max_new_tokens)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= room:
+            raise InputError(f"The number of new tokens must be a whole number from 1 to {room} (this model writes at "
+                             f"most {self.config.decoder_max_positions} tokens, question included), got "
+                             f"{max_new_tokens!r}.")
+        return {**inputs, "max_new_tokens": max_new_tokens, "do_sample": False}
+
+    def describe(self, image: Any, question: Any = None, max_new_tokens: Any = None) -> str:
+        """What the model writes about ``image``: a caption, or the answer to ``question`` (greedy decoding, at most
+        ``max_new_tokens`` tokens; default: as many as the model may write).
+
+        Raises:
+            InputError: bad image or question, a ``max_new_tokens`` the model cannot write, or a model without a
+                decoder.
+        """
+        text = ""
+        for text in self.describe_stream(image, question, max_new_tokens):
+            pass
+        return text
+
+    def describe_stream(self, image: Any, question: Any = None, max_new_tokens: Any = None) -> Iterator[str]:
+        """`describe`, as the text so far after each new token (the model writes in a background thread)."""
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        kwargs = self._generation_inputs(image, question, max_new_tokens)
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self.model.generate(**kwargs, streamer=streamer)
+            except Exception as error:  # re-raised below, in the caller's thread
+                failure.append(error)
+                streamer.end()
+
+        worker = Thread(target=write, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.strip()
+        worker.join()
+        if failure:
+            raise failure[0]
 
     # ---- classification ----------------------------------------------------------------------------------------
 

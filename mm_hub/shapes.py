@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,8 @@ POSITIONS = ("left", "center", "right")
 HELDOUT_PAIRS = frozenset({("red", "triangle"), ("green", "circle"), ("blue", "square"), ("yellow", "triangle")})
 TRAIN_PAIRS = [(colour, shape) for colour in COLOURS for shape in SHAPES if (colour, shape) not in HELDOUT_PAIRS]
 LABELS = ["mismatch", "match"]
-TASKS = ("classification", "retrieval")
+TASKS = ("classification", "retrieval", "captioning")
+COLUMNS = {"classification": ("text", "label"), "retrieval": ("captions",), "captioning": ("caption", "question", "answer")}
 BACKGROUND = (245, 245, 245)
 
 
@@ -234,6 +236,44 @@ def _retrieval_captions(rng: random.Random, scene: list[ShapeSpec], num_captions
     return captions
 
 
+def scene_caption(scene: list[ShapeSpec]) -> str:
+    """The full description of a scene the captioning variant writes: every shape, left to right
+    (``"a red circle on the left and a blue square on the right"``)."""
+    ordered = sorted(scene, key=lambda spec: POSITIONS.index(spec.position))
+    return " and ".join(spec.caption(True) for spec in ordered)
+
+
+def _question(rng: random.Random, scene: list[ShapeSpec]) -> tuple[str, str]:
+    """A question about the scene with its short answer: what is at a position ("nothing" when empty), the colour of
+    the one shape of a kind, or the kind of the one shape of a colour."""
+    kinds, colours = [s.shape for s in scene], [s.colour for s in scene]
+    options = ["position"]
+    options += ["colour"] * any(kinds.count(k) == 1 for k in kinds)
+    options += ["shape"] * any(colours.count(c) == 1 for c in colours)
+    kind = rng.choice(options)
+    if kind == "colour":
+        spec = rng.choice([s for s in scene if kinds.count(s.shape) == 1])
+        return f"what colour is the {spec.shape}?", spec.colour
+    if kind == "shape":
+        spec = rng.choice([s for s in scene if colours.count(s.colour) == 1])
+        return f"which shape is {spec.colour}?", spec.shape
+    position = rng.choice(POSITIONS)
+    where = "in the center" if position == "center" else f"on the {position}"
+    found = [s for s in scene if s.position == position]
+    return f"what is {where}?", found[0].caption(False) if found else "nothing"
+
+
+_TRIPLE = re.compile(
+    rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (?:on the (left|right)|in the (center))\b"
+)
+
+
+def caption_triples(text: str) -> set[tuple[str, str, str]]:
+    """The (colour, shape, position) triples a caption states in full (``"a red circle on the left"``); phrases that
+    leave out the colour, the shape or the position are not counted."""
+    return {(colour, shape, side or center) for colour, shape, side, center in _TRIPLE.findall(text.lower())}
+
+
 def make_shapes_dataset(
     num_train: int = 2000,
     num_eval: int = 400,
@@ -252,7 +292,10 @@ def make_shapes_dataset(
         image_size: side of the square images in pixels.
         seed: seeds scenes, captions and rendering.
         task: ``"classification"``: columns ``image``, ``text``, ``label`` (ClassLabel ``["mismatch", "match"]``,
-            balanced); ``"retrieval"``: columns ``image``, ``captions`` (``captions_per_image`` true captions each).
+            balanced); ``"retrieval"``: columns ``image``, ``captions`` (``captions_per_image`` true captions each);
+            ``"captioning"``: columns ``image``, ``caption`` (the full description, `scene_caption`), ``question``
+            and ``answer`` (a question about the scene and its short answer). Its ``train`` and ``eval`` scenes hold
+            no held-out pair; each ``heldout`` scene holds one.
         captions_per_image: captions per scene of the retrieval variant.
         heldout_object_rate: retrieval variant only: the probability that a shape of a ``train`` / ``eval`` scene is
             a held-out pair (then described by its colour or its shape alone). With 0 those splits never show one.
@@ -282,10 +325,7 @@ def make_shapes_dataset(
         if size == 0:
             continue
         rng = random.Random(seed * 1000 + offset)
-        rows: dict[str, list] = {"image": [], "text": [], "label": []} if task == "classification" else {
-            "image": [],
-            "captions": [],
-        }
+        rows: dict[str, list] = {"image": [], **{name: [] for name in COLUMNS[task]}}
         for index in range(size):
             render_seed = rng.randrange(2**31)
             if task == "classification":
@@ -293,17 +333,22 @@ def make_shapes_dataset(
                 scene, caption = _classification_example(rng, split == "heldout", match, partial_caption_rate)
                 rows["text"].append(caption)
                 rows["label"].append(int(match))
+            elif split == "heldout":
+                scene = _random_scene(rng, must_include=rng.choice(sorted(HELDOUT_PAIRS)))
             else:
-                if split == "heldout":
-                    scene = _random_scene(rng, must_include=rng.choice(sorted(HELDOUT_PAIRS)))
-                else:
-                    scene = _random_scene(rng, heldout_rate=heldout_object_rate)
+                scene = _random_scene(rng, heldout_rate=heldout_object_rate if task == "retrieval" else 0.0)
+            if task == "retrieval":
                 rows["captions"].append(_retrieval_captions(rng, scene, captions_per_image, split == "heldout"))
+            elif task == "captioning":
+                question, answer = _question(rng, scene)
+                rows["caption"].append(scene_caption(scene))
+                rows["question"].append(question)
+                rows["answer"].append(answer)
             rows["image"].append(render_scene(scene, image_size=image_size, seed=render_seed))
-        features = {"image": datasets.Image()}
+        features = {"image": datasets.Image(), **{name: datasets.Value("string") for name in COLUMNS[task]}}
         if task == "classification":
-            features.update(text=datasets.Value("string"), label=datasets.ClassLabel(names=LABELS))
-        else:
+            features["label"] = datasets.ClassLabel(names=LABELS)
+        elif task == "retrieval":
             features["captions"] = datasets.List(datasets.Value("string"))
         splits[split] = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
     if not splits:
@@ -373,9 +418,11 @@ __all__ = [
     "POSITIONS",
     "SHAPES",
     "ShapeSpec",
+    "caption_triples",
     "load_shapes",
     "make_shapes_dataset",
     "parse_shapes_config",
     "render_scene",
+    "scene_caption",
     "shapes_cache_folder",
 ]

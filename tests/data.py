@@ -14,6 +14,7 @@ from datasets import Dataset
 
 from mm_hub.shapes import render_scene
 from tests.conftest import random_images
+from training.config import read_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VISION = '{"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8}'
@@ -39,6 +40,25 @@ def tiny_flags(output_dir: Path, *extra: str, text: str = "transformer") -> list
     else:
         flags += ["--text-encoder-type", "lstm"]
     return flags + list(extra)
+
+
+def readme_line_flags(args: list[str]) -> list[str]:
+    """Tiny-model flags appended to a README ``training.train`` line (so they win) that keep the line's own
+    --output-dir (or its preset's) and --seed; a preset on the shapes data gets 16 scenes at 32 px."""
+    output = args[args.index("--output-dir") + 1] if "--output-dir" in args else preset_output_dir(args)
+    flags = [*tiny_flags(Path(output)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
+    if "--seed" in args:
+        at = flags.index("--seed")
+        del flags[at : at + 2]
+    preset = read_preset(args[args.index("--config") + 1]) if "--config" in args else None
+    if preset is not None and preset.data.dataset == "shapes" and "--dataset" not in args:
+        flags += ["--dataset-config", "num_train=16,num_eval=8,num_heldout=8,image_size=32"]
+    return flags
+
+
+def preset_output_dir(args: list[str]) -> str:
+    """The output_dir a preset writes to when the line does not name one (relative: inside the test's folder)."""
+    return read_preset(args[args.index("--config") + 1]).train.output_dir
 
 
 def torchrun_train(args: list[str], port: int) -> None:

@@ -65,8 +65,9 @@ def _tab_visibility(demo: gr.Blocks) -> dict[str, bool]:
 def test_named_endpoints_and_tabs(served):
     demo, client = served
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/classify", "/explain", "/search", "/search_image"} <= set(endpoints)
-    assert _tab_visibility(demo) == {"Classify": True, "Explain": True, "Search": False}  # a classifier cannot embed
+    assert {"/classify", "/explain", "/describe", "/search", "/search_image"} <= set(endpoints)
+    # a classifier neither writes nor embeds
+    assert _tab_visibility(demo) == {"Classify": True, "Explain": True, "Describe": False, "Search": False}
 
 
 def test_classify_endpoint_matches_the_predictor(served, model_dir, image_path):
@@ -120,7 +121,7 @@ def test_retrieval_app_searches_and_refuses_to_classify(tmp_path, image_path, mo
     monkeypatch.delenv("MM_HUB_DATASET", raising=False)
     demo = launch(app.create_demo(model=save_tiny_model(tmp_path / "retrieval", head="retrieval")))
     try:
-        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Search": True}
+        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": False, "Search": True}
         client = Client(demo.local_url, verbose=False)
         gallery = client.predict("a red circle on the left", 4, api_name="/search")
         assert len(gallery) == 4 and all(Path(item["image"]).exists() and item["caption"] for item in gallery)
@@ -132,6 +133,28 @@ def test_retrieval_app_searches_and_refuses_to_classify(tmp_path, image_path, mo
             client.predict("  ", 3, api_name="/search")
     finally:
         demo.close()
+
+
+def test_a_generation_model_describes_images_through_the_api(tmp_path, image_path, served):
+    folder = save_tiny_model(tmp_path / "generator", "generation")
+    demo = launch(app.create_demo(model=folder))
+    try:
+        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": True, "Search": False}
+        client = Client(demo.local_url, verbose=False)
+        local = Predictor.from_pretrained(folder)
+        for question in ("", "what colour is the circle?"):
+            written = client.predict(handle_file(image_path), question, 5, api_name="/describe")
+            assert written == local.describe(image_path, question, 5)
+        for question, tokens, message in (("", 0, "whole number from 1 to 30"), ("", 31, "from 1 to 30"),
+                                          ("x" * (MAX_TEXT_CHARS + 1), 5, "limit is")):
+            with pytest.raises(AppError, match=message):
+                client.predict(handle_file(image_path), question, tokens, api_name="/describe")
+        with pytest.raises(AppError, match="only images uploaded to this app"):
+            client.predict({"path": "/etc/hostname"}, "", 5, api_name="/describe")
+    finally:
+        demo.close()
+    with pytest.raises(AppError, match="does not write text"):  # the classifier app has no decoder
+        served[1].predict(handle_file(image_path), "", 5, api_name="/describe")
 
 
 def test_demo_attribute_is_built_from_the_environment(model_dir, monkeypatch):
@@ -232,16 +255,17 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
             assert "app.py" in line, line
             run_command(shlex.split(line), monkeypatch)
         assert len(served) == 2
-        namespace: dict = {}  # one session: the second snippet uses the first one's imports
-        for block in readme_code_blocks("app"):
-            for old, new in ports.items():
-                block = block.replace(old, new)
-            exec(compile(block, "README.md[app]", "exec"), namespace)
+        (block,) = readme_code_blocks("app")
+        for old, new in ports.items():
+            block = block.replace(old, new)
+        namespace: dict = {}
+        exec(compile(block, "README.md[app]", "exec"), namespace)
     finally:
         for demo in served.values():
             demo.close()
     printed = capsys.readouterr().out
-    assert namespace["prediction"]["label"] in LABELS.values() and "Prediction **" in printed
+    assert namespace["prediction"]["label"] in LABELS.values() and namespace["prediction"]["label"] in printed
+    assert namespace["summary"].startswith("Prediction **")
     assert [w["token"] for w in namespace["words"]] == ["a", "red", "circle", "on", "the", "left"]
     assert sorted(row[0] for row in namespace["ablation"]["data"]) == ["match", "mismatch"]
     assert printed.count(" · ") >= 3  # the three search hits ("score · caption") were printed

@@ -24,3 +24,11 @@ def test_benchmark_pages_are_generated_from_the_json_files():
     page = report.PAGE.read_text()
     for name in ("results_index.json", "results_demo_ensembles.json"):
         assert name in page
+
+
+def test_captioning_benchmark_runs_the_preset_quickly():
+    from benchmarks.bench_captioning import main as bench_captioning
+
+    results = bench_captioning(["--quick"])
+    assert results["train_rows"] == 16 and results["wall_s"] > results["train_runtime_s"] > 0
+    assert {"eval_structural_f1", "heldout_structural_f1", "eval_bleu4", "eval_cider"} <= set(results["metrics"])

@@ -1,7 +1,10 @@
-"""Runs the README's "Use it from Python" section as written, with its Hub ids served by the local test Hub."""
+"""Runs the README's "Use it from Python" and "Describe images" sections as written, with their Hub ids served by the
+local test Hub."""
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -9,8 +12,12 @@ import torch
 from huggingface_hub import HfApi
 from transformers import ConvNextImageProcessor, ResNetModel
 
+from mm_hub import MMHubForImageTextClassification
 from mm_hub.paths import minilm_path
-from tests.conftest import assert_same_outputs, readme_code_blocks, tiny_vision_config
+from tests.conftest import assert_same_outputs, readme_code_blocks, readme_commands, tiny_vision_config
+from tests.data import readme_line_flags
+from training.config import read_preset
+from training.train import main
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
@@ -45,9 +52,36 @@ def test_usage_section_runs(readme_hub_models, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "'label': 'm" in printed and "'score'" in printed
     assert namespace["logits"].shape == (1, 2)
-    assert namespace["image_embeds"].shape == namespace["text_embeds"].shape == (1, 256)
+    assert type(namespace["reloaded"]) is MMHubForImageTextClassification
     saved = {p.name for p in Path("my-mm-model").iterdir()}
     assert {"config.json", "model.safetensors", "modeling_mm_hub.py", "pipeline_mm_hub.py", "processor_config.json"} <= saved
     with torch.no_grad():
         again = namespace["reloaded"](**namespace["inputs"]).logits
     assert_same_outputs(again, namespace["logits"])
+
+
+def test_generate_section_runs(readme_hub_models, tmp_path, monkeypatch, capsys):
+    (block,) = readme_code_blocks("generate")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md[generate]", "exec"), namespace)
+    assert torch.isfinite(namespace["loss"])
+    prompt = namespace["processor"](images=namespace["image"], text="what colour is it?")["input_ids"]
+    ids = namespace["ids"]  # the decoder's prefix ([CLS] prompt [SEP]), then at most 8 new tokens
+    assert torch.equal(ids[:, : prompt.shape[1]], prompt) and prompt.shape[1] < ids.shape[1] <= prompt.shape[1] + 8
+    assert {"generation_config.json", "generation_mm_hub.py", "processor_config.json"} <= {
+        p.name for p in Path("my-describer").iterdir()}
+    assert "'generated_text'" in capsys.readouterr().out
+
+    lines = readme_commands("generate")
+    assert len(lines) == 2
+    for line in lines:  # the captioning preset, then the same recipe answering questions: tiny sizes, 16 scenes
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "training.train"], line
+        main([*argv[3:], *readme_line_flags(argv[3:]), "--decoder-hidden-size", "16", "--decoder-num-heads", "2"])
+    for folder, columns in (("outputs/captioning", [None, "caption"]), ("outputs/answers", ["question", "answer"])):
+        info = json.loads(Path(folder, "training_info.json").read_text())
+        recipe = read_preset(Path(folder, "train_config.yaml"))
+        assert info["task"] == "image-text-to-text" and [recipe.data.text_column, recipe.data.target_column] == columns
+        assert {"eval_bleu4", "eval_cider", "heldout_bleu4"} <= set(info["metrics"])
+    assert "eval_structural_f1" in json.loads(Path("outputs/captioning/eval_results.json").read_text())

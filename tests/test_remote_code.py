@@ -14,10 +14,11 @@ import torch
 from mm_hub import (
     FUSION_REGISTRY,
     MMHubEnsembleForImageTextClassification,
+    MMHubForConditionalGeneration,
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
 )
-from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_processor
+from tests.conftest import TEXT_ENCODER_TYPES, random_images, save_tiny_model, tiny_config, tiny_processor, tokenizer
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
@@ -103,3 +104,43 @@ def test_saved_models_load_without_mm_hub(tmp_path):
             best = int(logits[0].argmax())
             assert entry["pipeline"][0]["label"] == "abc"[best]
             assert entry["pipeline"][0]["score"] == pytest.approx(logits[0].softmax(-1)[best].item(), abs=1e-5)
+
+
+GENERATION_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["mm_hub"] = None
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    folder, image_path, question = sys.argv[1:]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+    image = Image.open(image_path)
+    sequences = model.generate(**processor(images=[image], text=[question]), max_new_tokens=5, num_beams=2)
+    describe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+    (answer,) = describe(images=image, text=question, max_new_tokens=5, num_beams=2, return_full_text=False)
+    print("RESULTS" + json.dumps({"sequences": sequences.tolist(), "answer": answer["generated_text"].strip(),
+                                  "pipeline_model": type(describe.model).__module__}))
+    """
+)
+
+
+def test_a_saved_generator_writes_the_same_text_without_mm_hub(tmp_path):
+    folder = save_tiny_model(tmp_path / "generator", "generation", text_encoder_type="lstm")
+    image_path = str(tmp_path / "image.png")
+    random_images(1)[0].save(image_path)
+    question = "what colour is the circle?"
+    model = MMHubForConditionalGeneration.from_pretrained(folder)
+    processor = tiny_processor()
+    expected = model.generate(**processor(images=[image_path], text=[question]), max_new_tokens=5, num_beams=2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", GENERATION_SCRIPT, folder, image_path, question], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS", 1)[1])
+    assert results["sequences"] == expected.tolist()
+    assert results["pipeline_model"].startswith("transformers_modules")
+    prompt_length = processor(text=[question])["input_ids"].shape[1]
+    assert results["answer"] == tokenizer().decode(expected[0, prompt_length:], skip_special_tokens=True)

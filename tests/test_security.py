@@ -333,25 +333,34 @@ def test_push_cli_without_the_hub_is_one_line(tmp_path, cause):
 # ---- pipeline() with mm_hub installed --------------------------------------------------------------------------------
 
 
+PIPELINE_CALLS = {  # head: (the pipeline, where its model must come from, a call)
+    "classification": ("image-text-classification", "mm_hub.model.modeling_mm_hub",
+                       "pipe({'image': Image.new('RGB', (32, 32), 'red'), 'text': 'a red square'}, top_k=1)"),
+    "generation": ("image-text-to-text", "mm_hub.model.generation_mm_hub",
+                   "pipe(images=Image.new('RGB', (32, 32), 'red'), text='what colour?', max_new_tokens=3)"),
+}
+
+
 @pytest.mark.slow
-def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub_server, hub_repo_id):
-    folder = Path(save_tiny_model(tmp_path / "model"))
-    for name in ("pipeline_mm_hub.py", "modeling_mm_hub.py", "configuration_mm_hub.py", "processing_mm_hub.py"):
+@pytest.mark.parametrize("head", sorted(PIPELINE_CALLS))
+def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub_server, hub_repo_id, head):
+    folder = Path(save_tiny_model(tmp_path / "model", head))
+    for name in sorted(path.name for path in folder.glob("*.py")):
         with open(folder / name, "a") as handle:  # a hostile repo: its code would announce itself, then fail
             handle.write(f"\nprint('REPO CODE RAN: {name}')\nraise SystemExit(3)\n")
     HfApi().create_repo(hub_repo_id)
     HfApi().upload_folder(repo_id=hub_repo_id, folder_path=str(folder))
+    task, module, call = PIPELINE_CALLS[head]
     script = (
         "import mm_hub\nfrom transformers import pipeline\nfrom PIL import Image\n"
-        f"classifier = pipeline('image-text-classification', model={hub_repo_id!r})\n"
-        "print(type(classifier).__module__)\n"
-        "print(classifier({'image': Image.new('RGB', (32, 32), 'red'), 'text': 'a red square'}, top_k=1))\n"
+        f"pipe = pipeline({task!r}, model={hub_repo_id!r})\n"
+        f"print(type(pipe.model).__module__)\nprint({call})\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "REPO CODE RAN" not in result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == "mm_hub.model.pipeline_mm_hub"
+    assert result.stdout.splitlines()[0] == module
 
 
 # ---- index ---------------------------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ from collections import Counter
 import datasets
 import pytest
 import yaml
+from transformers import AutoModel
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
-from mm_hub.shapes import load_shapes, shapes_cache_folder
+from mm_hub.shapes import load_shapes, make_shapes_dataset, shapes_cache_folder
+from tests.conftest import tokenizer
 from tests.data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
 from training.data import RowTransform, drop_words
@@ -181,3 +183,37 @@ def test_shapes_data_is_rendered_once_then_read_from_the_datasets_cache(tmp_path
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(blocked / "cache"))
     assert load_shapes(spec)["train"].to_dict() == rendered["train"].to_dict()  # used as rendered
     assert "Could not cache the shapes data" in caplog.text
+
+
+GENERATION_FLAGS = ["--task", "generation", "--decoder-hidden-size", "16", "--decoder-num-heads", "2",
+                    "--decoder-num-layers", "1", "--decoder-max-positions", "32", "--generation-max-new-tokens", "8"]
+
+
+def test_generation_trains_evaluates_by_writing_and_pushes_with_its_card(tmp_path, hub_server, hub_repo_id):
+    data = tmp_path / "data"
+    shapes = make_shapes_dataset(num_train=16, num_eval=6, num_heldout=0, image_size=32, task="captioning")
+    train = shapes["train"].map(lambda row, i: {"answer": "" if i in (2, 5) else row["answer"]}, with_indices=True)
+    datasets.DatasetDict(train=train, validation=shapes["eval"]).save_to_disk(str(data))
+    out = tmp_path / "vqa"
+    metrics = main(["--dataset", str(data), *tiny_flags(out, text="lstm"), *GENERATION_FLAGS, "--max-steps", "4",
+                    "--text-column", "question", "--target-column", "answer", "--eval-strategy", "epoch",
+                    "--push-to-hub", "--hub-model-id", hub_repo_id])
+    assert {"eval_bleu4", "eval_cider", "eval_exact_match"} <= set(metrics)
+    assert "eval_structural_f1" not in metrics  # answers state no (colour, shape, position) triples
+    info = read(out, "training_info.json")
+    assert info["task"] == "image-text-to-text" and info["skipped_rows"]["train"] == {"empty target": 2}
+    model = AutoModel.from_pretrained(out)
+    assert type(model).__name__ == "MMHubForConditionalGeneration" and model.config.decoder_vocab is None
+    card = hub_server.read(hub_repo_id, "README.md").decode()
+    assert "pipeline_tag: image-text-to-text" in card and "type: cider" in card and "- type: bleu4" in card
+    assert {"generation_config.json", "generation_mm_hub.py"} <= set(hub_server.files(hub_repo_id))
+
+    captions = tmp_path / "captions"
+    metrics = main(["--dataset", str(data), *tiny_flags(captions), *GENERATION_FLAGS, "--max-steps", "2",
+                    "--text-column", "none", "--target-column", "caption", "--decoder-vocab", "targets"])
+    assert {"eval_structural_precision", "eval_structural_recall", "eval_structural_f1"} <= set(metrics)
+    written = AutoModel.from_pretrained(captions).config.decoder_vocab
+    words = {token for caption in train["caption"] for token in tokenizer()(caption, add_special_tokens=False)["input_ids"]}
+    assert words < set(written) and tokenizer().sep_token_id in written
+    with pytest.raises(ValueError, match="needs a --text-column"):
+        main(["--dataset", str(data), *tiny_flags(tmp_path / "x"), "--text-column", "none"])

@@ -2,9 +2,9 @@
 by-hand demo commands of docs/demo-model.md.
 
 Each `python -m training.train` line runs through `training.train.main` with its exact arguments plus tiny-model
-flags appended (a 32 px random ResNet, a 1-layer text tower, 2 steps; the line's own seed kept), because the presets' real towers
-(ResNet-18, MiniLM) and full epochs do not fit a unit test; the flags only override sizes, never the data, task or
-outputs the line asks for. The `torchrun` line runs as a real 2-process (gloo) DDP job.
+flags appended (`tests.data.readme_line_flags`: a 32 px random ResNet, a 1-layer text tower, 2 steps, 16 scenes for a
+preset on the shapes data; the line's own seed kept), because the presets' real towers (ResNet-18, MiniLM), data and
+epochs do not fit a unit test; the flags only override sizes, never the data source, task or outputs the line asks for. The `torchrun` line runs as a real 2-process (gloo) DDP job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import csv
 import json
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,8 +21,8 @@ from safetensors.torch import load_file
 
 from mm_hub import AutoModelForImageTextRetrieval
 from tests.conftest import readme_code_blocks, readme_commands, run_command
-from tests.data import ROOT, csv_folder, tiny_flags, torchrun_train
-from training.config import TrainConfig, read_preset
+from tests.data import ROOT, csv_folder, readme_line_flags, torchrun_train
+from training.config import TrainConfig
 from training.ensemble import main as ensemble_main
 from training.train import main
 
@@ -38,25 +37,11 @@ def demo_commands() -> list[str]:
     return [line.strip() for line in block.splitlines() if line.strip()]
 
 
-def small(output_dir: str, args: list[str]) -> list[str]:
-    """Tiny-model flags (appended, so they win) that keep the line's own --output-dir and --seed."""
-    flags = [*tiny_flags(Path(output_dir)), "--eval-strategy", "epoch", "--max-eval-samples", "8", "--no-progress"]
-    if "--seed" in args:
-        at = flags.index("--seed")
-        del flags[at : at + 2]
-    return flags
-
-
-def preset_output(args: list[str]) -> str:
-    """The output_dir a preset writes to when the line does not name one (relative: inside the test's folder)."""
-    return read_preset(args[args.index("--config") + 1]).train.output_dir
-
-
 def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     monkeypatch.chdir(tmp_path)
     csv_folder(tmp_path / "data", name="pairs.csv")
     lines = readme_commands("train") + demo_commands()
-    assert len(lines) == 9 + 5
+    assert len(lines) == 7 + 5
     for line in lines:
         argv = shlex.split(line)
         if argv[:2] == ["python", "-c"]:
@@ -66,17 +51,13 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
                 main(["--help"])
             assert stop.value.code == 0
         elif argv[:3] == ["python", "-m", "training.train"]:
-            args = argv[3:]
-            output = args[args.index("--output-dir") + 1] if "--output-dir" in args else preset_output(args)
-            demo = Path(args[args.index("--config") + 1]).name.startswith("demo")  # 30,000 scenes: use 16
-            tiny_data = ["--dataset-config", "num_train=16,num_eval=8,num_heldout=8,image_size=32"] if demo else []
-            main([*args, *small(output, args), *tiny_data])
+            main([*argv[3:], *readme_line_flags(argv[3:])])
         elif argv[:3] == ["python", "-m", "training.ensemble"]:
             ensemble_main([*argv[3:], "--no-progress"])
         else:
             assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
             args = argv[5:]
-            torchrun_train([*args, *small(args[args.index("--output-dir") + 1], args)], port=29531)
+            torchrun_train([*args, *readme_line_flags(args)], port=29531)
 
     out = capsys.readouterr().out
     assert "--hpo-trials" in out and "--image-column" in out  # --help
@@ -87,11 +68,6 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     assert {"model.safetensors", "README.md", "training_info.json", "eval_results.json"} <= pushed
     info = json.loads(hub_server.read("your-name/mm-hub-shapes", "training_info.json"))
     assert info["dataset"] == "your-name/shapes" and info["num_train_examples"] == 1000
-    # the same recipe with another seed, and the ensemble of the two, scored on the first one's eval split
-    ensemble = tmp_path / "outputs/my-ensemble"
-    assert json.loads((ensemble / "config.json").read_text())["architectures"] == ["MMHubEnsembleForImageTextClassification"]
-    assert json.loads((ensemble / "training_info.json").read_text())["hyperparameters"]["seed"] == [0, 1]
-    assert "eval_accuracy" in json.loads((ensemble / "eval_results.json").read_text())
     # the csv with its own column names
     config = json.loads((tmp_path / "outputs/csv-model/config.json").read_text())
     assert config["id2label"] == {"0": "angular", "1": "round"}

@@ -33,7 +33,7 @@ from mm_hub import FUSION_REGISTRY
 from mm_hub._files import write_text
 from mm_hub.model.configuration_mm_hub import PROBLEM_TYPES
 
-TASKS = ("classification", "retrieval")
+TASKS = ("classification", "retrieval", "generation")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps", "no")
 
@@ -66,7 +66,11 @@ class DataConfig:
     max_train_samples: int | None = _opt(None, "Use only the first N training rows.")
     max_eval_samples: int | None = _opt(None, "Use only the first N rows of each evaluation split.")
     image_column: str = _opt("image", "Column holding the image (an Image feature, or a path / URL string).")
-    text_column: str = _opt("text", "Column holding the text (for retrieval: a caption or a list of captions).")
+    text_column: str | None = _opt(
+        "text", "Column holding the text (for retrieval: a caption or a list of captions; for generation: the prompt, "
+        "e.g. a question, or 'none' to write captions without one)."
+    )
+    target_column: str = _opt("caption", "Column holding the text to write (generation only).")
     text_pair_column: str | None = _opt(None, "Optional second text column, encoded as a pair with the first.")
     label_column: str = _opt("label", "Column holding the label (classification only).")
     labels: list[str] | None = _opt(None, "Label names in id order; default: read from the dataset.")
@@ -112,6 +116,10 @@ class ModelConfig:
         0.02, "Std of the normal init of new layers; small models trained from scratch learn cross-modal "
         "interactions much sooner with a larger one (the demo uses 0.1)."
     )
+    decoder_hidden_size: int = _opt(256, "Width of the text decoder (generation only).")
+    decoder_num_layers: int = _opt(2, "Layers of the text decoder (generation only).")
+    decoder_num_heads: int = _opt(4, "Attention heads of the text decoder (generation only).")
+    decoder_max_positions: int = _opt(64, "Longest text the decoder reads and writes, prompt included, in tokens.")
     freeze_vision_encoder: bool = _opt(False, "Freeze the vision encoder.")
     freeze_text_encoder: bool = _opt(False, "Freeze the text encoder.")
 
@@ -133,6 +141,10 @@ class EncoderConfig:
     )
     freeze_text_embeddings: bool = _opt(
         False, "Freeze only the text side's token embedding table (the pretrained one the BiLSTM starts from)."
+    )
+    decoder_vocab: str = _opt(
+        "all", "Tokens a generator may write: the tokenizer's whole vocabulary, or those of the training targets "
+        "(much cheaper steps; it never writes a word its training targets lack).", ("all", "targets")
     )
 
 
@@ -181,6 +193,8 @@ class TrainingConfig:
     )
     progress: bool = _opt(True, "Show progress bars.")
     report_to: str = _opt("none", "Experiment trackers (transformers report_to), e.g. tensorboard.")
+    generation_max_new_tokens: int = _opt(32, "Tokens the model may write per row when evaluating generation.")
+    generation_num_beams: int = _opt(1, "Beams of the search when evaluating generation (1: greedy).")
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "
                            "retrain the best configuration.")
     hpo_fusion_types: list[str] = _opt(list(FUSION_REGISTRY), "Fusion types the search tries (default: all).")
@@ -208,7 +222,11 @@ class TrainConfig:
     """Everything one training run needs: the task and one dataclass per section. Build it with `from_dict` (nested
     or flat mappings) or `resolve_config` (preset + flags); change fields by name with `replace`."""
 
-    task: str = _opt("classification", "What to train: an (image, text) classifier or an image-text dual encoder.", TASKS)
+    task: str = _opt(
+        "classification",
+        "What to train: an (image, text) classifier, an image-text dual encoder, or a text generator (captions, answers).",
+        TASKS,
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
@@ -222,7 +240,11 @@ class TrainConfig:
         return cls().replace(**_flatten(values))
 
     def replace(self, **values: Any) -> TrainConfig:
-        """A copy with fields changed by name, whatever their section (``replace(learning_rate=1e-3)``)."""
+        """A copy with fields changed by name, whatever their section (``replace(learning_rate=1e-3)``); the optional
+        columns take ``"none"`` for None."""
+        for name in ("text_column", "text_pair_column"):
+            if isinstance(values.get(name), str) and values[name].lower() in ("none", ""):
+                values[name] = None
         unknown = sorted(set(values) - set(FIELD_SECTION) - {"task"})
         if unknown:
             close = [match for key in unknown for match in difflib.get_close_matches(key, FIELD_SECTION, n=1)]
@@ -281,6 +303,10 @@ class TrainConfig:
             if unmet:
                 raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "
                                  f"encoders and rows must not change between epochs; it needs {', '.join(unmet)}.")
+        if self.task != "generation" and data.text_column is None:
+            raise ValueError(f"--task {self.task} needs a --text-column; only generation may go without one.")
+        if train.generation_max_new_tokens < 1 or train.generation_num_beams < 1:
+            raise ValueError("--generation-max-new-tokens and --generation-num-beams must be at least 1.")
         if train.early_stopping_patience is not None and train.eval_strategy == "no":
             raise ValueError("--early-stopping-patience needs evaluations: set --eval-strategy epoch or steps.")
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 ROW = "__row__"
+SHAPES_VARIANTS = {"classification": "classification", "retrieval": "retrieval", "generation": "captioning"}
+EMPTY_TEXT, EMPTY_TARGET = "empty text", "empty target"
 INVALID_LABEL = "invalid label"  # a skip reason: a missing, NaN or infinite label
 SKIPPED_FILE_PREFIX = "skipped_rows-"  # in checkpoints: skipped_rows-<process index>.json
 SKIPPED = "skipped_rows"  # batch key: (reason, row number) of the rows a batch dropped; `MMHubTrainer` pops it
@@ -77,7 +79,7 @@ def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.It
     """Load every split of ``config.data.dataset``; also return the folder relative image paths are resolved against."""
     source = config.data.dataset
     if source == "shapes":
-        return load_shapes(config.data.dataset_config, config.task), None
+        return load_shapes(config.data.dataset_config, SHAPES_VARIANTS[config.task]), None
     path = Path(source).expanduser()
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         loaded = datasets.load_from_disk(str(path))
@@ -98,16 +100,22 @@ def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.It
     return data, path if path.is_dir() else None
 
 
+def _columns(config: TrainConfig) -> dict[str, str]:
+    """The dataset's columns a run reads, by the name they get (``image``, ``text``, ``text_pair``, ``label``,
+    ``target``)."""
+    data = config.data
+    kinds = {"image": data.image_column, "text": data.text_column, "text_pair": data.text_pair_column,
+             "label": data.label_column if config.task == "classification" else None,
+             "target": data.target_column if config.task == "generation" else None}
+    return {kind: column for kind, column in kinds.items() if column is not None}
+
+
 def _check_columns(split: Any, name: str, config: TrainConfig) -> None:
     """A configured column missing from a split -> ValueError listing the real columns."""
     columns = split.column_names
     if columns is None:  # streamed data without known features: checked row by row instead
         return
-    wanted = {"image_column": config.data.image_column, "text_column": config.data.text_column}
-    if config.data.text_pair_column:
-        wanted["text_pair_column"] = config.data.text_pair_column
-    if config.task == "classification":
-        wanted["label_column"] = config.data.label_column
+    wanted = {f"{kind}_column": column for kind, column in _columns(config).items()}
     for option, column in wanted.items():
         if column not in columns:
             raise ValueError(
@@ -118,11 +126,7 @@ def _check_columns(split: Any, name: str, config: TrainConfig) -> None:
 
 def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
     """Keep and rename the configured columns; leave images undecoded so a bad file cannot crash the loader."""
-    mapping = {config.data.image_column: "image", config.data.text_column: "text"}
-    if config.data.text_pair_column:
-        mapping[config.data.text_pair_column] = "text_pair"
-    if config.task == "classification":
-        mapping[config.data.label_column] = "label"
+    mapping = {column: kind for kind, column in _columns(config).items()}
     if limit is not None:
         split = split.take(limit) if isinstance(split, datasets.IterableDataset) else split.select(range(min(limit, len(split))))
     if split.features is not None and isinstance(split.features.get(config.data.image_column), datasets.Image):
@@ -275,7 +279,7 @@ class RowTransform:
         out = dict(batch, image=images, error=errors)
         if self.sample_caption:
             out["text"] = [random.choice(t) if isinstance(t, list) and t else t for t in batch["text"]]
-        if self.word_dropout:
+        if self.word_dropout and "text" in out:
             out["text"] = [drop_words(t, self.word_dropout) if isinstance(t, str) else t for t in out["text"]]
         return out
 
@@ -305,12 +309,14 @@ class Collator:
         """Why a row cannot be used (unreadable image, empty text), or None."""
         if row.get("error"):
             return row["error"]
-        text = row.get("text")
-        texts = text if isinstance(text, list) else [text]
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            return "empty text"
+        if "text" in row:
+            texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
+            if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+                return EMPTY_TEXT
         if "text_pair" in row and (not isinstance(row["text_pair"], str) or not row["text_pair"].strip()):
-            return "empty text"
+            return EMPTY_TEXT
+        if "target" in row and (not isinstance(row["target"], str) or not row["target"].strip()):
+            return EMPTY_TARGET
         if self.labels is not None and "label" in row and not _usable_label(row["label"]):
             return INVALID_LABEL
         return None
@@ -330,7 +336,7 @@ class Collator:
             where = row.get(ROW, "?")
             if self.strict:
                 raise ValueError(f"Row {where} of the {self.split} split: {reason} (--strict is set).")
-            skipped.append((reason if reason in ("empty text", INVALID_LABEL) else "unreadable image", where))
+            skipped.append((reason if reason in (EMPTY_TEXT, EMPTY_TARGET, INVALID_LABEL) else "unreadable image", where))
         return good, skipped
 
     def record(self, skipped: list[tuple[str, Any]]) -> None:
@@ -354,7 +360,10 @@ class Collator:
     def encode(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Processor outputs (and labels) for rows that are known to be usable."""
         images = [row["image"] for row in rows]
-        texts = [row["text"] for row in rows]
+        texts = [row["text"] for row in rows] if "text" in rows[0] else None
+        if self.task == "generation":
+            targets = [row["target"] for row in rows]
+            return dict(self.processor(images=images, text=texts, text_target=targets, return_tensors="pt"))
         if "text_pair" in rows[0]:
             inputs = dict(self.processor(images=images, return_tensors="pt"))
             inputs.update(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -19,7 +19,10 @@ from tqdm.auto import tqdm
 from transformers import Trainer
 
 from .data import SKIPPED, Collator
-from .train import TRAINER_HOOKS, Recipe
+from .hooks import TRAINER_HOOKS
+
+if TYPE_CHECKING:
+    from .train import Recipe
 
 logger = logging.getLogger(__name__)
 

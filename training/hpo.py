@@ -15,14 +15,17 @@ import csv
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mm_hub._files import write_json, write_text
 
 from .config import TrainConfig
-from .train import RECIPE_HOOKS, Recipe
+from .hooks import RECIPE_HOOKS
+
+if TYPE_CHECKING:
+    from .train import Recipe
 
 logger = logging.getLogger("training.hpo")
 SEARCHED = ("learning_rate", "fusion_type", "freeze_vision_encoder", "freeze_text_encoder", "dropout")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,23 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from mm_hub import (
     CLASSIFICATION_TASK,
+    GENERATION_TASK,
     RETRIEVAL_TASK,
     MMHubConfig,
+    MMHubForConditionalGeneration,
     MMHubForImageTextClassification,
     MMHubForImageTextRetrieval,
     MMHubProcessor,
 )
 from mm_hub._files import write_json
 from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
-from mm_hub.metrics import classification_metrics, multilabel_metrics, regression_metrics, retrieval_metrics
+from mm_hub.metrics import (
+    classification_metrics,
+    generation_metrics,
+    multilabel_metrics,
+    regression_metrics,
+    retrieval_metrics,
+)
 from mm_hub.paths import minilm_path
 
 from .config import TrainConfig, load_json_or_file, resolve_config
@@ -58,13 +65,18 @@ from .data import (
     infer_labels,
     load_splits,
 )
+from .hooks import RECIPE_HOOKS, TRAINER_HOOKS
 
 logger = logging.getLogger("training.train")
+HEADS = {"classification": MMHubForImageTextClassification, "retrieval": MMHubForImageTextRetrieval,
+         "generation": MMHubForConditionalGeneration}
+TASK_NAMES = {"classification": CLASSIFICATION_TASK, "retrieval": RETRIEVAL_TASK, "generation": GENERATION_TASK}
 DEFAULT_METRIC = {
     "single_label_classification": "accuracy",
     "multi_label_classification": "micro_f1",
     "regression": "mse",
     "retrieval": "text_to_image_recall@1",
+    "generation": "cider",
 }
 
 
@@ -80,22 +92,33 @@ def build_processor(config: TrainConfig) -> MMHubProcessor:
     return MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=config.encoders.max_length)
 
 
-def label_kwargs(labels: LabelInfo | None) -> dict[str, Any]:
-    """The `MMHubConfig` fields the data decides: problem type, number of outputs and label names."""
-    if labels is None:
-        return {}
-    kwargs: dict[str, Any] = {"problem_type": labels.problem_type, "num_labels": labels.num_labels}
-    if labels.names:
-        kwargs["id2label"] = dict(enumerate(labels.names))
-        kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
+def data_kwargs(config: TrainConfig, labels: LabelInfo | None, train: Any) -> dict[str, Any]:
+    """The `MMHubConfig` fields the data decides: problem type, number of outputs and label names of a classifier;
+    with ``--decoder-vocab targets``, the tokens a generator may write (those of the training targets)."""
+    kwargs: dict[str, Any] = {}
+    if labels is not None:
+        kwargs.update(problem_type=labels.problem_type, num_labels=labels.num_labels)
+        if labels.names:
+            kwargs["id2label"] = dict(enumerate(labels.names))
+            kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
+    if config.task == "generation" and config.encoders.decoder_vocab == "targets":
+        if not hasattr(train, "__len__"):
+            raise ValueError("--decoder-vocab targets reads every training target first: it needs a map-style dataset, "
+                             "not --streaming.")
+        tokenizer = AutoTokenizer.from_pretrained(config.encoders.text_model or minilm_path())
+        targets = [text for text in train["target"] if isinstance(text, str)]
+        ids = {token for row in tokenizer(targets, add_special_tokens=False)["input_ids"] for token in row}
+        ends = (tokenizer.sep_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        kwargs["decoder_vocab"] = sorted(ids | {token for token in ends if token is not None})
     return kwargs
 
 
-def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn.Module, MMHubProcessor]:
-    """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise."""
-    head = MMHubForImageTextRetrieval if config.task == "retrieval" else MMHubForImageTextClassification
+def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, MMHubProcessor]:
+    """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise;
+    ``extra``: the config fields the data decides (`data_kwargs`)."""
+    head = HEADS[config.task]
     text_model = config.encoders.text_model or minilm_path()
-    kwargs = {**config.model_kwargs(), **label_kwargs(labels)}  # the `model:` section, as MMHubConfig takes it
+    kwargs = {**config.model_kwargs(), **(extra or {})}  # the `model:` section, as MMHubConfig takes it
     vision_config, text_config = kwargs.pop("vision_config"), kwargs.pop("text_config")
     if vision_config is None and text_config is None:
         model, processor = head.from_vision_text_pretrained(
@@ -113,9 +136,12 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
         vision = None
         vision_cfg = AutoConfig.for_model(**{"model_type": "resnet", **vision_config})
     tokenizer = processor.tokenizer
-    embeddings = None
+    for key, value in head._pretrained_config_defaults(tokenizer).items():  # the generator's vocabulary and tokens
+        kwargs.setdefault(key, value)
+    embeddings, pretrained_text = None, None
     if config.model.text_encoder_type == "lstm":
-        embeddings = AutoModel.from_pretrained(text_model).get_input_embeddings().weight.detach()
+        pretrained_text = AutoModel.from_pretrained(text_model)
+        embeddings = pretrained_text.get_input_embeddings().weight.detach()
         kwargs.update(vocab_size=embeddings.shape[0], lstm_embedding_size=embeddings.shape[1])
         text_cfg = None
     elif text_config is not None:
@@ -125,7 +151,7 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
     model = head(
         MMHubConfig(
             vision_config=vision_cfg, text_config=text_cfg, vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
-            pad_token_id=tokenizer.pad_token_id or 0, **kwargs,
+            pad_token_id=kwargs.pop("pad_token_id", tokenizer.pad_token_id or 0), **kwargs,
         )
     )
     base = model.mm_hub
@@ -135,8 +161,10 @@ def build_model(config: TrainConfig, labels: LabelInfo | None) -> tuple[torch.nn
         if embeddings is not None:
             base.text_encoder.embeddings.weight.copy_(embeddings)
         elif text_config is None:
-            pretrained = AutoModel.from_pretrained(text_model)
-            base.text_encoder.model.load_state_dict(pretrained.state_dict(), strict=False)
+            pretrained_text = AutoModel.from_pretrained(text_model)
+            base.text_encoder.model.load_state_dict(pretrained_text.state_dict(), strict=False)
+    if pretrained_text is not None:
+        model._pretrained_text_setup(tokenizer, pretrained_text)
     return _freeze_embeddings(model, config), processor
 
 
@@ -261,11 +289,16 @@ class MMHubTrainer(Trainer):
         if self.args.world_size > 1:
             for buffer in getattr(self.model, "module", self.model).buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        if self.recipe.task != "retrieval":
+        if self.recipe.task == "classification":
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        scores = evaluate_retrieval(self.model, dataset, self.eval_collator, self.args.eval_batch_size,
-                                    rank=self.args.process_index, world_size=self.args.world_size)
+        shard = {"rank": self.args.process_index, "world_size": self.args.world_size}
+        if self.recipe.task == "retrieval":
+            scores = evaluate_retrieval(self.model, dataset, self.eval_collator, self.args.eval_batch_size, **shard)
+        else:
+            train = self.recipe.train
+            scores = evaluate_generation(self.model, dataset, self.eval_collator, self.args.eval_batch_size,
+                                         train.generation_max_new_tokens, train.generation_num_beams, **shard)
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -315,6 +348,42 @@ def evaluate_retrieval(
     return retrieval_metrics(torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), text_to_image)
 
 
+@torch.no_grad()
+def evaluate_generation(
+    model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int, max_new_tokens: int, num_beams: int = 1,
+    rank: int = 0, world_size: int = 1,
+) -> dict[str, float]:
+    """Write a text for every usable row (bad rows skipped and counted) and score it against the row's target with
+    `generation_metrics`; sharded over DDP processes like `evaluate_retrieval` (a collective there)."""
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    if world_size > 1:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    tokenizer = collator.processor.tokenizer
+    predictions, references = [], []
+    for rows in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=list), desc="generation eval", leave=False,
+                     disable=not sys.stderr.isatty()):
+        good, skipped = collator.usable(rows)
+        collator.record(skipped)
+        if not good:
+            continue
+        prompts = [row["text"] for row in good] if "text" in good[0] else None
+        inputs = collator.processor(images=[row["image"] for row in good], text=prompts, return_tensors="pt")
+        sequences = model.generate(**{k: v.to(device) for k, v in inputs.items()}, max_new_tokens=max_new_tokens,
+                                   num_beams=num_beams, do_sample=False)
+        written = sequences[:, inputs["input_ids"].shape[1] if prompts else 2:]  # after the (empty) prompt
+        predictions += tokenizer.batch_decode(written, skip_special_tokens=True)
+        references += [row["target"] for row in good]
+    model.train(was_training)
+    shards = gather_objects((predictions, references)) if world_size > 1 else [(predictions, references)]
+    predictions, references = ([item for part in shards for item in part[i]] for i in range(2))
+    if not predictions:
+        raise ValueError(f"No usable rows in the {collator.split} split to evaluate generation on.")
+    return generation_metrics(predictions, references)
+
+
 def compute_metrics_for(labels: LabelInfo):
     """The Trainer's ``compute_metrics`` for a classification problem type."""
 
@@ -331,7 +400,7 @@ def compute_metrics_for(labels: LabelInfo):
 
 def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir: str, **overrides: Any) -> TrainingArguments:
     """`TrainingArguments` from the recipe (best-checkpoint selection needs matching eval and save strategies)."""
-    metric = config.train.metric_for_best_model or DEFAULT_METRIC["retrieval" if labels is None else labels.problem_type]
+    metric = config.train.metric_for_best_model or DEFAULT_METRIC[config.task if labels is None else labels.problem_type]
     evaluates = config.train.eval_strategy != "no"
     kwargs = dict(
         output_dir=output_dir,
@@ -378,13 +447,6 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
 # The recipe
 # ------------------------------------------------------------------------------------------------------------------
 
-# Extensions of a run register here, so that this module never imports them (`training/__init__.py` imports them):
-# a recipe hook may replace the recipe before training (the hyper-parameter search), a trainer hook adjusts the final
-# trainer before it trains (training on cached encoder outputs).
-RECIPE_HOOKS: list[Callable[[Recipe], Recipe]] = []
-TRAINER_HOOKS: list[Callable[[Recipe, MMHubTrainer], None]] = []
-
-
 class Recipe:
     """One training run: its config, data, labels, processor and collators (what every trial and the final training
     share), the models and trainers built from them, and `train_and_save`."""
@@ -394,8 +456,9 @@ class Recipe:
         self.config = config
         set_seed(config.train.seed)
         self.train, self.eval, self.extra, base_dir, self.eval_split = load_splits(config)
-        self.labels = None if config.task == "retrieval" else infer_labels(self.train, self.eval, config)
-        model, self.processor = built or build_model(config, self.labels)
+        self.labels = infer_labels(self.train, self.eval, config) if config.task == "classification" else None
+        self.model_extra = data_kwargs(config, self.labels, self.train)
+        model, self.processor = built or build_model(config, self.model_extra)
         self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
         streamed = not hasattr(self.train, "__len__")
         retrieval = config.task == "retrieval"
@@ -418,7 +481,7 @@ class Recipe:
             return model
         config = config or self.config
         set_seed(config.train.seed)
-        return build_model(config, self.labels)[0]
+        return build_model(config, self.model_extra)[0]
 
     def trainer(self, output_dir: str, model_init: Any = None, **argument_overrides: Any) -> MMHubTrainer:
         """A `MMHubTrainer` over this recipe's data (``model_init`` for searches, else a new model)."""
@@ -519,7 +582,7 @@ def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict
     vision = config.encoders.vision_model if vision_config is None else f"random init: {vision_config}"
     streamed_rows = config.train.max_steps * config.train.batch_size
     return {
-        "task": RETRIEVAL_TASK if config.task == "retrieval" else CLASSIFICATION_TASK,
+        "task": TASK_NAMES[config.task],
         "dataset": config.data.dataset,
         "dataset_config": config.data.dataset_config,
         "train_split": config.data.train_split,
@@ -560,8 +623,4 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script this file is `__main__`, a second copy of `training.train`: the hooks (search, cached features)
-    # registered themselves with the imported module, so the command runs that one.
-    from training.train import cli as registered_cli
-
-    registered_cli()
+    cli()

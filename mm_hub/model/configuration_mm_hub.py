@@ -25,6 +25,7 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 # The tasks of the heads, as pipelines and model cards name them.
 CLASSIFICATION_TASK = "image-text-classification"
 RETRIEVAL_TASK = "image-text-retrieval"
+GENERATION_TASK = "image-text-to-text"  # transformers' own task: image + optional text in, text out
 
 
 def infer_problem_type(problem_type: str | None, num_labels: int, integer_labels: bool | None = None) -> str:
@@ -92,6 +93,22 @@ class MMHubConfig(PreTrainedConfig):
         ensemble_size (`int`, *optional*, defaults to 1):
             Number of classifiers of this architecture whose predictions `MMHubEnsembleForImageTextClassification`
             averages; 1 for every other model.
+        decoder_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the text decoder of `MMHubForConditionalGeneration` (and of its token embeddings, which its
+            output layer shares; they start from the pretrained text model's word embeddings when the sizes match).
+        decoder_num_layers (`int`, *optional*, defaults to 2):
+            Decoder layers (causal self-attention, cross-attention to the image and prompt, MLP).
+        decoder_num_heads (`int`, *optional*, defaults to 4):
+            Attention heads of the decoder layers; must divide ``decoder_hidden_size``.
+        decoder_max_positions (`int`, *optional*, defaults to 64):
+            Longest text the decoder writes, in tokens (its learned position table).
+        decoder_vocab (`list[int]`, *optional*):
+            The token ids the decoder may write (its output layer is the token embeddings of these rows); None: the
+            whole vocabulary. Built from a training set's targets it makes each step far cheaper, the way captioning
+            models keep the words of their training captions.
+        bos_token_id, eos_token_id, decoder_start_token_id (`int`, *optional*):
+            The tokenizer's ids the decoder starts from and stops at (``[CLS]`` and ``[SEP]`` for BERT tokenizers);
+            set by `MMHubForConditionalGeneration.from_vision_text_pretrained` and the training command.
 
     Example:
 
@@ -130,6 +147,14 @@ class MMHubConfig(PreTrainedConfig):
     freeze_text_encoder: bool = False
     initializer_range: float = 0.02
     ensemble_size: int = 1
+    decoder_hidden_size: int = 256
+    decoder_num_layers: int = 2
+    decoder_num_heads: int = 4
+    decoder_max_positions: int = 64
+    decoder_vocab: list[int] | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    decoder_start_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.text_encoder_type not in TEXT_ENCODER_TYPES:
@@ -168,7 +193,13 @@ class MMHubConfig(PreTrainedConfig):
                 f"fusion_hidden_size={self.fusion_hidden_size} must be divisible by "
                 f"fusion_num_heads={self.fusion_num_heads}."
             )
-        for name in ("fusion_hidden_size", "fusion_num_layers", "projection_dim", "lstm_hidden_size", "ensemble_size"):
+        if self.decoder_hidden_size % self.decoder_num_heads != 0:
+            raise ValueError(
+                f"decoder_hidden_size={self.decoder_hidden_size} must be divisible by "
+                f"decoder_num_heads={self.decoder_num_heads}."
+            )
+        for name in ("fusion_hidden_size", "fusion_num_layers", "projection_dim", "lstm_hidden_size", "ensemble_size",
+                     "decoder_hidden_size", "decoder_num_layers", "decoder_max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -177,4 +208,11 @@ class MMHubConfig(PreTrainedConfig):
             raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}.")
 
 
-__all__ = ["CLASSIFICATION_TASK", "PROBLEM_TYPES", "RETRIEVAL_TASK", "MMHubConfig", "infer_problem_type"]
+__all__ = [
+    "CLASSIFICATION_TASK",
+    "GENERATION_TASK",
+    "PROBLEM_TYPES",
+    "RETRIEVAL_TASK",
+    "MMHubConfig",
+    "infer_problem_type",
+]

@@ -219,6 +219,14 @@ class MMHubPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MMHubForImageTextRetrieval):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
+    @classmethod
+    def _pretrained_config_defaults(cls, tokenizer: Any) -> dict[str, Any]:
+        """Config values a head takes from the pretrained tokenizer in `from_vision_text_pretrained` (none here)."""
+        return {}
+
+    def _pretrained_text_setup(self, tokenizer: Any, text_model: nn.Module) -> None:
+        """What a head takes from the pretrained text model once the towers are loaded (nothing here)."""
+
     def _apply_freezing(self) -> None:
         """Turn off gradients of the encoders the config freezes."""
         base = self.base_model
@@ -273,6 +281,8 @@ class MMHubPreTrainedModel(PreTrainedModel):
         tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **hub_kwargs)
         image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path, **hub_kwargs)
 
+        for key, value in cls._pretrained_config_defaults(tokenizer).items():
+            config_kwargs.setdefault(key, value)
         if text_encoder_type == "lstm":
             embeddings = text.get_input_embeddings().weight
             config_kwargs.setdefault("vocab_size", embeddings.shape[0])
@@ -297,6 +307,7 @@ class MMHubPreTrainedModel(PreTrainedModel):
                 base.text_encoder.embeddings.weight.copy_(embeddings)
         else:
             _load_tower(base.text_encoder.model, text.state_dict(), "text")
+        model._pretrained_text_setup(tokenizer, text)
         model._apply_freezing()
         model.eval()  # like `from_pretrained`: ready for inference; the Trainer switches to train mode itself
         return model, MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)

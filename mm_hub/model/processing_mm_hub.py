@@ -188,10 +188,11 @@ def load_rgb_image(image: Any, fit_to: int | None = None) -> Image.Image:
 
 
 def _as_list(value: Any, kinds: tuple[type, ...]) -> list[Any]:
-    """A single item (of one of ``kinds``) becomes a one-element list; lists and tuples are copied."""
+    """A single item (of one of ``kinds``) becomes a one-element list; sequences (lists, tuples, a dataset's
+    column) are copied into a list."""
     if isinstance(value, kinds):
         return [value]
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence):
         return list(value)
     return [value]
 
@@ -214,24 +215,30 @@ class MMHubProcessor(ProcessorMixin):
         images: Any = None,
         text: str | Sequence[str] | None = None,
         return_tensors: str | None = "pt",
+        text_target: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Turn images and/or texts into model inputs.
 
         Args:
             images: one image or a list of them (see ``ACCEPTED_IMAGES``; any PIL mode is converted to RGB).
-            text: one string or a list of strings, truncated to ``max_length`` tokens and padded to the longest.
+            text: one string or a list of strings, truncated to ``max_length`` tokens and padded to the longest. For
+                generation, the prompts (questions; none for captions).
             return_tensors: ``"pt"`` (default), ``"np"`` or None.
+            text_target: for training `MMHubForConditionalGeneration`: the text to write for each image (after its
+                prompt, if any).
             **kwargs: passed to the tokenizer (e.g. ``padding="max_length"``).
 
         Returns:
-            A `BatchFeature` with ``pixel_values`` (B, 3, H, W) and/or ``input_ids``/``attention_mask`` (B, T).
+            A `BatchFeature` with ``pixel_values`` (B, 3, H, W) and/or ``input_ids``/``attention_mask`` (B, T); with
+            ``text_target`` also ``decoder_input_ids`` / ``decoder_attention_mask`` / ``labels`` (see
+            `teacher_forcing`).
 
         Raises:
             ValueError: nothing given, an empty list, or different numbers of images and texts.
             TypeError: an item that is not an image, or a text that is not a string.
         """
-        if images is None and text is None:
+        if images is None and text is None and text_target is None:
             raise ValueError("Give `images`, `text`, or both.")
         image_list = None if images is None else _as_list(images, (Image.Image, str, os.PathLike, np.ndarray))
         text_list = None if text is None else _as_list(text, (str,))
@@ -254,7 +261,42 @@ class MMHubProcessor(ProcessorMixin):
             data.update(
                 self.tokenizer(text_list, return_tensors=return_tensors, return_token_type_ids=False, **tokenizer_kwargs)
             )
+        if text_target is not None:
+            targets = _as_list(text_target, (str,))
+            prompts = text_list if text_list is not None else [""] * len(targets)
+            if len(prompts) != len(targets):
+                raise ValueError(f"Got {len(prompts)} prompts and {len(targets)} targets; give one target per prompt.")
+            data.update(self.teacher_forcing(prompts, targets))
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def teacher_forcing(self, prompts: Sequence[str], targets: Sequence[str]) -> dict[str, list[list[int]]]:
+        """What a generation model trains on, per row: it reads ``[CLS] prompt [SEP] target`` (``decoder_input_ids``)
+        and predicts each next token of ``target [SEP]`` (``labels``; -100 over the prompt and the padding, which
+        the loss leaves out). Prompt and target are each truncated to ``max_length`` tokens; rows are padded to the
+        longest.
+
+        Raises:
+            TypeError: a prompt or target that is not a string.
+        """
+        for item in (*prompts, *targets):
+            if not isinstance(item, str):
+                raise TypeError(f"Each prompt and target must be a str, got {type(item).__name__}.")
+        tokenizer, end = self.tokenizer, self.tokenizer.sep_token_id
+        if end is None:
+            end = tokenizer.eos_token_id
+        prompt_ids = tokenizer(list(prompts), truncation=True, max_length=self.max_length)["input_ids"]
+        target_ids = tokenizer(list(targets), add_special_tokens=False, truncation=True,
+                               max_length=self.max_length - 1)["input_ids"]
+        rows = [(prompt + target + [end], len(prompt)) for prompt, target in zip(prompt_ids, target_ids)]
+        width = max(len(sequence) for sequence, _ in rows) - 1
+        pad = tokenizer.pad_token_id or 0
+        batch: dict[str, list[list[int]]] = {"decoder_input_ids": [], "decoder_attention_mask": [], "labels": []}
+        for sequence, prompt_length in rows:
+            fill = width - (len(sequence) - 1)
+            batch["decoder_input_ids"].append(sequence[:-1] + [pad] * fill)
+            batch["decoder_attention_mask"].append([1] * (len(sequence) - 1) + [0] * fill)
+            batch["labels"].append([-100] * (prompt_length - 1) + sequence[prompt_length:] + [-100] * fill)
+        return batch
 
     @property
     def fit_side(self) -> int | None:
