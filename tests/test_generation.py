@@ -74,6 +74,7 @@ def test_the_cache_changes_nothing_but_the_work(model, processor):
     sequence = model.generate(pixel_values=inputs["pixel_values"][:1], max_new_tokens=6, min_new_tokens=6)
     full = model(pixel_values=inputs["pixel_values"][:1], decoder_input_ids=sequence).logits
     memory = model.encode(inputs["pixel_values"][:1])
+    assert torch.equal(model.generate(encoder_outputs=memory, max_new_tokens=6, min_new_tokens=6), sequence)
     cache, steps = None, []
     for position in range(sequence.shape[1]):
         out = model(encoder_outputs=memory, decoder_input_ids=sequence[:, position : position + 1], cache=cache,

@@ -404,7 +404,8 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         if pixel_values is None and "encoder_outputs" not in kwargs:
             raise ValueError("Give `pixel_values`: the images to describe.")
         if input_ids is None:
-            input_ids = self.empty_prompt(len(pixel_values), pixel_values.device)
+            images = pixel_values if pixel_values is not None else kwargs["encoder_outputs"].last_hidden_state
+            input_ids = self.empty_prompt(len(images), images.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids, attention_mask = left_padded(input_ids, attention_mask)
