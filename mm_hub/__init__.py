@@ -6,7 +6,13 @@ pipeline registry, and marks them for `register_for_auto_class` so saved or push
 
 from collections import OrderedDict
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -56,6 +62,8 @@ def _register() -> None:
     )
     # transformers' own image-text-to-text pipeline serves the generation head (and loads it through this class).
     AutoModelForImageTextToText.register(MMHubConfig, MMHubForConditionalGeneration, exist_ok=True)
+    # ... and its zero-shot-image-classification pipeline the dual encoder (candidate captions scored against an image).
+    AutoModelForZeroShotImageClassification.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoModelForImageTextClassification.register(MMHubConfig, CLASSIFIERS, exist_ok=True)
     AutoModelForImageTextRetrieval.register(MMHubConfig, MMHubForImageTextRetrieval, exist_ok=True)
     AutoProcessor.register(MMHubConfig, MMHubProcessor, exist_ok=True)

@@ -141,18 +141,18 @@ describe(images="photo.jpg", text="what colour is the circle?", return_full_text
 ```
 """
     if architecture == RETRIEVAL:
-        return load + """
-Embed images and texts into one space and rank by cosine similarity:
+        return load + f"""
+Label an image by candidate captions, or embed images and texts into one space (unit-length vectors: their dot
+product is the cosine similarity), with transformers' own pipelines (add `trust_remote_code=True` without mm_hub):
 
 ```python
-from PIL import Image
-import torch
+from transformers import pipeline
 
-inputs = processor(images=[Image.open("photo.jpg")], text=["a red circle", "a blue square"], return_tensors="pt")
-with torch.no_grad():
-    image_embeds = model.get_image_features(inputs["pixel_values"])
-    text_embeds = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-print(image_embeds @ text_embeds.T)  # (images, texts) cosine similarities
+label = pipeline("zero-shot-image-classification", model="{repo_id}")
+print(label("photo.jpg", candidate_labels=["a red circle", "a blue square"], hypothesis_template="{{}}"))
+image_embeds = pipeline("image-feature-extraction", model="{repo_id}")("photo.jpg", return_tensors=True)
+text_embeds = pipeline("feature-extraction", model="{repo_id}")("a red circle", return_tensors=True)
+print(image_embeds @ text_embeds.T)  # (1, 1) cosine similarity
 ```
 """
     return load + f"""

@@ -153,8 +153,8 @@ def test_bad_generation_input_is_a_clear_error(model, processor):
         model.generate(max_new_tokens=3)
     with pytest.raises(ValueError, match="2 images but 1 prompts"):
         model.encode(images, processor(text=["one question"])["input_ids"])
-    with pytest.raises(ValueError, match="decoder_max_positions"):
-        model.generate(pixel_values=images, max_new_tokens=40, min_new_tokens=40)
+    with pytest.raises(ValueError, match="decoder_max_positions"):  # `generate` caps instead (test below)
+        model(pixel_values=images, decoder_input_ids=torch.ones(2, 40, dtype=torch.long))
     with pytest.raises(ValueError, match="decoder_input_ids"):
         model(pixel_values=images)
     with pytest.raises(ValueError, match="one target per prompt"):
@@ -174,3 +174,18 @@ def test_transformers_image_text_to_text_pipeline_serves_it_with_mm_hub_installe
     written = tokenizer().decode(expected[0, prompt_length:], skip_special_tokens=True)
     assert answer["generated_text"].strip() == written  # the pipeline keeps the space after the question
     assert caption["input_text"] == "" and isinstance(caption["generated_text"], str)
+
+
+def test_generate_writes_no_further_than_the_decoder_reaches(model, processor, caplog):
+    inputs = processor(images=random_images(1), text=QUESTIONS[:1])
+    limit = model.config.decoder_max_positions
+    with caplog.at_level("WARNING"):
+        written = model.generate(**inputs, max_new_tokens=10 * limit, min_new_tokens=10 * limit)
+    assert written.shape[1] == limit and "writes at most" in caplog.text
+    assert model.generate(**inputs, max_length=10 * limit, min_new_tokens=limit).shape[1] == limit
+    long = processor(images=random_images(1), text=[" ".join(["circle"] * 20)])  # truncated at 16 tokens
+    assert model.generate(**long, min_new_tokens=limit).shape[1] == limit  # the default 20 new tokens, capped
+    long["input_ids"] = torch.cat([long["input_ids"]] * 2, dim=1)
+    long["attention_mask"] = torch.ones_like(long["input_ids"])
+    with pytest.raises(ValueError, match="shorten the question"):
+        model.generate(**long)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassificat
 from mm_hub.hub import HubAuthError, check_model_folder, model_files, push_to_hub
 from mm_hub.loading import load_model
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
-from tests.conftest import random_images, tiny_config, tiny_processor
+from tests.conftest import random_images, save_tiny_model, tiny_config, tiny_processor
 from training import push as push_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +259,7 @@ def test_retrieval_model_card_and_stale_weights(hub_repo_id, hub_server, tmp_pat
     push_to_hub(folder, hub_repo_id)
     card = ModelCard.load(hub_repo_id)
     assert card.data.pipeline_tag == "zero-shot-image-classification" and card.data.eval_results is None
-    assert "get_image_features" in card.text and "No evaluation results" in card.text
+    assert "zero-shot-image-classification" in card.text and "No evaluation results" in card.text
     # Re-saving as two shards removes the old single weights file from the repo.
     model.save_pretrained(folder, max_shard_size="100KB")
     (folder / "model.safetensors").unlink()
@@ -279,3 +280,21 @@ def test_invalid_folders_and_repo_ids(trained, tmp_path):
     with pytest.raises(TypeError, match="repo_id must be a str"):
         push_to_hub(trained["folder"], 42)
     assert "README.md" not in {p.name for p in model_files(trained["folder"])}
+
+
+@pytest.mark.parametrize("head", ["classification", "retrieval", "generation"])
+def test_the_cards_code_runs_on_the_pushed_model(head, hub_repo_id, tmp_path, monkeypatch, capsys):
+    folder = save_tiny_model(tmp_path / head, head)
+    push_to_hub(folder, hub_repo_id)
+    card = ModelCard.load(hub_repo_id)
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 2, card.text
+    monkeypatch.chdir(tmp_path)
+    random_images(1)[0].save("photo.jpg")
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, f"card[{head}]", "exec"), namespace)
+    assert type(namespace["model"]).__name__ == type(load_model(folder)[0]).__name__
+    printed = capsys.readouterr().out
+    if head == "retrieval":
+        assert "'label': 'a red circle'" in printed and namespace["image_embeds"].shape == (1, 8)

@@ -1,4 +1,5 @@
-"""pipeline("image-text-classification") tests, with mm_hub installed (the remote-code case is in test_remote_code)."""
+"""pipeline("image-text-classification") tests, and transformers' own pipelines over the dual encoder, with mm_hub
+installed (the remote-code case is in test_remote_code)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from transformers import pipeline
 
 from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassification
-from tests.conftest import random_images, tiny_config, tiny_model, tiny_processor
+from tests.conftest import random_images, save_tiny_model, tiny_config, tiny_model, tiny_processor
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 
@@ -85,3 +86,25 @@ def test_pipeline_factory_loads_a_saved_folder(classifier, tmp_path):
     # Same labels in the same order; scores equal up to float32 rounding (kernels may sum in another order).
     assert [r["label"] for r in got] == [r["label"] for r in expected]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+
+
+def test_a_dual_encoder_serves_zero_shot_classification_and_feature_extraction(tmp_path):
+    folder = save_tiny_model(tmp_path / "clip", "retrieval")
+    model, processor = tiny_model("retrieval"), tiny_processor()
+    image, captions = random_images(1)[0], ["a red circle", "a blue square on the left", "two green triangles"]
+    with torch.no_grad():
+        out = model(**processor(images=image), **processor(text=captions))
+    expected = out.logits_per_image[0].softmax(-1)
+
+    zero_shot = pipeline("zero-shot-image-classification", model=folder)
+    result = zero_shot(image, candidate_labels=captions, hypothesis_template="{}")
+    assert [r["label"] for r in result] == [captions[i] for i in expected.argsort(descending=True)]
+    assert [r["score"] for r in result] == pytest.approx(sorted(expected.tolist(), reverse=True), abs=1e-5)
+    assert len(zero_shot(image, candidate_labels=["circle", "square"])) == 2  # the default template
+
+    image_features = pipeline("image-feature-extraction", model=folder)(image, return_tensors=True)
+    torch.testing.assert_close(image_features, out.image_embeds, atol=1e-5, rtol=1e-4)
+    text_features = pipeline("feature-extraction", model=folder)(captions[1], return_tensors=True)
+    torch.testing.assert_close(text_features, out.text_embeds[1:2], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="both images and texts"):
+        model(pixel_values=out.image_embeds.new_zeros(1, 3, 32, 32), return_loss=True)

@@ -48,6 +48,13 @@ REMOTE_SCRIPT = textwrap.dedent(
             entry["pipeline"] = classifier({"image": case["images"][0], "text": texts[0]}, top_k=1)
         else:
             entry["logits"] = out.logits_per_image.tolist()
+            zero_shot = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
+            entry["zero_shot"] = zero_shot(case["images"][0], candidate_labels=texts, hypothesis_template="{}")
+            embed = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+            entry["image_embeds"] = embed(case["images"][0])
+            embed = pipeline("feature-extraction", model=folder, trust_remote_code=True)
+            entry["text_embeds"] = embed(texts[0])
+            assert type(embed.model).__module__.startswith("transformers_modules")
         results[folder] = entry
     print("RESULTS" + json.dumps(results))
     """
@@ -78,7 +85,7 @@ def test_saved_models_load_without_mm_hub(tmp_path):
         with torch.no_grad():
             out = model(**inputs)
         is_classifier = model_class is not MMHubForImageTextRetrieval
-        expected[folder] = (model_class.__name__, out.logits if is_classifier else out.logits_per_image)
+        expected[folder] = (model_class.__name__, out.logits if is_classifier else out.logits_per_image, out)
         cases.append(
             {"folder": folder, "texts": texts, "images": image_paths, "head": "classification" if is_classifier else "retrieval"}
         )
@@ -95,7 +102,7 @@ def test_saved_models_load_without_mm_hub(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.split("RESULTS", 1)[1])
-    for folder, (class_name, logits) in expected.items():
+    for folder, (class_name, logits, out) in expected.items():
         entry = results[folder]
         assert entry["class"] == class_name
         assert entry["processor"] == "MMHubProcessor"
@@ -104,6 +111,11 @@ def test_saved_models_load_without_mm_hub(tmp_path):
             best = int(logits[0].argmax())
             assert entry["pipeline"][0]["label"] == "abc"[best]
             assert entry["pipeline"][0]["score"] == pytest.approx(logits[0].softmax(-1)[best].item(), abs=1e-5)
+        if "zero_shot" in entry:  # transformers' pipelines over the dual encoder, from the folder's code
+            scores = {hit["label"]: hit["score"] for hit in entry["zero_shot"]}
+            assert [scores[text] for text in texts] == pytest.approx(logits[0].softmax(-1).tolist(), abs=1e-5)
+            assert torch.allclose(torch.tensor(entry["image_embeds"]), out.image_embeds[:1], atol=1e-5)
+            assert torch.allclose(torch.tensor(entry["text_embeds"]), out.text_embeds[:1], atol=1e-5)
 
 
 GENERATION_SCRIPT = textwrap.dedent(

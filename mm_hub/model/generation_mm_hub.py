@@ -26,12 +26,13 @@ from torch import nn
 from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import Seq2SeqLMOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_mm_hub import MMHubConfig
 from .fusion_mm_hub import FeedForward
 from .modeling_mm_hub import MMHubModel, MMHubPreTrainedModel
 
+logger = logging.get_logger(__name__)
 IGNORE_INDEX = -100  # labels of positions the loss leaves out (the prompt, the padding)
 
 
@@ -231,7 +232,10 @@ class _Encoder:
 
 
 class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
-    """Image (+ prompt) -> text: captions without a prompt, free-form answers to a question as the prompt."""
+    """Image (+ prompt) -> text: captions without a prompt, free-form answers to a question as the prompt.
+    transformers' ``image-text-to-text`` pipeline serves it."""
+
+    auto_classes = ("AutoModelForImageTextToText",)
 
     def __init__(self, config: MMHubConfig):
         config.is_encoder_decoder = True  # the memory is encoded once; `generate` then runs the decoder alone
@@ -245,15 +249,6 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         self.memory_projection = nn.Sequential(nn.Linear(fusion_size, size), nn.LayerNorm(size))
         self.decoder = MMHubTextDecoder(config)
         self.post_init()
-
-    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
-        """`PreTrainedModel.save_pretrained`; the saved config also maps ``AutoModelForImageTextToText`` to this class,
-        so ``pipeline("image-text-to-text", model=..., trust_remote_code=True)`` loads it where mm_hub is not
-        installed."""
-        if self._auto_class is not None:
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
-                                    "AutoModelForImageTextToText": f"{__name__.split('.')[-1]}.{type(self).__name__}"}
-        super().save_pretrained(save_directory, *args, **kwargs)
 
     def _written_ids(self, device: torch.device) -> torch.Tensor | None:
         """`config.decoder_vocab` as a tensor on ``device`` (None: the whole vocabulary), made once."""
@@ -411,9 +406,29 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         input_ids, attention_mask = left_padded(input_ids, attention_mask)
         if not attention_mask.all():
             kwargs.setdefault("decoder_attention_mask", attention_mask)
+        self._fit_length(input_ids.shape[1], kwargs)
         return super().generate(
             pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, **kwargs
         )
+
+    def _fit_length(self, prompt_length: int, kwargs: dict[str, Any]) -> None:
+        """Cap the new tokens asked of `generate` (``max_new_tokens``, else ``max_length``) at what the decoder's
+        ``decoder_max_positions`` leave after the prompt, with a warning; a prompt that leaves no room is an error."""
+        limit = self.config.decoder_max_positions
+        room = limit - prompt_length
+        if room < 1:
+            raise ValueError(f"The prompt is {prompt_length} tokens long, but this decoder reads and writes at most "
+                             f"{limit} (decoder_max_positions); shorten the question.")
+        config = kwargs.get("generation_config") or self.generation_config
+        new = kwargs.get("max_new_tokens", config.max_new_tokens)
+        if new is None and kwargs.get("max_length", config.max_length) is not None:
+            new = kwargs.get("max_length", config.max_length) - prompt_length
+        if new is None:  # nothing asked: transformers' default of 20 new tokens, as far as the decoder reaches
+            kwargs["max_new_tokens"] = min(20, room)
+        elif new > room:
+            logger.warning_once(f"Asked for {new} new tokens after a {prompt_length}-token prompt, but this decoder "
+                                f"writes at most {limit} tokens in all (decoder_max_positions): writing at most {room}.")
+            kwargs["max_new_tokens"] = room
 
     def _prepare_cache_for_generation(self, generation_config: Any, model_kwargs: dict, *args: Any, **kwargs: Any):
         """`generate`'s cache: one that grows a layer at a time. transformers would size it from the config's

@@ -210,6 +210,17 @@ class MMHubPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = False
+    # transformers Auto classes besides AutoModel that load this head (their pipelines use them); a saved config
+    # maps them to it too, so those pipelines load it with `trust_remote_code` where mm_hub is not installed.
+    auto_classes: tuple[str, ...] = ()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """`PreTrainedModel.save_pretrained`; the saved ``auto_map`` also names this class for `auto_classes`."""
+        if self._auto_class is not None and self.auto_classes:
+            module = type(self).__module__.split(".")[-1]
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
+                                    **{name: f"{module}.{type(self).__name__}" for name in self.auto_classes}}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -619,7 +630,11 @@ def _plain(value: Any) -> Any:
 
 class MMHubForImageTextRetrieval(MMHubPreTrainedModel):
     """Dual encoder (CLIP-style): projections of each modality into one space, a learned temperature and a
-    symmetric contrastive loss over in-batch negatives."""
+    symmetric contrastive loss over in-batch negatives. transformers' ``zero-shot-image-classification`` pipeline
+    labels an image by candidate captions with it; ``image-feature-extraction`` and ``feature-extraction`` give the
+    embeddings of an image or a text."""
+
+    auto_classes = ("AutoModelForZeroShotImageClassification",)
 
     def __init__(self, config: MMHubConfig):
         super().__init__(config)
@@ -644,20 +659,28 @@ class MMHubForImageTextRetrieval(MMHubPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
-        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         return_loss: bool = False,
         **kwargs: Any,
     ) -> ImageTextRetrievalOutput:
-        """Score every image against every text; the i-th image and i-th text are the positive pairs.
+        """Score every image against every text; the i-th image and i-th text are the positive pairs. Given one
+        modality only, the output holds its embeddings alone (then its first field, as the feature-extraction
+        pipelines read it).
 
         Args:
             pixel_values: (B_i, 3, H, W); input_ids, attention_mask: (B_t, T).
-            return_loss: compute the symmetric contrastive loss (needs B_i == B_t).
+            return_loss: compute the symmetric contrastive loss (needs B_i == B_t, both modalities).
         """
-        image_embeds = self.get_image_features(pixel_values)  # (B_i, P)
-        text_embeds = self.get_text_features(input_ids, attention_mask)  # (B_t, P)
+        if pixel_values is None and input_ids is None:
+            raise ValueError("Give `pixel_values`, `input_ids` or both.")
+        image_embeds = None if pixel_values is None else self.get_image_features(pixel_values)  # (B_i, P)
+        text_embeds = None if input_ids is None else self.get_text_features(input_ids, attention_mask)  # (B_t, P)
+        if image_embeds is None or text_embeds is None:
+            if return_loss:
+                raise ValueError("return_loss needs both images and texts (matched pairs).")
+            return ImageTextRetrievalOutput(image_embeds=image_embeds, text_embeds=text_embeds)
         # Clamped as in CLIP so the temperature cannot exceed 100 and destabilise training.
         scale = self.logit_scale.clamp(max=4.6052).exp()
         logits_per_text = scale * text_embeds @ image_embeds.t()  # (B_t, B_i)
