@@ -72,6 +72,10 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     predictor.allowed_dirs = [gr.utils.get_upload_folder(), *{str(Path(path).parent) for path, _ in examples or []}]
     shared = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": CONCURRENCY_LIMIT}
 
+    def endpoint(available: bool) -> dict[str, Any]:
+        """Event settings of a tab's endpoint: listed where the model can serve it, absent from the API otherwise."""
+        return {**shared, "api_visibility": "public" if available else "private"}
+
     @_user_errors
     def classify(image: Any, text: str) -> dict[str, float] | str:
         """Label scores of one (image, text) pair."""
@@ -102,11 +106,10 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
             raise gr.Error(str(error), print_exception=False) from None
 
     @_user_errors
-    def search_text(query: str, k: float) -> list[tuple[Any, str]]:
-        """Top-k images for a text query, as (image, caption) gallery items."""
-        return [
-            (hit["image"], f"{hit['score']:.3f} · {hit['caption']}") for hit in predictor.search_text(query, int(k))
-        ]
+    def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+        """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
+        hits = predictor.search_text(query, int(k))
+        return [(hit["image"], hit["caption"]) for hit in hits], [[round(hit["score"], 4), hit["caption"]] for hit in hits]
 
     @_user_errors
     def search_image(image: Any, k: float) -> list[list[Any]]:
@@ -125,7 +128,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                         text = gr.Textbox(label="Text", lines=2, placeholder="a red circle on the left")
                         button = gr.Button("Classify", variant="primary", elem_id="classify-button")
                     label = gr.Label(num_top_classes=5, label="Prediction", elem_id="prediction")
-                button.click(classify, [image, text], label, api_name="classify", **shared)
+                button.click(classify, [image, text], label, api_name="classify", **endpoint(predictor.can_classify))
                 if examples:
                     gr.Examples(examples, [image, text], label="Examples from the shapes data")
             with gr.Tab("Explain", visible=predictor.can_classify):
@@ -140,9 +143,8 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                 summary = gr.Markdown(label="Summary")
                 ablation = gr.Dataframe(headers=["label", *ABLATIONS], label="Modality ablation", interactive=False)
                 gr.Markdown(NEUTRAL_INPUTS)
-                ex_button.click(
-                    explain, [ex_image, ex_text], [heatmap, words, ablation, summary], api_name="explain", **shared
-                )
+                ex_button.click(explain, [ex_image, ex_text], [heatmap, words, ablation, summary], api_name="explain",
+                                **endpoint(predictor.can_classify))
                 if examples:
                     gr.Examples(examples, [ex_image, ex_text])
             with gr.Tab("Describe", visible=predictor.can_generate):
@@ -157,7 +159,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                         describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
                     written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
                 describe_button.click(describe, [describe_image, question, new_tokens], written, api_name="describe",
-                                      **shared)
+                                      **endpoint(predictor.can_generate))
                 if examples:
                     gr.Examples([[path, ""] for path, _ in examples], [describe_image, question])
             with gr.Tab("Search", visible=predictor.can_search):
@@ -167,12 +169,15 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
                         query = gr.Textbox(label="Text query -> images")
                         query_button = gr.Button("Search images", variant="primary")
                         gallery = gr.Gallery(label="Images", columns=3)
+                        scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False)
                     with gr.Column():
                         query_image = gr.Image(type="filepath", label="Image query -> texts")
                         image_button = gr.Button("Search texts", variant="primary")
                         texts = gr.Dataframe(headers=["score", "text"], label="Texts", interactive=False)
-                query_button.click(search_text, [query, k], gallery, api_name="search", **shared)
-                image_button.click(search_image, [query_image, k], texts, api_name="search_image", **shared)
+                query_button.click(search_text, [query, k], [gallery, scores], api_name="search",
+                                   **endpoint(predictor.can_search))
+                image_button.click(search_image, [query_image, k], texts, api_name="search_image",
+                                   **endpoint(predictor.can_search))
     return demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
 
 

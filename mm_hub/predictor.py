@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,6 +168,11 @@ class Predictor:
         return hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")
 
     @property
+    def local(self) -> bool:
+        """True when the model was loaded from a local folder (or built in memory): it has no Hub revision."""
+        return self.model_id == "(in memory)" or Path(self.model_id).is_dir()
+
+    @property
     def can_generate(self) -> bool:
         """True for generation heads (they write text: captions, answers)."""
         return bool(getattr(self.config, "is_encoder_decoder", False)) and hasattr(self.model, "generate")
@@ -197,7 +203,7 @@ class Predictor:
             text_desc = f"{text.model_type} transformer ({text.num_hidden_layers} layers, width {text.hidden_size})"
         return {
             "model": self.model_id,
-            "revision": self.revision or "main",
+            "revision": None if self.local else self.revision or "main",
             "commit": self.commit,
             "head": "generation" if self.can_generate else "retrieval" if self.can_embed else "classification",
             "ensemble_size": getattr(config, "ensemble_size", 1),
@@ -214,8 +220,10 @@ class Predictor:
         info = self.info()
         commit = f" (commit `{info['commit'][:10]}`)" if info["commit"] else ""
         lines = [
-            f"**Model** `{info['model']}`{' (the built-in demo model)' if self.origin == 'demo' else ''} · revision "
-            f"`{info['revision']}`{commit} · {info['head']} head"
+            f"**Model** `{info['model']}`"
+            + (" (the built-in demo model)" if self.origin == "demo" else " (a local folder)" if self.local
+               else f" · revision `{info['revision']}`{commit}")
+            + f" · {info['head']} head"
             + (f" ({info['problem_type']})" if info["problem_type"] else "")
             + (f" · an ensemble of {info['ensemble_size']} models, probabilities averaged" if info["ensemble_size"] > 1
                else ""),
@@ -338,9 +346,20 @@ class Predictor:
         return [self._hit(hit) for hit in self.index.search_text(check_text(query, "search query"), k=check_k(k))]
 
     def search_image(self, image: Any, k: int = 6) -> list[dict[str, Any]]:
-        """Image -> the ``k`` indexed texts that match best: ``[{"score", "row", "image", "caption"}, ...]``."""
+        """Image -> the ``k`` indexed texts that match best: ``[{"score", "row", "image", "caption"}, ...]``, each
+        text once (rows with the same caption give its best-scoring row)."""
         self._require_index()
-        return [self._hit(hit) for hit in self.index.search_image(self.read_image(image), k=check_k(k))]
+        query, k = self.read_image(image), check_k(k)
+        embedding = self.index.embed_query(image=query)
+        hits: dict[str, dict[str, Any]] = {}
+        fetch = k
+        while True:  # ask for more rows until k different texts came back, or the index has no more
+            found = [self._hit(hit) for hit in self.index.search_embedding(embedding, "text_embeds", fetch)]
+            for hit in found:
+                hits.setdefault(hit["caption"], hit)
+            if len(hits) >= k or len(found) < fetch:
+                return list(hits.values())[:k]
+            hits, fetch = {}, fetch * 4
 
     # ---- generation --------------------------------------------------------------------------------------------
 

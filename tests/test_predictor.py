@@ -78,6 +78,7 @@ def test_loads_a_saved_folder_and_describes_it(tmp_path):
     markdown = predictor.info_markdown()
     assert folder in markdown and "`gated`" in markdown and "`bird`" in markdown
     assert info["ensemble_size"] == 1 and "ensemble" not in markdown
+    assert info["revision"] is None and "(a local folder)" in markdown and "revision" not in markdown
 
 
 def test_loads_a_hub_repo_at_a_revision(tmp_path, hub_repo_id, monkeypatch):
@@ -350,14 +351,17 @@ def test_search_a_local_dataset_folder_and_a_saved_index(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
     rows = make_shapes_dataset(num_train=12, num_eval=0, num_heldout=0)["train"].remove_columns("label")
+    first = [f"{text} ({i})" for i, text in enumerate(rows["text"][:3])]  # three different texts ...
+    rows = rows.map(lambda row, i: {"text": first[i % 3]}, with_indices=True)  # ... four rows each
     (tmp_path / "data").mkdir()
     rows.to_parquet(str(tmp_path / "data" / "train.parquet"))  # a local dataset folder, as load_dataset reads it
     torch.manual_seed(0)
     predictor = Predictor.from_pretrained(_save(Retrieval(tiny_config()), tmp_path / "retrieval"))
     index = predictor.build_search_index(str(tmp_path), progress=False)
     assert len(index) == 12 and index.metadata["text_column"] == "text"
-    texts = {hit["caption"] for hit in predictor.search_image(rows[0]["image"], k=12)}
-    assert texts == set(rows["text"])
+    texts = [hit["caption"] for hit in predictor.search_image(rows[0]["image"], k=12)]  # each text once
+    assert sorted(texts) == sorted(set(rows["text"])) and len(texts) == 3
+    assert len(predictor.search_image(rows[0]["image"], k=2)) == 2
     index.save(tmp_path / "saved-index")
     reopened = Predictor(predictor.model, predictor.processor)
     assert len(reopened.build_search_index(str(tmp_path / "saved-index"))) == 12  # used as is, not re-embedded
@@ -365,9 +369,11 @@ def test_search_a_local_dataset_folder_and_a_saved_index(tmp_path, monkeypatch):
         reopened.build_search_index(str(tmp_path / "no-such-dataset"))
 
 
-def test_a_classifier_cannot_search(processor):
+def test_a_classifier_cannot_search_or_describe(processor, image):
     with pytest.raises(InputError, match="retrieval"):
         Predictor(_classifier(), processor).build_search_index()
+    with pytest.raises(InputError, match="does not write text"):
+        Predictor(_classifier(), processor).describe(image)
 
 
 def test_no_model_given_serves_the_demo_model(tmp_path, monkeypatch):
