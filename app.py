@@ -40,11 +40,16 @@ NEUTRAL_INPUTS = (
 )
 
 
-def _warn_if_cut(predictor: Predictor, text: Any) -> None:
-    """A toast when the text is longer than the model reads (it is truncated, not refused)."""
+def _warn_about_text(predictor: Predictor, text: Any) -> None:
+    """Toasts when the text is longer than the model reads (it is truncated, not refused), and when it holds words
+    no training text held (the answer about them is a guess)."""
     dropped = predictor.dropped_tokens(text)
     if dropped:
         gr.Warning(f"The text is longer than this model reads: its last {dropped} tokens were ignored.")
+    unseen = predictor.unseen_words(text)
+    if unseen:
+        shown = ", ".join(f"'{word}'" for word in unseen[:8]) + (f" and {len(unseen) - 8} more" if len(unseen) > 8 else "")
+        gr.Warning(f"This model never read {shown} in training: what it says about them is a guess.")
 
 
 def _user_errors(fn):
@@ -80,7 +85,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     def classify(image: Any, text: str) -> dict[str, float] | str:
         """Label scores of one (image, text) pair."""
         scores = predictor.classify(image, text)
-        _warn_if_cut(predictor, text)
+        _warn_about_text(predictor, text)
         if predictor.problem_type == "regression":
             return ", ".join(f"{label} = {value:.4g}" for label, value in scores.items())
         return scores
@@ -89,7 +94,7 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     def explain(image: Any, text: str) -> tuple[Any, list[tuple[str, float]], list[list[Any]], str]:
         """Heatmap, word importance, ablation table and a one-line summary for one pair."""
         result = predictor.explain(image, text)
-        _warn_if_cut(predictor, text)
+        _warn_about_text(predictor, text)
         table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in predictor.labels]
         tops = ", ".join(f"{name}: **{next(iter(result.ablation[name]))}**" for name in ABLATIONS)
         method = "fusion attention" if result.word_method == "attention" else "leave-one-out (score drop per word)"
@@ -100,6 +105,8 @@ def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) ->
     def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
         """What the model writes about the image: a caption, or the answer to the question (streamed)."""
         try:
+            if isinstance(question, str) and question.strip():
+                _warn_about_text(predictor, question)
             yield from predictor.describe_stream(image, question, max_new_tokens)
         except InputError as error:
             logger.info("/describe refused: %s", error)

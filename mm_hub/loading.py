@@ -11,11 +11,13 @@ whose message a person starting the app understands.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoConfig
 
@@ -26,6 +28,8 @@ from .model.modeling_mm_hub import (
     MMHubForImageTextRetrieval,
 )
 from .model.processing_mm_hub import MMHubProcessor
+
+logger = logging.getLogger(__name__)
 
 # Written by the Space command beside app.py, read by the app: {"model": "org/name", "revision": ... or null}.
 SPACE_CONFIG = "space_config.json"
@@ -170,6 +174,47 @@ def load_model(
     return model.eval(), processor
 
 
+REPORT_FILES = ("training_info.json", "eval_results.json")  # what training writes beside a model
+MAX_REPORT_BYTES = 10_000_000  # a report larger than this is not read (a hostile repo could hold any file)
+
+
+def load_reports(model_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> dict[str, dict]:
+    """The JSON reports training saved with a model (`REPORT_FILES`), by file name; those missing, unreachable,
+    oversized or not a JSON object are left out (each with a log line), so a model without them still loads."""
+    from huggingface_hub import hf_hub_download
+
+    local = Path(model_id).is_dir()
+    try:
+        cache_only = not local and _offline_fallback(str(model_id), revision)
+    except ModelLoadError:  # unreachable and not cached
+        return {}
+    reports: dict[str, dict] = {}
+    for name in REPORT_FILES:
+        try:
+            if local:
+                path = Path(model_id) / name
+                if not path.is_file():
+                    continue
+            else:
+                path = Path(hf_hub_download(str(model_id), name, revision=revision, token=token,
+                                            local_files_only=cache_only))
+            if path.stat().st_size > MAX_REPORT_BYTES:
+                raise ValueError(f"larger than {MAX_REPORT_BYTES:,} bytes")
+            report = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+            if not isinstance(report, dict):
+                raise ValueError(f"a JSON {type(report).__name__}, not an object")
+        except Exception as error:  # EntryNotFound, network, permissions, bad JSON: the model works without it
+            if "EntryNotFound" not in type(error).__name__:
+                logger.warning("Not reading %s of %s: %s", name, model_id, error)
+            continue
+        reports[name] = report
+    return reports
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number (reports are standard JSON)")
+
+
 def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) -> str | None:
     """The commit a Hub model was loaded from (the name of its cached snapshot folder; no network call); None for
     local folders."""
@@ -181,4 +226,5 @@ def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) ->
     return Path(cached).parent.name if isinstance(cached, str) else None
 
 
-__all__ = ["SPACE_CONFIG", "ModelLoadError", "ModelSource", "load_model", "resolve_model_source", "resolved_commit"]
+__all__ = ["REPORT_FILES", "SPACE_CONFIG", "ModelLoadError", "ModelSource", "load_model", "load_reports",
+           "resolve_model_source", "resolved_commit"]

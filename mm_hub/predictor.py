@@ -7,6 +7,7 @@ directly. What a request may send is checked by `mm_hub.inputs`; which model to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .cards import headline
 from .explain import (
     EMPTY_TEXT,
     HEATMAP_FUSIONS,
@@ -33,7 +35,7 @@ from .explain import (
     word_positions,
 )
 from .inputs import InputError, check_k, check_text, read_image
-from .loading import ModelLoadError, ModelSource, load_model, resolved_commit
+from .loading import ModelLoadError, ModelSource, load_model, load_reports, resolved_commit
 from .model.configuration_mm_hub import infer_problem_type
 
 _LOO_CHUNK = 16
@@ -95,6 +97,7 @@ class Predictor:
         processor: its `MMHubProcessor`.
         model_id: the Hub id or folder it came from (shown in the UI).
         revision: the requested revision (shown in the UI).
+        reports: what training saved beside the model (`load_reports`): its measured quality and the words it read.
     """
 
     def __init__(
@@ -104,8 +107,10 @@ class Predictor:
         model_id: str = "(in memory)",
         revision: str | None = None,
         allowed_dirs: Sequence[str | os.PathLike] | None = None,
+        reports: dict[str, dict] | None = None,
     ):
         self.model = model.eval()
+        self.reports = reports or {}
         self.processor = processor
         self.model_id = model_id
         self.revision = revision
@@ -125,7 +130,9 @@ class Predictor:
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None, token: str | None = None):
         """Load a model by Hub id or local folder (see `load_model`); raises `ModelLoadError` with one message."""
         model, processor = load_model(model_id, revision=revision, token=token)
-        return cls(model, processor, model_id=str(model_id), revision=revision)
+        predictor = cls(model, processor, model_id=str(model_id), revision=revision)
+        predictor.reports = load_reports(model_id, revision=predictor.commit or revision, token=token)
+        return predictor
 
     @classmethod
     def from_source(
@@ -176,6 +183,40 @@ class Predictor:
     def can_generate(self) -> bool:
         """True for generation heads (they write text: captions, answers)."""
         return bool(getattr(self.config, "is_encoder_decoder", False)) and hasattr(self.model, "generate")
+
+    @property
+    def kind(self) -> str:
+        """What the model does, as `cards.HEADLINE_METRICS` names it: a problem type, retrieval or generation."""
+        return "generation" if self.can_generate else "retrieval" if self.can_embed else self.problem_type
+
+    def measured_quality(self) -> str | None:
+        """How good the model is, in one line, from the ``eval_results.json`` saved with it (None when absent)."""
+        split = self.reports.get("training_info.json", {}).get("eval_split") or "eval"
+        return headline(self.reports.get("eval_results.json"), self.kind, split if isinstance(split, str) else "eval")
+
+    @functools.cached_property
+    def text_vocabulary(self) -> frozenset[int] | None:
+        """The token ids of the training texts (``training_info.json``'s ``text_vocabulary``), None when unknown."""
+        vocabulary = self.reports.get("training_info.json", {}).get("text_vocabulary")
+        return frozenset(vocabulary) if isinstance(vocabulary, list) else None
+
+    def unseen_words(self, text: Any) -> list[str]:
+        """The words of ``text`` with a token no training text held (the model has never read them, so what it says
+        about them is a guess), each once, in order; empty when the training vocabulary is not known."""
+        try:
+            text = check_text(text)
+        except InputError:
+            return []
+        if self.text_vocabulary is None:
+            return []
+        encoding = self.processor.tokenizer(text, add_special_tokens=False)
+        words: dict[str, None] = {}
+        for position, token in enumerate(encoding["input_ids"]):
+            if token not in self.text_vocabulary:
+                word = encoding.token_to_word(position)
+                span = encoding.word_to_chars(word) if word is not None else None
+                words[text[span.start : span.end] if span else self.processor.tokenizer.decode([token])] = None
+        return [word for word in words if any(char.isalnum() for char in word)]  # punctuation is not a word
 
     @property
     def problem_type(self) -> str:
@@ -234,6 +275,9 @@ class Predictor:
         ]
         if info["labels"]:
             lines.append("**Labels** " + ", ".join(f"`{label}`" for label in info["labels"]))
+        quality = self.measured_quality()
+        lines.append(f"**Measured** {quality}" if quality else "**Measured** nothing: no `eval_results.json` was saved "
+                     "with this model")
         return "  \n".join(lines)
 
     # ---- search ------------------------------------------------------------------------------------------------

@@ -26,7 +26,16 @@ import app
 from mm_hub.inputs import MAX_TEXT_CHARS
 from mm_hub.predictor import Predictor
 from mm_hub.shapes import render_scene
-from tests.conftest import LABELS, readme_code_blocks, readme_commands, run_command, save_tiny_model
+from tests.conftest import (
+    LABELS,
+    readme_code_blocks,
+    readme_commands,
+    run_command,
+    save_tiny_model,
+    tiny_model,
+    tiny_processor,
+    tokenizer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,3 +287,19 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
     assert [w["token"] for w in namespace["words"]] == ["a", "red", "circle", "on", "the", "left"]
     assert sorted(row[0] for row in namespace["ablation"]["data"]) == ["match", "mismatch"]
     assert len(namespace["gallery"]) == len(namespace["scores"]["data"]) == 3
+
+
+def test_texts_the_model_cannot_read_whole_get_a_warning(monkeypatch):
+    vocabulary = tokenizer()("a red circle", add_special_tokens=False)["input_ids"]
+    predictor = Predictor(tiny_model("classification", num_labels=2), tiny_processor(),
+                          reports={"training_info.json": {"text_vocabulary": vocabulary}})
+    shown: list[str] = []
+    monkeypatch.setattr(app.gr, "Warning", shown.append)
+    app._warn_about_text(predictor, "a red circle")
+    assert shown == []
+    text = "a red dog " + " ".join(f"w{i}" for i in range(10)) + " " + "red " * 20
+    app._warn_about_text(predictor, text)
+    assert shown[0] == f"The text is longer than this model reads: its last {predictor.dropped_tokens(text)} tokens " \
+        "were ignored."
+    assert shown[1].startswith("This model never read 'dog', 'w0', 'w1'") and shown[1].endswith(
+        "and 3 more in training: what it says about them is a guess.")

@@ -146,6 +146,8 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
     info = json.loads((out / "training_info.json").read_text())
     assert info["hyperparameters"]["seed"] == [0, 1] and info["ensemble_members"] == ["member0", "member1"]
     assert info["metrics"] == metrics and info["task"] == "image-text-classification"
+    members = [set(json.loads((f / "training_info.json").read_text())["text_vocabulary"]) for f in folders]
+    assert info["text_vocabulary"] == sorted(members[0] | members[1])
     model = AutoModelForImageTextClassification.from_pretrained(out)
     assert type(model) is MMHubEnsembleForImageTextClassification
     assert model.config.id2label == {0: "angular", 1: "round"}

@@ -7,6 +7,7 @@ import functools
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,10 @@ from mm_hub.explain import (
     merge_word_pieces,
 )
 from mm_hub.inputs import MAX_TEXT_CHARS, InputError, check_text, read_image
-from mm_hub.loading import ModelLoadError, resolve_model_source
+from mm_hub.loading import MAX_REPORT_BYTES, ModelLoadError, load_reports, resolve_model_source
 from mm_hub.model.processing_mm_hub import MAX_IMAGE_PIXELS
 from mm_hub.predictor import ABLATIONS, Predictor
-from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_model, tiny_processor
+from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_model, tiny_processor, tokenizer
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 CAPTION = "a red circle left of an unbelievable square"
@@ -386,3 +387,39 @@ def test_no_model_given_serves_the_demo_model(tmp_path, monkeypatch):
     assert "(the built-in demo model)" in predictor.info_markdown()
     with pytest.raises(ModelLoadError, match="No model was given"):
         Predictor.from_source(source)
+
+
+def _with_reports(folder: str, eval_results: dict, vocabulary: list[int] | None) -> str:
+    Path(folder, "eval_results.json").write_text(json.dumps(eval_results))
+    Path(folder, "training_info.json").write_text(json.dumps({"eval_split": "validation", "text_vocabulary": vocabulary}))
+    return folder
+
+
+def test_the_reports_say_how_good_the_model_is_and_which_words_it_read(tmp_path, hub_repo_id, caplog):
+    words = tokenizer()("a red circle", add_special_tokens=False)["input_ids"]
+    results = {"eval_accuracy": 0.9975, "eval_loss": 0.1, "heldout_accuracy": 0.9825, "heldout_loss": 0.2}
+    folder = _with_reports(_save(_classifier(), tmp_path / "m"), results, words)
+    predictor = Predictor.from_pretrained(folder)
+    assert predictor.measured_quality() == "accuracy 99.75 % (validation), 98.25 % (heldout)"
+    assert "**Measured** accuracy 99.75 % (validation)" in predictor.info_markdown()
+    assert predictor.unseen_words("a red circle") == []
+    assert predictor.unseen_words("A red dog, a RED unicorn and a dog!") == ["dog", "unicorn", "and"]  # each once
+    assert predictor.unseen_words("") == []  # bad texts are the endpoints' errors, not warnings
+    # from the Hub, at the model's revision, as from a folder
+    HfApi().create_repo(hub_repo_id)
+    HfApi().upload_folder(folder_path=folder, repo_id=hub_repo_id)
+    pulled = Predictor.from_pretrained(hub_repo_id)
+    assert pulled.reports == predictor.reports and pulled.unseen_words("a dog") == ["dog"]
+
+    # Without reports the model still works and says what it does not know.
+    bare = Predictor.from_pretrained(_save(_classifier(), tmp_path / "bare"))
+    assert bare.measured_quality() is None and bare.unseen_words("a dog") == []
+    assert "**Measured** nothing" in bare.info_markdown()
+    # Hostile or broken reports are skipped with a log line, never trusted or fatal.
+    for name, content in (("eval_results.json", "[1, 2]"), ("training_info.json", '{"text_vocabulary": NaN}')):
+        Path(folder, name).write_text(content)
+    with caplog.at_level("WARNING"):
+        assert load_reports(folder) == {}
+    assert "a JSON list, not an object" in caplog.text and "NaN is not a number" in caplog.text
+    Path(folder, "eval_results.json").write_bytes(b" " * (MAX_REPORT_BYTES + 1))
+    assert "eval_results.json" not in load_reports(folder)

@@ -37,6 +37,8 @@ def test_single_label_csv_with_unusual_columns_and_string_labels(tmp_path):
     assert model.config.problem_type == "single_label_classification"
     info = read(out, "training_info.json")
     assert info["task"] == "image-text-classification" and info["num_train_examples"] == 12
+    words = tokenizer()("a red circle blue square green triangle", add_special_tokens=False)["input_ids"]
+    assert info["text_vocabulary"] == sorted(words)  # the tokens of the training captions, for the app's warning
     assert info["metrics"] == read(out, "eval_results.json") == metrics
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert saved["data"]["image_column"] == "Picture Path" and saved["train"]["max_steps"] == 2

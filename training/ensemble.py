@@ -78,7 +78,8 @@ def evaluate_ensemble(
 
 
 def training_info(folders: list[Path], metrics: dict[str, float]) -> dict[str, Any]:
-    """The ensemble's ``training_info.json``: the first member's, with every member's seed and training time."""
+    """The ensemble's ``training_info.json``: the first member's, with every member's seed and training time, and
+    the words any member read."""
     infos = [json.loads((f / "training_info.json").read_text()) if (f / "training_info.json").is_file() else {}
              for f in folders]
     info = dict(infos[0])
@@ -90,6 +91,9 @@ def training_info(folders: list[Path], metrics: dict[str, float]) -> dict[str, A
         train_runtime_s=sum(float(member.get("train_runtime_s", 0.0)) for member in infos),
         ensemble_members=[f.name for f in folders],
     )
+    vocabularies = [member.get("text_vocabulary") for member in infos]
+    known = all(isinstance(vocabulary, list) for vocabulary in vocabularies)
+    info["text_vocabulary"] = sorted(set().union(*vocabularies)) if known else None
     return info
 
 

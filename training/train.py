@@ -113,6 +113,21 @@ def data_kwargs(config: TrainConfig, labels: LabelInfo | None, train: Any) -> di
     return kwargs
 
 
+def text_vocabulary(train: Any, tokenizer: Any) -> list[int] | None:
+    """The token ids of every training text the text encoder reads (``text`` and ``text_pair`` columns), sorted: the
+    app warns about words outside them. None for a streamed dataset or one without texts (captions from images)."""
+    if not hasattr(train, "__len__"):
+        return None
+    texts: list[str] = []
+    for column in ("text", "text_pair"):
+        if column in train.column_names:
+            for value in train[column]:
+                texts += [text for text in (value if isinstance(value, list) else [value]) if isinstance(text, str)]
+    if not texts:
+        return None
+    return sorted({token for row in tokenizer(texts, add_special_tokens=False)["input_ids"] for token in row})
+
+
 def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, MMHubProcessor]:
     """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise;
     ``extra``: the config fields the data decides (`data_kwargs`)."""
@@ -469,6 +484,7 @@ class Recipe:
                                        train_rows if streamed else None)
         self.eval_collator = Collator(self.processor, config.task, self.labels, config.data.strict, "eval",
                                       eval_rows if streamed else None)
+        self.text_vocabulary = text_vocabulary(self.train, self.processor.tokenizer)
         self.train = attach_transform(self.train, train_rows)
         self.eval = attach_transform(self.eval, eval_rows)
         self.extra = {name: attach_transform(split, eval_rows) for name, split in self.extra.items()}
@@ -594,6 +610,7 @@ def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict
         "num_train_examples": len(recipe.train) if hasattr(recipe.train, "__len__") else streamed_rows,
         "skipped_rows": skipped,
         "num_processes": num_processes,
+        "text_vocabulary": recipe.text_vocabulary,
     }
 
 
