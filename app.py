@@ -1,12 +1,14 @@
-"""mm_hub Gradio app: classify, explain, describe and search with an image+text model from the Hub or a folder.
+"""mm_hub Gradio app: classify, explain, describe, search and recommend with image+text models from the Hub or folders.
 
-    python app.py                                   # the built-in demo model (trained once, then cached)
+    python app.py                                   # the built-in demo models (trained once, then cached)
     python app.py --model org/name --revision main  # a pushed model (or a local folder)
+    python app.py --model org/cls --model org/clip  # several side by side: each tab is served by the first that can
     MM_HUB_MODEL=org/name python app.py             # the same through the environment (as in a Space)
 
-The model is chosen by: ``--model`` > ``$MM_HUB_MODEL`` (with ``$MM_HUB_REVISION``) > ``space_config.json`` beside
-this file > the demo model. This file only lays out the UI; the work is done by `mm_hub.predictor.Predictor`.
-``demo`` is importable (``import app; app.demo``) and built from the environment on first access.
+The models are chosen by: ``--model`` > ``$MM_HUB_MODEL`` (with ``$MM_HUB_REVISION``) > ``space_config.json`` (the
+app manifest) beside this file > the demo models (`mm_hub.loading.resolve_model_sources`). This file only lays out
+the UI; the work is done by `mm_hub.predictor.Predictor`. ``demo`` is importable (``import app; app.demo``) and built
+from the environment on first access.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from mm_hub.examples import example_pairs
+from mm_hub.examples import shapes_examples
 from mm_hub.inputs import InputError
-from mm_hub.loading import ModelLoadError, resolve_model_source
+from mm_hub.loading import ModelLoadError, resolve_model_sources
 from mm_hub.predictor import ABLATIONS, Predictor
-from training.demo_model import ensure_demo_model
+from mm_hub.shapes import LABELS
+from training.demo_model import demo_models
 
 APP_DIR = Path(__file__).resolve().parent
 logger = logging.getLogger("mm_hub.app")
@@ -34,6 +37,14 @@ logger = logging.getLogger("mm_hub.app")
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 MAX_UPLOAD = "20mb"
+# Small images (the shapes data is 48 px) are shown enlarged, pixel for pixel; gallery captions wrap, never cut.
+APP_CSS = """
+.image-frame img { object-fit: contain !important; min-height: 192px; image-rendering: pixelated; }
+.thumbnail-item img { image-rendering: pixelated; }
+.thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex; flex-direction: column; }
+.thumbnail-item img { aspect-ratio: 1; }
+.caption-label { position: static !important; white-space: normal !important; max-width: 100% !important; }
+"""
 NEUTRAL_INPUTS = (
     "*Image only* replaces the text with an empty caption; *text only* replaces the image with a flat image of the "
     "image processor's mean colour (all-zero pixel values after normalisation)."
@@ -67,154 +78,276 @@ def _user_errors(fn):
     return wrapper
 
 
-def build_demo(predictor: Predictor, examples: list[list[str]] | None = None) -> gr.Blocks:
-    """Lay out the Classify / Explain / Describe / Search tabs around ``predictor`` (each shown when the model can do
-    it); the queue limits concurrent model calls.
+def serving(predictors: Sequence[Predictor]) -> dict[str, Predictor | None]:
+    """Which model serves each tab: the first that can. ``classify`` (and Explain) needs a classifier, ``search``
+    (and Recommend, and labelling by captions) a retrieval model, ``describe`` a generator; None where none can."""
 
-    A request can name any path, so the predictor is confined to files in Gradio's upload folder and the examples'
+    def first(able: Callable[[Predictor], bool]) -> Predictor | None:
+        return next((predictor for predictor in predictors if able(predictor)), None)
+
+    return {
+        "classify": first(lambda p: p.can_classify),
+        "search": first(lambda p: p.can_embed),
+        "describe": first(lambda p: p.can_generate),
+    }
+
+
+TAB_NAMES = {"classify": "Classify · Explain", "search": "Search · Recommend", "describe": "Describe"}
+
+
+def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[str]] | None = None) -> gr.Blocks:
+    """Lay out the Classify / Explain / Describe / Search / Recommend tabs around one or several models (`serving`
+    picks the model of each tab; a tab no model can serve is hidden and its endpoint unlisted); the queue limits
+    concurrent model calls.
+
+    Args:
+        predictors: the models, loaded.
+        examples: ``[[image_path, text, expected], ...]`` rows (`mm_hub.examples.shapes_examples`), shown under the
+            tabs with their expected answer.
+
+    A request can name any path, so each predictor is confined to files in Gradio's upload folder and the examples'
     folders (`Predictor.allowed_dirs`).
     """
-    predictor.allowed_dirs = [gr.utils.get_upload_folder(), *{str(Path(path).parent) for path, _ in examples or []}]
+    predictors = [predictors] if isinstance(predictors, Predictor) else list(predictors)
+    allowed = [gr.utils.get_upload_folder(), *{str(Path(row[0]).parent) for row in examples or []}]
+    for predictor in predictors:
+        predictor.allowed_dirs = allowed
+    tabs = serving(predictors)
+    classifier, searcher, writer = tabs["classify"], tabs["search"], tabs["describe"]
+    can_search = searcher is not None and searcher.can_search
     shared = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": CONCURRENCY_LIMIT}
 
     def endpoint(available: bool) -> dict[str, Any]:
-        """Event settings of a tab's endpoint: listed where the model can serve it, absent from the API otherwise."""
+        """Event settings of a tab's endpoint: listed where a model can serve it, absent from the API otherwise."""
         return {**shared, "api_visibility": "public" if available else "private"}
+
+    def needs(predictor: Predictor | None, what: str) -> Predictor:
+        if predictor is None:
+            raise InputError(f"{what}; this app has none loaded.")
+        return predictor
 
     @_user_errors
     def classify(image: Any, text: str) -> dict[str, float] | str:
         """Label scores of one (image, text) pair."""
-        scores = predictor.classify(image, text)
-        _warn_about_text(predictor, text)
-        if predictor.problem_type == "regression":
+        model = needs(classifier, "Classification needs a classifier")
+        scores = model.classify(image, text)
+        _warn_about_text(model, text)
+        if model.problem_type == "regression":
             return ", ".join(f"{label} = {value:.4g}" for label, value in scores.items())
         return scores
 
     @_user_errors
     def explain(image: Any, text: str) -> tuple[Any, list[tuple[str, float]], list[list[Any]], str]:
-        """Heatmap, word importance, ablation table and a one-line summary for one pair."""
-        result = predictor.explain(image, text)
-        _warn_about_text(predictor, text)
-        table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in predictor.labels]
+        """Heatmap, word importance (with its values), ablation table and a one-line summary for one pair."""
+        model = needs(classifier, "Explanations need a classifier")
+        result = model.explain(image, text)
+        _warn_about_text(model, text)
+        table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in model.labels]
         tops = ", ".join(f"{name}: **{next(iter(result.ablation[name]))}**" for name in ABLATIONS)
         method = "fusion attention" if result.word_method == "attention" else "leave-one-out (score drop per word)"
         heat = "" if result.heatmap is not None else " This fusion has no image attention, so no heatmap."
         summary = f"Prediction **{result.predicted}**. Top label with {tops}. Word importance: {method}.{heat}"
-        return result.heatmap, result.words, table, summary
+        words = [(f"{word} {score:+.2f}", score) for word, score in result.words]
+        return result.heatmap, words, table, summary
 
     def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
         """What the model writes about the image: a caption, or the answer to the question (streamed)."""
         try:
+            model = needs(writer, "Describing needs a generation model")
             if isinstance(question, str) and question.strip():
-                _warn_about_text(predictor, question)
-            yield from predictor.describe_stream(image, question, max_new_tokens)
+                _warn_about_text(model, question)
+            yield from model.describe_stream(image, question, max_new_tokens)
         except InputError as error:
             logger.info("/describe refused: %s", error)
             raise gr.Error(str(error), print_exception=False) from None
 
-    @_user_errors
-    def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
-        """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
-        hits = predictor.search_text(query, int(k))
+    def searching() -> Predictor:
+        model = needs(searcher, "Search needs a retrieval model")
+        model._require_index()
+        return model
+
+    def gallery_and_rows(hits: list[dict[str, Any]]) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
         return [(hit["image"], hit["caption"]) for hit in hits], [[round(hit["score"], 4), hit["caption"]] for hit in hits]
 
     @_user_errors
+    def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+        """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
+        return gallery_and_rows(searching().search_text(query, int(k)))
+
+    @_user_errors
     def search_image(image: Any, k: float) -> list[list[Any]]:
-        """Top-k texts for an image query, as table rows."""
-        return [[round(hit["score"], 4), hit["caption"]] for hit in predictor.search_image(image, int(k))]
+        """Top-k texts for an image query, as (score, text) table rows."""
+        return [[round(hit["score"], 4), hit["caption"]] for hit in searching().search_image(image, int(k))]
+
+    @_user_errors
+    def zero_shot(image: Any, candidates: str) -> dict[str, float]:
+        """Label an image by candidate captions (one per line): each caption's probability."""
+        return needs(searcher, "Labelling by captions needs a retrieval model").zero_shot(image, candidates)
+
+    @_user_errors
+    def recommend(item: float, mention: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+        """The k items most like item number ``item`` (picture and text together), optionally only those whose
+        captions mention ``mention``: (image, caption) gallery items and (score, caption) rows."""
+        return gallery_and_rows(searching().recommend(item, int(k), mention))
+
+    def show_item(item: Any) -> Any:
+        """The picked item's image (UI only)."""
+        try:
+            return searching().item(item)["image"]
+        except InputError:
+            return None
 
     # No usage analytics: the app must start and run on machines without internet access.
     with gr.Blocks(title="mm_hub", analytics_enabled=False) as demo:
         gr.Markdown("# mm_hub · image + text")
-        gr.Markdown(predictor.info_markdown(), elem_id="model-info")
+        for name, predictor in tabs.items():
+            if predictor is not None:
+                gr.Markdown(f"**{TAB_NAMES[name]}**  \n" + predictor.info_markdown(), elem_id=f"model-info-{name}")
+        inputs = {"type": "filepath", "sources": ["upload", "webcam", "clipboard"]}
         with gr.Tabs():
-            with gr.Tab("Classify", visible=predictor.can_classify):
+            with gr.Tab("Classify", visible=classifier is not None):
                 with gr.Row():
                     with gr.Column():
-                        image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Image")
-                        text = gr.Textbox(label="Text", lines=2, placeholder="a red circle on the left")
+                        image = gr.Image(label="Image", elem_id="classify-image", **inputs)
+                        text = gr.Textbox(label="Text", lines=2, placeholder="a red circle on the left",
+                                          elem_id="classify-text")
                         button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-                    label = gr.Label(num_top_classes=5, label="Prediction", elem_id="prediction")
-                button.click(classify, [image, text], label, api_name="classify", **endpoint(predictor.can_classify))
-                if examples:
-                    gr.Examples(examples, [image, text], label="Examples from the shapes data")
-            with gr.Tab("Explain", visible=predictor.can_classify):
+                    with gr.Column():
+                        label = gr.Label(num_top_classes=5, label="Prediction", elem_id="prediction")
+                        expected = gr.Textbox(label="Expected (the example's label in the data)", interactive=False,
+                                              visible=bool(examples))
+                button.click(classify, [image, text], label, api_name="classify", **endpoint(classifier is not None))
+                if examples and classifier is not None:
+                    gr.Examples(examples, [image, text, expected], label="Examples from the shapes data's eval and "
+                                "held-out splits, with their expected answer")
+            with gr.Tab("Explain", visible=classifier is not None):
                 with gr.Row():
                     with gr.Column():
-                        ex_image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Image")
-                        ex_text = gr.Textbox(label="Text", lines=2)
-                        ex_button = gr.Button("Explain", variant="primary")
+                        ex_image = gr.Image(label="Image", elem_id="explain-image", **inputs)
+                        ex_text = gr.Textbox(label="Text", lines=2, elem_id="explain-text")
+                        ex_button = gr.Button("Explain", variant="primary", elem_id="explain-button")
                     with gr.Column():
-                        heatmap = gr.Image(label="Where the text looked in the image (fusion attention)")
-                        words = gr.HighlightedText(label="Word importance", combine_adjacent=False)
-                summary = gr.Markdown(label="Summary")
+                        heatmap = gr.Image(label="Where the text looked in the image (colour scale: blue = least, "
+                                           "red = most attention)", elem_id="heatmap")
+                        words = gr.HighlightedText(label="Word importance (value per word; red raises the predicted "
+                                                   "label, blue lowers it)", combine_adjacent=False,
+                                                   color_map=None, show_legend=True, elem_id="words")
+                summary = gr.Markdown(label="Summary", elem_id="summary")
                 ablation = gr.Dataframe(headers=["label", *ABLATIONS], label="Modality ablation", interactive=False)
                 gr.Markdown(NEUTRAL_INPUTS)
                 ex_button.click(explain, [ex_image, ex_text], [heatmap, words, ablation, summary], api_name="explain",
-                                **endpoint(predictor.can_classify))
-                if examples:
-                    gr.Examples(examples, [ex_image, ex_text])
-            with gr.Tab("Describe", visible=predictor.can_generate):
-                room = getattr(predictor.config, "decoder_max_positions", 64) - 2
+                                **endpoint(classifier is not None))
+                if examples and classifier is not None:
+                    gr.Examples([row[:2] for row in examples], [ex_image, ex_text])
+            with gr.Tab("Describe", visible=writer is not None):
+                room = getattr(writer.config, "decoder_max_positions", 64) - 2 if writer is not None else 62
                 with gr.Row():
                     with gr.Column():
-                        describe_image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
-                                                  label="Image")
+                        describe_image = gr.Image(label="Image", elem_id="describe-image", **inputs)
                         question = gr.Textbox(label="Question (leave empty for a caption)", lines=1,
                                               placeholder="what colour is the circle?")
                         new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens")
                         describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
                     written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
                 describe_button.click(describe, [describe_image, question, new_tokens], written, api_name="describe",
-                                      **endpoint(predictor.can_generate))
-                if examples:
-                    gr.Examples([[path, ""] for path, _ in examples], [describe_image, question])
-            with gr.Tab("Search", visible=predictor.can_search):
+                                      **endpoint(writer is not None))
+                if examples and writer is not None:
+                    gr.Examples([[row[0], ""] for row in examples], [describe_image, question])
+            with gr.Tab("Search", visible=searcher is not None):
                 k = gr.Slider(1, 20, value=6, step=1, label="Results")
                 with gr.Row():
                     with gr.Column():
-                        query = gr.Textbox(label="Text query -> images")
-                        query_button = gr.Button("Search images", variant="primary")
-                        gallery = gr.Gallery(label="Images", columns=3)
-                        scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False)
+                        query = gr.Textbox(label="Text query -> images", placeholder="a red circle", elem_id="search-query")
+                        query_button = gr.Button("Search images", variant="primary", elem_id="search-button")
+                        gallery = gr.Gallery(label="Images", columns=3, elem_id="search-gallery")
+                        scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False,
+                                              wrap=True, column_widths=["20%", "80%"])
                     with gr.Column():
-                        query_image = gr.Image(type="filepath", label="Image query -> texts")
-                        image_button = gr.Button("Search texts", variant="primary")
-                        texts = gr.Dataframe(headers=["score", "text"], label="Texts", interactive=False)
+                        query_image = gr.Image(label="Image query -> texts", **inputs)
+                        image_button = gr.Button("Search texts", variant="primary", elem_id="search-texts-button")
+                        texts = gr.Dataframe(headers=["score", "text"], label="Texts", interactive=False, wrap=True,
+                                             column_widths=["20%", "80%"])
+                    with gr.Column():
+                        zs_image = gr.Image(label="Label an image by candidate captions", elem_id="zero-shot-image",
+                                            **inputs)
+                        candidates = gr.Textbox(label="Candidate captions, one per line", lines=3,
+                                                value="a red circle\na blue square\na green triangle")
+                        zs_button = gr.Button("Label", variant="primary", elem_id="zero-shot-button")
+                        zs_label = gr.Label(label="Which caption fits", elem_id="zero-shot")
                 query_button.click(search_text, [query, k], [gallery, scores], api_name="search",
-                                   **endpoint(predictor.can_search))
+                                   **endpoint(can_search))
                 image_button.click(search_image, [query_image, k], texts, api_name="search_image",
-                                   **endpoint(predictor.can_search))
+                                   **endpoint(can_search))
+                zs_button.click(zero_shot, [zs_image, candidates], zs_label, api_name="zero_shot",
+                                **endpoint(searcher is not None))
+                if examples and searcher is not None:
+                    gr.Examples([[row[0]] for row in examples], [query_image], label="Example images")
+            with gr.Tab("Recommend", visible=can_search):
+                choices = searcher.catalogue() if can_search else []
+                with gr.Row():
+                    with gr.Column():
+                        item = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Pick an item",
+                                           elem_id="recommend-item")
+                        item_image = gr.Image(label="The item", interactive=False, height=192)
+                        mention = gr.Textbox(label="Only items whose captions mention (optional)",
+                                             placeholder="triangle")
+                        rec_k = gr.Slider(1, 20, value=6, step=1, label="Results")
+                        rec_button = gr.Button("Recommend", variant="primary", elem_id="recommend-button")
+                    with gr.Column():
+                        rec_gallery = gr.Gallery(label="Most similar items (picture and text together)", columns=3,
+                                                 elem_id="recommend-gallery")
+                        rec_scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False,
+                                                  wrap=True, column_widths=["15%", "85%"])
+                item.change(show_item, item, item_image, api_visibility="private", queue=False)
+                rec_button.click(recommend, [item, mention, rec_k], [rec_gallery, rec_scores], api_name="recommend",
+                                 **endpoint(can_search))
+        if can_search and choices:
+            demo.load(show_item, item, item_image, api_visibility="private", queue=False)
     return demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
 
 
-def create_demo(model: str | None = None, revision: str | None = None, dataset: str | None = None) -> gr.Blocks:
-    """Resolve the model (see the module docstring), load it, index the search data for a retrieval model
+def examples_for(predictors: Sequence[Predictor]) -> list[list[str]] | None:
+    """The app's examples (`shapes_examples`) when its classifier was trained on the shapes data with the labels
+    ``mismatch`` / ``match`` (made with the same dataset config, so they are rows it was scored on); else None."""
+    classifier = serving(predictors)["classify"]
+    info = classifier.reports.get("training_info.json", {}) if classifier is not None else {}
+    if classifier is None or info.get("dataset") != "shapes" or classifier.labels != LABELS:
+        return None
+    config = info.get("dataset_config")
+    return shapes_examples(config if isinstance(config, str) else None)
+
+
+def create_demo(
+    model: str | list[str] | None = None, revision: str | None = None, dataset: str | None = None
+) -> gr.Blocks:
+    """Resolve the models (see the module docstring), load them, index the search data for the retrieval model
     (``dataset``, else ``$MM_HUB_DATASET``, else the built-in shapes data), and build the app.
 
     Raises:
-        ModelLoadError: the model cannot be loaded. InputError: the search dataset cannot be indexed.
+        ModelLoadError: a model cannot be loaded. InputError: the search dataset cannot be indexed.
     """
-    source = resolve_model_source(model, revision, app_dir=APP_DIR)
-    predictor = Predictor.from_source(source, demo_model=ensure_demo_model)
-    if predictor.can_embed:
-        predictor.build_search_index(dataset or os.environ.get("MM_HUB_DATASET") or None)
-    return build_demo(predictor, example_pairs())
+    sources = resolve_model_sources(model, revision, app_dir=APP_DIR)
+    predictors = Predictor.from_sources(sources, demo_models=demo_models)
+    searcher = serving(predictors)["search"]
+    if searcher is not None:
+        searcher.build_search_index(dataset or os.environ.get("MM_HUB_DATASET") or None)
+    return build_demo(predictors, examples_for(predictors))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(description="Serve an mm_hub image+text model in a Gradio app.")
     parser.add_argument(
-        "--model",
-        help="Hub id (org/name) or local folder; default: $MM_HUB_MODEL, "
-        "space_config.json, then the built-in demo model",
+        "--model", action="append",
+        help="Hub id (org/name, org/name@revision), local folder, or app manifest (a space_config.json, or a folder "
+        "holding one); repeat it to serve several models side by side. Default: $MM_HUB_MODEL, space_config.json "
+        "beside app.py, then the built-in demo models",
     )
-    parser.add_argument("--revision", help="branch, tag or commit of a Hub model (default: main)")
+    parser.add_argument("--revision", help="branch, tag or commit of the Hub model, with one model (default: main)")
     parser.add_argument(
         "--dataset",
-        help="retrieval models: dataset to search (Hub id, local folder or saved "
-        "index; default: $MM_HUB_DATASET, then the built-in shapes data)",
+        help="dataset the retrieval model searches and recommends from (Hub id, local folder or saved index; "
+        "default: $MM_HUB_DATASET, then the built-in shapes data)",
     )
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="port (default: 7860, or $GRADIO_SERVER_PORT)")
@@ -223,7 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Load the model and serve the app until interrupted; a model that cannot be loaded exits with one message."""
+    """Load the models and serve the app until interrupted; a model that cannot be loaded exits with one message."""
     args = parse_args(argv)
     handler = logging.StreamHandler()  # mm_hub's own log lines (one per refused request), not every library's
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -234,11 +367,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ModelLoadError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD, css=APP_CSS)
 
 
 def __getattr__(name: str) -> Any:
-    """``app.demo``: built from the environment / space_config.json / demo model on first access (PEP 562)."""
+    """``app.demo``: built from the environment / space_config.json / demo models on first access (PEP 562)."""
     if name == "demo":
         globals()["demo"] = create_demo()
         return globals()["demo"]

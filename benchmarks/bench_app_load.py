@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from mm_hub._files import write_json
-    from mm_hub.examples import example_pairs
+    from mm_hub.examples import shapes_examples
 
-    image_path, text = example_pairs()[0]
+    image_path, text, _ = shapes_examples()[0]
     demo = None
     if args.url is None:
         import app

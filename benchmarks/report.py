@@ -158,6 +158,21 @@ def load_section(load: dict[str, Any]) -> list[str]:
     ]
 
 
+def first_start_section(start: dict[str, Any]) -> list[str]:
+    first = f"{start['first_start_s']:.0f} s" if start.get("first_start_s") else "not measured (--quick)"
+    return [
+        "## The app's first start",
+        "",
+        "`python app.py` from launch to \"Running on local URL\": first with empty mm_hub and datasets caches (the demo "
+        "models are trained: two classifier runs side by side, each on its own retrieval stage 1), then again on the "
+        "filled caches. " + _conditions(start) + " Raw numbers: `results_first_start.json`.",
+        "",
+        "| first start | second start | endpoints served |",
+        "|---:|---:|---|",
+        f"| {first} | {start['second_start_s']:.0f} s | {', '.join(f'`{e}`' for e in start['endpoints'])} |",
+    ]
+
+
 def page() -> str:
     """The whole of `benchmarks/README.md`."""
     lines = [
@@ -181,6 +196,9 @@ def page() -> str:
     load = _load("results_app_load.json")
     if load:
         sections.append(load_section(load))
+    start = _load("results_first_start.json")
+    if start:
+        sections.append(first_start_section(start))
     for section in sections:
         lines += section + [""]
     return "\n".join(lines)
@@ -210,6 +228,10 @@ def summary() -> str:
     if load:
         rows.append(f"| app, {load['clients']} concurrent clients | {load['errors']} errors in {load['requests']}, "
                     f"p50 {load['p50_s']:.2f} s, {load['throughput_rps']:.1f} requests/s | `results_app_load.json` |")
+    start = _load("results_first_start.json")
+    if start and start.get("first_start_s"):
+        rows.append(f"| app, first start (demo models trained) / second start | {start['first_start_s']:.0f} s / "
+                    f"{start['second_start_s']:.0f} s | `results_first_start.json` |")
     return "\n".join(rows)
 
 

@@ -1,42 +1,59 @@
-"""The app's examples: scenes of the built-in shapes data with captions, rendered once into mm_hub's cache."""
+"""The app's examples: rows of the shapes data a model was trained on, each with its expected answer.
+
+The rows are the first ones of the ``eval`` split (two true captions, two false ones: the data alternates them) and
+the first of the ``heldout`` split (a caption naming a colour+shape pair no training caption named: the honest hard
+case). The generator is deterministic and each split has its own random stream, so these rows are the very ones the
+model's ``eval_results.json`` scored, whatever the split sizes. Images keep their size and pixels (the browser
+enlarges them for display): enlarged files would reach the model resampled, not as scored.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
 from ._files import write_bytes
 
-# (scene, caption) examples from the built-in shapes data: true and false captions, one with a held-out pair.
-EXAMPLE_SCENES = [
-    ([("red", "circle", "left"), ("blue", "square", "right")], "a red circle on the left"),
-    ([("red", "circle", "left"), ("blue", "square", "right")], "a blue circle on the right"),
-    ([("green", "square", "left"), ("yellow", "circle", "center"), ("blue", "triangle", "right")], "a blue triangle"),
-    (
-        [("green", "square", "left"), ("yellow", "circle", "center"), ("blue", "triangle", "right")],
-        "a green square on the right",
-    ),
-    ([("yellow", "triangle", "center")], "a yellow triangle in the center"),
-]
+# (split, row) of the examples, in the order the app lists them.
+EXAMPLE_ROWS = (("eval", 0), ("eval", 1), ("eval", 2), ("eval", 3), ("heldout", 0))
+HELDOUT_NOTE = " (held-out pair: never named in training)"
 
 
-def example_pairs(folder: str | os.PathLike | None = None, image_size: int = 192) -> list[list[str]]:
-    """``[[image_path, caption], ...]`` for the app's examples: scenes of the built-in shapes data, rendered once
-    into ``folder`` (default: ``mm_hub.paths.cache_dir() / "examples"``) and reused."""
+def shapes_examples(dataset_config: str | None = None, folder: str | os.PathLike | None = None) -> list[list[str]]:
+    """``[[image_path, caption, expected], ...]``: the `EXAMPLE_ROWS` of the shapes classification data made with
+    ``dataset_config`` (e.g. ``"num_train=30000,image_size=48"``; only ``image_size``, ``seed`` and
+    ``partial_caption_rate`` change these rows), rendered once into ``folder`` (default: ``mm_hub.paths.cache_dir()
+    / "examples"``) and reused. ``expected`` is the row's label (``match`` / ``mismatch``), with `HELDOUT_NOTE` on a
+    held-out row.
+
+    Raises:
+        ValueError: a malformed ``dataset_config`` (see `mm_hub.shapes.parse_shapes_config`).
+    """
     from .paths import cache_dir
-    from .shapes import render_scene
+    from .shapes import LABELS, make_shapes_dataset, parse_shapes_config
 
-    folder = Path(folder) if folder is not None else cache_dir() / "examples"
-    pairs = []
-    for index, (scene, caption) in enumerate(EXAMPLE_SCENES):
-        path = folder / f"shapes_{index}_{image_size}.png"
-        if not path.exists():  # written whole or not at all: concurrent app starts never see half a file
-            buffer = io.BytesIO()
-            render_scene(scene, image_size=image_size, seed=index).save(buffer, format="PNG")
-            write_bytes(path, buffer.getvalue())
-        pairs.append([str(path), caption])
-    return pairs
+    kwargs = parse_shapes_config(dataset_config)
+    sizes = {split: 1 + max(row for name, row in EXAMPLE_ROWS if name == split) for split in ("eval", "heldout")}
+    kwargs.update(num_train=0, num_eval=sizes["eval"], num_heldout=sizes["heldout"], task="classification")
+    key = hashlib.sha256(json.dumps(sorted(kwargs.items())).encode()).hexdigest()[:12]
+    folder = (Path(folder) if folder is not None else cache_dir() / "examples") / key
+    index_file = folder / "examples.json"
+    if index_file.is_file():
+        return [[str(folder / name), text, expected] for name, text, expected in json.loads(index_file.read_text())]
+    data = make_shapes_dataset(**kwargs)
+    rows = []
+    for number, (split, row) in enumerate(EXAMPLE_ROWS):
+        example = data[split][row]
+        buffer = io.BytesIO()
+        example["image"].convert("RGB").save(buffer, format="PNG")
+        name = f"shapes_{number}_{split}_{row}.png"
+        write_bytes(folder / name, buffer.getvalue())  # written whole: concurrent starts never see half a file
+        rows.append([name, example["text"], LABELS[example["label"]] + (HELDOUT_NOTE if split == "heldout" else "")])
+    write_bytes(index_file, json.dumps(rows).encode())
+    return [[str(folder / name), text, expected] for name, text, expected in rows]
 
 
-__all__ = ["EXAMPLE_SCENES", "example_pairs"]
+__all__ = ["EXAMPLE_ROWS", "HELDOUT_NOTE", "shapes_examples"]

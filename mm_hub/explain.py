@@ -147,7 +147,8 @@ def heatmap_overlay(
     """Blend a (rows x cols) grid of scores, upsampled smoothly, over ``image`` (the model's view of the input,
     enlarged so its short side is at least ``min_side`` pixels for display).
 
-    The scores are min-max scaled, so the colours show where attention is relatively high within this image.
+    The scores are min-max scaled, so the colours show where attention is relatively high within this image; a
+    colour scale below the image names the scores at its two ends.
     """
     shown = image.convert("RGB")
     scale = max(1.0, min_side / min(shown.size))
@@ -157,7 +158,23 @@ def heatmap_overlay(
     grid = (grid - grid.min()) / span if span > 0 else np.zeros_like(grid)
     upsampled = np.asarray(Image.fromarray(grid, mode="F").resize(shown.size, Image.Resampling.BILINEAR))
     heat = Image.fromarray(colormap(upsampled))
-    return Image.blend(shown, heat, alpha)
+    return with_colour_scale(Image.blend(shown, heat, alpha), float(cell_scores.min()), float(cell_scores.max()))
+
+
+def with_colour_scale(image: Image.Image, low: float, high: float, height: int = 36) -> Image.Image:
+    """``image`` above a `colormap` bar from ``low`` (left) to ``high`` (right), each end labelled with its score."""
+    from PIL import ImageDraw
+
+    bar = colormap(np.tile(np.linspace(0.0, 1.0, image.width), (height // 2, 1)))
+    framed = Image.new("RGB", (image.width, image.height + height), (255, 255, 255))
+    framed.paste(image, (0, 0))
+    framed.paste(Image.fromarray(bar), (0, image.height))
+    draw = ImageDraw.Draw(framed)
+    text_top = image.height + height // 2 + 2
+    draw.text((2, text_top), f"least {low:.3f}", fill=(0, 0, 0))
+    right = f"most {high:.3f}"
+    draw.text((image.width - 2 - draw.textlength(right), text_top), right, fill=(0, 0, 0))
+    return framed
 
 
 __all__ = [
@@ -169,5 +186,6 @@ __all__ = [
     "merge_word_pieces",
     "neutral_pixel_values",
     "pixels_to_image",
+    "with_colour_scale",
     "word_positions",
 ]

@@ -122,4 +122,42 @@ def check_k(k: Any) -> int:
     return k
 
 
-__all__ = ["MAX_TEXT_CHARS", "REFUSED_FILE", "InputError", "check_k", "check_text", "confined_file", "read_image"]
+MAX_CANDIDATES = 32
+
+
+def check_candidates(candidates: Any) -> list[str]:
+    """Candidate captions for zero-shot labelling: a list of strings, or one string with a caption per line (or,
+    on one line, separated by commas); each checked by `check_text`, repeats dropped.
+
+    Raises:
+        InputError: fewer than 2 or more than `MAX_CANDIDATES` different captions, or a caption `check_text` refuses.
+    """
+    if isinstance(candidates, str):
+        candidates = candidates.splitlines() if "\n" in candidates.strip() else candidates.split(",")
+    if not isinstance(candidates, (list, tuple)):
+        raise InputError(f"The candidate captions must be a string or a list of strings, got {type(candidates).__name__}.")
+    texts = list(dict.fromkeys(check_text(text, "candidate caption") for text in candidates
+                               if not (isinstance(text, str) and not text.strip())))
+    if not 2 <= len(texts) <= MAX_CANDIDATES:
+        raise InputError(f"Give 2 to {MAX_CANDIDATES} different candidate captions, one per line (or separated by "
+                         f"commas); got {len(texts)}.")
+    return texts
+
+
+def check_row(row: Any, rows: int) -> int:
+    """A row number of a collection of ``rows`` items (whole floats from a number box are accepted).
+
+    Raises:
+        InputError: not a whole number from 0 to ``rows - 1``.
+    """
+    if isinstance(row, float) and row.is_integer():
+        row = int(row)
+    if isinstance(row, str) and row.strip().isdigit():
+        row = int(row)
+    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < rows:
+        raise InputError(f"Pick an item: a row number from 0 to {rows - 1}, got {row!r}.")
+    return row
+
+
+__all__ = ["MAX_CANDIDATES", "MAX_TEXT_CHARS", "REFUSED_FILE", "InputError", "check_candidates", "check_k",
+           "check_row", "check_text", "confined_file", "read_image"]

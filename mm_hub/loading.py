@@ -1,8 +1,9 @@
 """Find and load a saved or pushed mm_hub model: which one to serve, and the one loader every caller uses.
 
-Model resolution for the app (first that is set wins): an explicit model id / path (the app's ``--model`` flag) >
+Model resolution for the app (first that is set wins): explicit model ids / paths (the app's ``--model`` flag) >
 the ``MM_HUB_MODEL`` (and ``MM_HUB_REVISION``) environment variables > a ``space_config.json`` beside ``app.py``
-(``{"model": "org/name", "revision": "main" or null}``, written by the Space command) > the built-in demo model.
+(the app manifest the Space command writes: ``{"models": [...]}``) > the built-in demo models. Several models are
+served side by side: each of the app's tabs goes to the first model that can serve it.
 
 `load_model` loads weights from safetensors only (never a pickle) and turns every failure into one `ModelLoadError`
 whose message a person starting the app understands.
@@ -31,7 +32,7 @@ from .model.processing_mm_hub import MMHubProcessor
 
 logger = logging.getLogger(__name__)
 
-# Written by the Space command beside app.py, read by the app: {"model": "org/name", "revision": ... or null}.
+# The app manifest: written by the Space command beside app.py, read by the app (see `read_manifest`).
 SPACE_CONFIG = "space_config.json"
 # The heads a saved config's `architectures` can name; anything else loads as the classifier.
 HEADS = {
@@ -46,37 +47,97 @@ class ModelLoadError(OSError):
 
 @dataclass
 class ModelSource:
-    """Where the app's model comes from: ``model`` None means the built-in demo model."""
+    """One model the app serves: ``model`` None means the built-in demo model."""
 
     model: str | None
     revision: str | None = None
     origin: str = "demo"  # "argument" | "env" | "space_config" | "demo"
 
 
-def resolve_model_source(
-    model: str | None = None, revision: str | None = None, app_dir: str | os.PathLike | None = None
-) -> ModelSource:
-    """Pick the model to serve: ``model`` argument > ``$MM_HUB_MODEL`` > ``app_dir/space_config.json`` > demo.
+MANIFEST_FORMS = (
+    '{"models": ["org/a", {"model": "org/b", "revision": "v1"}, "./folder"]} or {"model": "org/a", "revision": null}'
+)
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """``"org/name@revision"`` -> ``("org/name", "revision")``; a Hub id or a folder without ``@`` -> ``(spec, None)``
+    (an existing folder whose name holds ``@`` is taken whole: Hub ids never hold one)."""
+    if "@" in spec and not Path(spec).exists():
+        model, revision = spec.rsplit("@", 1)
+        return model, revision or None
+    return spec, None
+
+
+def manifest_file(spec: str | os.PathLike) -> Path | None:
+    """The app manifest ``spec`` names: a ``.json`` file, or a folder holding ``space_config.json`` and no model of
+    its own (no ``config.json``); None for a model id or model folder."""
+    path = Path(spec)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    if path.is_dir() and (path / SPACE_CONFIG).is_file() and not (path / "config.json").is_file():
+        return path / SPACE_CONFIG
+    return None
+
+
+def read_manifest(path: str | os.PathLike) -> list[tuple[str, str | None]]:
+    """The ``(model, revision)`` entries of an app manifest (`MANIFEST_FORMS`); relative folder entries are taken
+    relative to the manifest's folder.
 
     Raises:
-        ModelLoadError: ``space_config.json`` exists but is not a JSON object with a string ``"model"``.
+        ModelLoadError: the file is not JSON of an accepted form, or lists no model.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{path} is not a readable JSON app manifest: {error}") from error
+    entries = data.get("models") if isinstance(data, dict) and "models" in data else [data]
+    models = []
+    for entry in entries if isinstance(entries, list) else [None]:
+        if isinstance(entry, str):
+            entry = dict(zip(("model", "revision"), parse_model_spec(entry)))
+        model = entry.get("model") if isinstance(entry, dict) else None
+        revision = entry.get("revision") if isinstance(entry, dict) else None
+        if not isinstance(model, str) or not model or not isinstance(revision, (str, type(None))):
+            raise ModelLoadError(f"{path} must be a JSON object like {MANIFEST_FORMS}; got {data!r}.")
+        beside = path.parent / model
+        models.append((str(beside) if model.startswith(".") and beside.is_dir() else model, revision or None))
+    if not models:
+        raise ModelLoadError(f"{path} lists no model; write it like {MANIFEST_FORMS}.")
+    return models
+
+
+def resolve_model_sources(
+    model: str | os.PathLike | list[str] | None = None,
+    revision: str | None = None,
+    app_dir: str | os.PathLike | None = None,
+) -> list[ModelSource]:
+    """Pick the models to serve: ``model`` argument > ``$MM_HUB_MODEL`` > ``app_dir/space_config.json`` > demo.
+
+    ``model`` (and ``$MM_HUB_MODEL``) may name several models: a list, comma-separated ids, or an app manifest
+    (`manifest_file`); each id may pin a revision as ``org/name@revision``. ``revision`` (and ``$MM_HUB_REVISION``)
+    applies when there is one model.
+
+    Raises:
+        ModelLoadError: a manifest that cannot be read, or ``revision`` with several models.
     """
     if model:
-        return ModelSource(model, revision, "argument")
-    if os.environ.get("MM_HUB_MODEL"):
-        return ModelSource(os.environ["MM_HUB_MODEL"], revision or os.environ.get("MM_HUB_REVISION") or None, "env")
-    config_path = Path(app_dir) / SPACE_CONFIG if app_dir is not None else None
-    if config_path is not None and config_path.exists():
-        try:
-            data = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ModelLoadError(f"{config_path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not data["model"]:
-            raise ModelLoadError(
-                f'{config_path} must be a JSON object like {{"model": "org/name", "revision": null}}, got {data!r}.'
-            )
-        return ModelSource(data["model"], revision or data.get("revision") or None, "space_config")
-    return ModelSource(None, None, "demo")
+        specs, origin = ([str(m) for m in model] if isinstance(model, list) else str(model).split(",")), "argument"
+    elif os.environ.get("MM_HUB_MODEL"):
+        specs, origin = os.environ["MM_HUB_MODEL"].split(","), "env"
+        revision = revision or os.environ.get("MM_HUB_REVISION") or None
+    elif app_dir is not None and (Path(app_dir) / SPACE_CONFIG).exists():
+        specs, origin = [str(Path(app_dir) / SPACE_CONFIG)], "space_config"
+    else:
+        return [ModelSource(None, None, "demo")]
+    models = []
+    for spec in filter(None, (spec.strip() for spec in specs)):
+        manifest = manifest_file(spec)
+        models += read_manifest(manifest) if manifest is not None else [parse_model_spec(spec)]
+    if revision and len(models) > 1:
+        raise ModelLoadError(f"A revision ({revision}) was given for {len(models)} models; pin each as "
+                             "org/name@revision instead.")
+    return [ModelSource(name, revision or pinned, origin) for name, pinned in models]
 
 
 def _load_error_message(model_id: str, revision: str | None, error: BaseException) -> str:
@@ -227,4 +288,5 @@ def resolved_commit(model_id: str | os.PathLike, revision: str | None = None) ->
 
 
 __all__ = ["REPORT_FILES", "SPACE_CONFIG", "ModelLoadError", "ModelSource", "load_model", "load_reports",
-           "resolve_model_source", "resolved_commit"]
+           "manifest_file", "parse_model_spec", "read_manifest",
+           "resolve_model_sources", "resolved_commit"]

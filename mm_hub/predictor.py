@@ -34,7 +34,7 @@ from .explain import (
     pixels_to_image,
     word_positions,
 )
-from .inputs import InputError, check_k, check_text, read_image
+from .inputs import InputError, check_candidates, check_k, check_row, check_text, read_image
 from .loading import ModelLoadError, ModelSource, load_model, load_reports, resolved_commit
 from .model.configuration_mm_hub import infer_problem_type
 
@@ -65,6 +65,16 @@ def _scale_word_scores(scores: np.ndarray, signed: bool) -> list[float]:
         return [float(s) / peak if peak > 0 else 0.0 for s in scores]
     span = float(scores.max() - scores.min())
     return [float(s - scores.min()) / span if span > 0 else 0.0 for s in scores]
+
+
+def _captions(value: Any) -> list[str]:
+    """A row's text column (one caption or a list) as a list of captions."""
+    return [str(caption) for caption in value] if isinstance(value, list) else [str(value or "")]
+
+
+def _mentions(value: Any, needle: str) -> bool:
+    """Whether one of a row's captions holds ``needle`` (lower case), ignoring case."""
+    return any(needle in caption.lower() for caption in _captions(value))
 
 
 @dataclass
@@ -135,27 +145,31 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_source(
-        cls, source: ModelSource, demo_model: Callable[[], str | os.PathLike] | None = None
-    ) -> Predictor:
-        """Load the model a `ModelSource` names.
+    def from_sources(
+        cls, sources: Sequence[ModelSource], demo_models: Callable[[], Sequence[str | os.PathLike]] | None = None
+    ) -> list[Predictor]:
+        """Load the models `resolve_model_sources` names, in order.
 
         Args:
-            source: from `resolve_model_source`; its ``model`` is None when nothing was configured.
-            demo_model: returns the folder of the fallback model for that case (the app passes
-                ``training.demo_model.ensure_demo_model``: the library itself never imports the training code).
+            sources: a source whose ``model`` is None stands for the built-in demo models.
+            demo_models: returns their folders (the app passes ``training.demo_model.demo_models``: the library
+                itself never imports the training code).
 
         Raises:
-            ModelLoadError: the model cannot be loaded, or no model was configured and there is no fallback.
+            ModelLoadError: a model cannot be loaded, or the demo is asked for and there is no ``demo_models``.
         """
-        if source.model is None:
-            if demo_model is None:
-                raise ModelLoadError("No model was given (--model, MM_HUB_MODEL or space_config.json).")
-            predictor = cls.from_pretrained(demo_model())
-        else:
-            predictor = cls.from_pretrained(source.model, revision=source.revision)
-        predictor.origin = source.origin
-        return predictor
+        predictors = []
+        for source in sources:
+            if source.model is None:
+                if demo_models is None:
+                    raise ModelLoadError("No model was given (--model, MM_HUB_MODEL or space_config.json).")
+                loaded = [cls.from_pretrained(folder) for folder in demo_models()]
+            else:
+                loaded = [cls.from_pretrained(source.model, revision=source.revision)]
+            for predictor in loaded:
+                predictor.origin = source.origin
+            predictors += loaded
+        return predictors
 
     # ---- what the model can do ---------------------------------------------------------------------------------
 
@@ -367,18 +381,14 @@ class Predictor:
             self.index.save(folder)
         return self.index
 
-    def _hit(self, hit: dict[str, Any]) -> dict[str, Any]:
-        """A search result as ``{"score", "row", "image", "caption"}`` (the first caption of a list)."""
+    def _hit(self, hit: dict[str, Any], mention: str | None = None) -> dict[str, Any]:
+        """A search result as ``{"score", "row", "image", "caption"}``: the row's first caption, or its first one
+        that holds ``mention`` (lower case)."""
         metadata = self.index.metadata
-        caption = hit.get(metadata.get("text_column") or "", "")
-        if isinstance(caption, list):
-            caption = caption[0] if caption else ""
-        return {
-            "score": hit["score"],
-            "row": hit["row"],
-            "image": hit.get(metadata.get("image_column") or ""),
-            "caption": str(caption),
-        }
+        captions = _captions(hit.get(metadata.get("text_column") or ""))
+        caption = next((text for text in captions if mention and mention in text.lower()), captions[0] if captions else "")
+        return {"score": hit["score"], "row": hit["row"], "image": hit.get(metadata.get("image_column") or ""),
+                "caption": caption}
 
     def _require_index(self) -> None:
         if not self.can_search:
@@ -404,6 +414,48 @@ class Predictor:
             if len(hits) >= k or len(found) < fetch:
                 return list(hits.values())[:k]
             hits, fetch = {}, fetch * 4
+
+    def zero_shot(self, image: Any, candidates: Any) -> dict[str, float]:
+        """Label an image by candidate captions (`check_candidates`: a list, or a caption per line): the probability
+        of each that it is the one describing the image (a softmax over the model's scaled similarities), best first.
+        Needs a retrieval model, not an index."""
+        if not self.can_embed:
+            raise InputError("Labelling by candidate captions needs a retrieval (dual-encoder) model; none is loaded.")
+        texts, picture = check_candidates(candidates), self.read_image(image)
+        inputs = {**self.processor(images=[picture], return_tensors="pt"),
+                  **self.processor(text=texts, padding=True, truncation=True, return_tensors="pt")}
+        with torch.inference_mode():
+            probabilities = self.model(**inputs).logits_per_image.softmax(-1)[0].tolist()
+        return dict(sorted(zip(texts, probabilities), key=lambda pair: -pair[1]))
+
+    def catalogue(self, limit: int = 500) -> list[tuple[str, int]]:
+        """The first ``limit`` indexed items as ``("row · caption", row)`` choices, for picking one to recommend from."""
+        self._require_index()
+        return [(f"{row} · {self.item(row)['caption']}", row) for row in range(min(limit, len(self.index)))]
+
+    def item(self, row: Any) -> dict[str, Any]:
+        """One indexed item as ``{"score": 1.0, "row", "image", "caption"}``."""
+        self._require_index()
+        return self._hit({"score": 1.0, **self.index.row(check_row(row, len(self.index)))})
+
+    def recommend(self, row: Any, k: int = 6, mention: Any = None) -> list[dict[str, Any]]:
+        """The ``k`` indexed items most like item ``row``, its picture and its text together (`mm_hub.recommend`),
+        never the item itself; with ``mention``, only items one of whose captions holds that word or phrase
+        (case-insensitive), shown with the caption that holds it. ``[{"score", "row", "image", "caption"}, ...]``,
+        best first."""
+        from .recommend import recommend
+
+        self._require_index()
+        row, k = check_row(row, len(self.index)), check_k(k)
+        needle = check_text(mention, "filter").lower() if isinstance(mention, str) and mention.strip() else None
+        text_column = self.index.metadata.get("text_column") or ""
+        fetch = k
+        while True:  # ask for more items until k pass the filter, or the index has no more
+            found = recommend(self.index, row, k=fetch)
+            hits = [self._hit(hit, needle) for hit in found if needle is None or _mentions(hit.get(text_column), needle)]
+            if len(hits) >= k or len(found) < fetch:
+                return hits[:k]
+            fetch *= 4
 
     # ---- generation --------------------------------------------------------------------------------------------
 

@@ -347,15 +347,24 @@ class MultimodalIndex:
             hits = [(float(s), int(r)) for s, r in zip(result.scores, result.indices) if r >= 0 and r not in excluded]
         return [{"score": score, "row": row, **self._payload[row]} for score, row in hits[:k]]
 
+    def row(self, row: int) -> dict:
+        """One indexed row as ``{"row", <dataset columns>}`` (what a search result holds, without its score)."""
+        row = self._checked_row(row)
+        return {"row": row, **self._payload[row]}
+
+    def _checked_row(self, row: Any) -> int:
+        """``row`` as an int, ValueError when it is not a row number of this index."""
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(self):
+            raise ValueError(f"Row {row!r} is out of range: the index has rows 0..{len(self) - 1}.")
+        return int(row)
+
     def embedding(self, row: int, column: str = "item_embeds") -> np.ndarray:
         """(D,) stored embedding of one row in one embedding column."""
         if column not in self.metadata["embedding_columns"]:
             raise ValueError(
                 f"{column!r} is not one of this index's embedding columns {self.metadata['embedding_columns']}."
             )
-        if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(self):
-            raise ValueError(f"Row {row!r} is out of range: the index has rows 0..{len(self) - 1}.")
-        return _column_matrix(self._rows, column, np.array([row]))[0]
+        return _column_matrix(self._rows, column, np.array([self._checked_row(row)]))[0]
 
     def _filter_mask(self, filter: dict[str, Any]) -> np.ndarray:
         """(N,) bool: rows whose columns hold the wanted value(s)."""

@@ -69,6 +69,29 @@ def hub_repo_id(request: pytest.FixtureRequest) -> str:
     return f"{HUB.user}/{name}-{next(_COUNTER)}"
 
 
+from benchmarks.bench_first_start import TINY_DEMO  # noqa: E402  (the demo presets shrunk to seconds)
+
+
+@pytest.fixture(scope="session")
+def default_app(tmp_path_factory):
+    """The default app (`python app.py` with no model configured: the built-in demo models), its demo trained with
+    `TINY_DEMO` into its own mm_hub cache, served on 127.0.0.1: yields the launched ``gr.Blocks``."""
+    import app
+    from training.demo_model import ensure_demo_model
+
+    cache = tmp_path_factory.mktemp("demo_cache")
+    ensure_demo_model(cache, progress=False, **TINY_DEMO)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MM_HUB_CACHE", str(cache))
+        for name in ("MM_HUB_MODEL", "MM_HUB_REVISION", "MM_HUB_DATASET"):
+            patch.delenv(name, raising=False)
+        demo = app.create_demo()
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD,
+                    css=app.APP_CSS)
+        yield demo
+        demo.close()
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Name the Hub API calls the local server could not answer (a test failing on one points here)."""
     if HUB.unhandled:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shlex
 import socket
@@ -81,7 +82,8 @@ def test_named_endpoints_and_tabs(served):
     demo, client = served
     # a classifier neither writes nor embeds: those tabs are hidden and their endpoints unlisted
     assert set(_endpoints(client)) == {"/classify", "/explain"}
-    assert _tab_visibility(demo) == {"Classify": True, "Explain": True, "Describe": False, "Search": False}
+    assert _tab_visibility(demo) == {"Classify": True, "Explain": True, "Describe": False, "Search": False,
+                                     "Recommend": False}
 
 
 def test_classify_endpoint_matches_the_predictor(served, model_dir, image_path):
@@ -98,7 +100,8 @@ def test_explain_endpoint(served, image_path):
     _, client = served
     heatmap, words, table, summary = client.predict(handle_file(image_path), "a red square", api_name="/explain")
     assert min(Image.open(heatmap).size) >= 320  # attention fusion: the heatmap over the model's view
-    assert [item["token"] for item in words] == ["a", "red", "square"]
+    assert [item["token"].split()[0] for item in words] == ["a", "red", "square"]
+    assert all(item["token"].split()[1] == f"{item['class_or_confidence']:+.2f}" for item in words)  # its value
     assert table["headers"] == ["label", "image + text", "image only", "text only"]
     assert sorted(row[0] for row in table["data"]) == ["match", "mismatch"]
     assert all(sum(row[i] for row in table["data"]) == pytest.approx(1.0, abs=1e-3) for i in (1, 2, 3))
@@ -138,9 +141,10 @@ def test_retrieval_app_searches_and_refuses_to_classify(tmp_path, image_path, mo
     monkeypatch.delenv("MM_HUB_DATASET", raising=False)
     demo = launch(app.create_demo(model=save_tiny_model(tmp_path / "retrieval", head="retrieval")))
     try:
-        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": False, "Search": True}
+        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": False, "Search": True,
+                                         "Recommend": True}
         client = Client(demo.local_url, verbose=False)
-        assert set(_endpoints(client)) == {"/search", "/search_image"}
+        assert set(_endpoints(client)) == {"/search", "/search_image", "/zero_shot", "/recommend"}
         gallery, scores = client.predict("a red circle on the left", 4, api_name="/search")
         assert len(gallery) == len(scores["data"]) == 4 and all(Path(item["image"]).exists() for item in gallery)
         assert [item["caption"] for item in gallery] == [caption for _, caption in scores["data"]]
@@ -158,7 +162,8 @@ def test_a_generation_model_describes_images_through_the_api(tmp_path, image_pat
     folder = save_tiny_model(tmp_path / "generator", "generation")
     demo = launch(app.create_demo(model=folder))
     try:
-        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": True, "Search": False}
+        assert _tab_visibility(demo) == {"Classify": False, "Explain": False, "Describe": True, "Search": False,
+                                         "Recommend": False}
         client = Client(demo.local_url, verbose=False)
         assert set(_endpoints(client)) == {"/describe"}
         local = Predictor.from_pretrained(folder)
@@ -284,9 +289,12 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert namespace["prediction"]["label"] in LABELS.values() and namespace["prediction"]["label"] in printed
     assert namespace["summary"].startswith("Prediction **")
-    assert [w["token"] for w in namespace["words"]] == ["a", "red", "circle", "on", "the", "left"]
+    assert [w["token"].split()[0] for w in namespace["words"]] == ["a", "red", "circle", "on", "the", "left"]
     assert sorted(row[0] for row in namespace["ablation"]["data"]) == ["match", "mismatch"]
     assert len(namespace["gallery"]) == len(namespace["scores"]["data"]) == 3
+    assert len(namespace["similar"]) == len(namespace["rows"]["data"]) == 3
+    assert all("circle" in item["caption"] for item in namespace["similar"])
+    assert {"a red circle", "a blue square"} & set(printed.splitlines())  # the zero-shot label, printed
 
 
 def test_texts_the_model_cannot_read_whole_get_a_warning(monkeypatch):
@@ -303,3 +311,77 @@ def test_texts_the_model_cannot_read_whole_get_a_warning(monkeypatch):
         "were ignored."
     assert shown[1].startswith("This model never read 'dog', 'w0', 'w1'") and shown[1].endswith(
         "and 3 more in training: what it says about them is a guess.")
+
+
+# ---- the default app: every capability of the built-in demo, and several models side by side -----------------
+
+
+def _markdown(demo: gr.Blocks, elem_id: str) -> str:
+    return next(c["props"]["value"] for c in demo.config["components"] if c["props"].get("elem_id") == elem_id)
+
+
+def test_the_default_app_serves_every_endpoint_of_the_demo(default_app):
+    demo = default_app
+    assert set(_tab_visibility(demo).values()) == {True}  # a classifier, a retrieval model and a captioner
+    client = Client(demo.local_url, verbose=False)
+    assert set(_endpoints(client)) == {"/classify", "/explain", "/describe", "/search", "/search_image", "/zero_shot",
+                                       "/recommend"}
+    # The header names each model and its measured quality.
+    classifier, searcher = _markdown(demo, "model-info-classify"), _markdown(demo, "model-info-search")
+    assert "(the built-in demo model)" in classifier and "**Measured** accuracy" in classifier
+    assert "retrieval head" in searcher and "**Measured** text to image recall@1" in searcher
+    assert "generation head" in _markdown(demo, "model-info-describe")
+    assert "**Measured** structural f1" in _markdown(demo, "model-info-describe")
+    # The examples are the demo data's eval / held-out rows with their expected answer, as the Classify tab lists.
+    examples = next(c["props"] for c in demo.config["components"] if c["type"] == "dataset")
+    image, text, expected = examples["samples"][0]
+    assert expected in ("match", "mismatch") and examples["samples"][-1][2].endswith("(held-out pair: never named "
+                                                                                      "in training)")
+    path = image["path"] if isinstance(image, dict) else image
+    prediction = client.predict(handle_file(path), text, api_name="/classify")
+    assert prediction["label"] in ("match", "mismatch")
+    heatmap, words, table, summary = client.predict(handle_file(path), text, api_name="/explain")
+    assert [item["token"].split()[0] for item in words] == text.split() and summary.startswith("Prediction **")
+    written = client.predict(handle_file(path), "", 6, api_name="/describe")
+    assert isinstance(written, str) and len(written.split()) <= 6
+    gallery, scores = client.predict("a red circle", 3, api_name="/search")
+    assert len(gallery) == len(scores["data"]) == 3
+    texts = client.predict(handle_file(path), 3, api_name="/search_image")
+    assert len({row[1] for row in texts["data"]}) == 3
+    labelled = client.predict(handle_file(path), "a red circle\na blue square\na green triangle", api_name="/zero_shot")
+    confidences = {item["label"]: item["confidence"] for item in labelled["confidences"]}
+    assert set(confidences) == {"a red circle", "a blue square", "a green triangle"}
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4)
+    similar, rows = client.predict(0, "", 4, api_name="/recommend")
+    assert len(similar) == len(rows["data"]) == 4
+    only, _ = client.predict(0, "circle", 2, api_name="/recommend")
+    assert only and all("circle" in item["caption"] for item in only)  # shown with the caption that says it
+    with pytest.raises(AppError, match="Pick an item"):
+        client.predict(10**6, "", 4, api_name="/recommend")
+    with pytest.raises(AppError, match="2 to 32 different candidate captions"):
+        client.predict(handle_file(path), "a red circle", api_name="/zero_shot")
+
+
+def test_a_classifier_a_retrieval_model_and_a_generator_side_by_side(tmp_path, image_path, monkeypatch):
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MM_HUB_DATASET", raising=False)
+    for head in ("classification", "retrieval", "generation"):
+        save_tiny_model(tmp_path / "apps" / head, head)
+    manifest = {"models": ["./generation", "./retrieval", {"model": "./classification", "revision": None}]}
+    (tmp_path / "apps" / "space_config.json").write_text(json.dumps(manifest))
+    demo = launch(app.create_demo(model=str(tmp_path / "apps")))  # a folder of models with its manifest
+    try:
+        assert set(_tab_visibility(demo).values()) == {True}
+        client = Client(demo.local_url, verbose=False)
+        assert set(_endpoints(client)) == {"/classify", "/explain", "/describe", "/search", "/search_image",
+                                           "/zero_shot", "/recommend"}
+        local = {head: Predictor.from_pretrained(tmp_path / "apps" / head) for head in ("classification", "generation")}
+        result = client.predict(handle_file(image_path), "a red square", api_name="/classify")
+        expected = local["classification"].classify(image_path, "a red square")
+        assert {i["label"]: i["confidence"] for i in result["confidences"]} == pytest.approx(expected, abs=1e-5)
+        assert client.predict(handle_file(image_path), "", 4, api_name="/describe") == local["generation"].describe(
+            image_path, "", 4)
+        assert len(client.predict("a red circle", 2, api_name="/search")[0]) == 2
+        assert "generation head" in _markdown(demo, "model-info-describe")
+    finally:
+        demo.close()

@@ -8,7 +8,7 @@ import pytest
 
 import app
 from benchmarks.bench_app_load import run_load
-from mm_hub.examples import example_pairs
+from mm_hub.examples import shapes_examples
 from tests.conftest import save_tiny_model
 from tests.test_app import launch
 
@@ -20,7 +20,7 @@ CLIENTS, REQUESTS, TIME_BOUND_S = 8, 5, 90
 def test_concurrent_clients_get_answers_without_errors(tmp_path):
     demo = launch(app.create_demo(model=save_tiny_model(tmp_path / "model", fusion="attention")))
     try:
-        image_path, text = example_pairs(tmp_path / "examples")[0]
+        image_path, text, _ = shapes_examples(folder=tmp_path / "examples")[0]
         started = time.monotonic()
         result = run_load(demo.local_url, image_path, text, clients=CLIENTS, requests=REQUESTS)
         elapsed = time.monotonic() - started

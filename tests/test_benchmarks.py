@@ -32,3 +32,11 @@ def test_captioning_benchmark_runs_the_preset_quickly():
     results = bench_captioning(["--quick"])
     assert results["train_rows"] == 16 and results["wall_s"] > results["train_runtime_s"] > 0
     assert {"eval_structural_f1", "heldout_structural_f1", "eval_bleu4", "eval_cider"} <= set(results["metrics"])
+
+
+def test_first_start_benchmark_times_the_app_serving():
+    from benchmarks.bench_first_start import main as bench_first_start
+
+    results = bench_first_start(["--quick"])
+    assert results["first_start_s"] is None and results["second_start_s"] > 0
+    assert {"/classify", "/explain", "/search", "/search_image", "/zero_shot", "/recommend"} <= set(results["endpoints"])

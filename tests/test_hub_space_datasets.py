@@ -16,7 +16,7 @@ from huggingface_hub import HfApi, SpaceCard, snapshot_download
 
 from mm_hub import MMHubForImageTextClassification
 from mm_hub.hub import HubAuthError, push_to_hub
-from mm_hub.loading import resolve_model_source
+from mm_hub.loading import resolve_model_sources
 from mm_hub.predictor import Predictor
 from mm_hub.shapes import make_shapes_dataset
 from tests.conftest import random_images, tiny_config, tiny_processor
@@ -58,7 +58,7 @@ def test_space_uploads_app_package_config_and_header(pushed_model, hub_repo_id, 
     assert files["app.py"] == (REPO_ROOT / "app.py").read_bytes()
     assert files["requirements.txt"] == (REPO_ROOT / "requirements.txt").read_bytes()
     expected_config = {"model": pushed_model["repo_id"], "revision": pushed_model["first"]}
-    assert json.loads(files["space_config.json"]) == expected_config
+    assert json.loads(files["space_config.json"]) == {"models": [expected_config]}
     # Every mm_hub / training module any uploaded file imports is uploaded too, and nothing else of the repo is.
     modules = {p for p in files if p.endswith(".py")}
     for path in modules:
@@ -77,9 +77,9 @@ def test_space_uploads_app_package_config_and_header(pushed_model, hub_repo_id, 
 
     # The app, started from the Space's files, serves the pushed model at the pinned revision.
     space_dir = Path(snapshot_download(hub_repo_id, repo_type="space", local_dir=tmp_path / "space"))
-    source = resolve_model_source(app_dir=space_dir)
+    [source] = resolve_model_sources(app_dir=space_dir)
     assert (source.model, source.revision, source.origin) == (*expected_config.values(), "space_config")
-    predictor = Predictor.from_source(source)
+    [predictor] = Predictor.from_sources([source])
     image, text = random_images(1, seed=3)[0], "a red circle"
     with torch.no_grad():
         logits = pushed_model["model"](**pushed_model["processor"](images=[image], text=[text])).logits
@@ -97,8 +97,21 @@ def test_space_update_repins_and_removes_stale_modules(pushed_model, hub_repo_id
     assert f"{hub_server.url}/spaces/{hub_repo_id}" in capsys.readouterr().out
     files = hub_server.files(hub_repo_id, repo_type="space")
     assert "mm_hub/removed_module.py" not in files
-    assert json.loads(files["space_config.json"])["revision"] == pushed_model["second"]
+    assert json.loads(files["space_config.json"])["models"][0]["revision"] == pushed_model["second"]
     assert hub_server.commits(hub_repo_id, repo_type="space")[0].title == "pin the second commit"
+
+
+def test_a_space_serves_several_models_side_by_side(tmp_path):
+    models = [("org/classifier", None), ("org/retrieval", "v2")]
+    files = space_cli.space_files(models, "org/app")
+    (tmp_path / "space_config.json").write_bytes(files["space_config.json"])
+    sources = resolve_model_sources(app_dir=tmp_path)
+    assert [(source.model, source.revision) for source in sources] == models
+    card = files["README.md"].decode()
+    assert "models:\n- org/classifier\n- org/retrieval" in card and "`org/retrieval` at revision `v2`" in card
+    assert space_cli.parse_args(["--model", "a/b", "--model", "c/d@v1", "--space-id", "e/f"]).model == ["a/b", "c/d@v1"]
+    with pytest.raises(ValueError, match="org/name@revision"):
+        space_cli.create_space(["a/b", "c/d"], "e/f", revision="v1")
 
 
 def test_space_needs_a_pushed_model_and_a_token(pushed_model, hub_repo_id, hub_server, monkeypatch):

@@ -18,7 +18,7 @@ from PIL import Image
 from mm_hub import FUSION_REGISTRY, ImageTextClassificationPipeline
 from mm_hub import MMHubForImageTextClassification as Classifier
 from mm_hub import MMHubForImageTextRetrieval as Retrieval
-from mm_hub.examples import example_pairs
+from mm_hub.examples import EXAMPLE_ROWS, HELDOUT_NOTE, shapes_examples
 from mm_hub.explain import (
     HEATMAP_FUSIONS,
     attention_explanation,
@@ -27,10 +27,24 @@ from mm_hub.explain import (
     merge_word_pieces,
 )
 from mm_hub.inputs import MAX_TEXT_CHARS, InputError, check_text, read_image
-from mm_hub.loading import MAX_REPORT_BYTES, ModelLoadError, load_reports, resolve_model_source
+from mm_hub.loading import (
+    MAX_REPORT_BYTES,
+    ModelLoadError,
+    load_reports,
+    resolve_model_sources,
+)
 from mm_hub.model.processing_mm_hub import MAX_IMAGE_PIXELS
 from mm_hub.predictor import ABLATIONS, Predictor
-from tests.conftest import TEXT_ENCODER_TYPES, random_images, tiny_config, tiny_model, tiny_processor, tokenizer
+from mm_hub.shapes import LABELS as SHAPES_LABELS
+from mm_hub.shapes import make_shapes_dataset
+from tests.conftest import (
+    TEXT_ENCODER_TYPES,
+    random_images,
+    tiny_config,
+    tiny_model,
+    tiny_processor,
+    tokenizer,
+)
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 CAPTION = "a red circle left of an unbelievable square"
@@ -123,23 +137,42 @@ def test_load_errors_are_one_clear_message(tmp_path, hub_repo_id, kind):
     assert ("'bert' model" in message) if kind == "not mm_hub" else ("Could not load the model" in message)
 
 
+def _resolved(*args, **kwargs) -> list[tuple]:
+    return [(source.model, source.revision, source.origin) for source in resolve_model_sources(*args, **kwargs)]
+
+
 def test_model_resolution_order(tmp_path, monkeypatch):
     monkeypatch.delenv("MM_HUB_MODEL", raising=False)
     monkeypatch.delenv("MM_HUB_REVISION", raising=False)
-    assert resolve_model_source(app_dir=tmp_path).model is None  # nothing set: the demo model
+    assert _resolved(app_dir=tmp_path) == [(None, None, "demo")]  # nothing set: the demo models
     (tmp_path / "space_config.json").write_text(json.dumps({"model": "org/space", "revision": "v1"}))
-    source = resolve_model_source(app_dir=tmp_path)
-    assert (source.model, source.revision, source.origin) == ("org/space", "v1", "space_config")
+    assert _resolved(app_dir=tmp_path) == [("org/space", "v1", "space_config")]
     monkeypatch.setenv("MM_HUB_MODEL", "org/env")
     monkeypatch.setenv("MM_HUB_REVISION", "v9")
-    source = resolve_model_source(app_dir=tmp_path)
-    assert (source.model, source.revision, source.origin) == ("org/env", "v9", "env")
-    source = resolve_model_source("org/flag", "v3", app_dir=tmp_path)
-    assert (source.model, source.revision, source.origin) == ("org/flag", "v3", "argument")
+    assert _resolved(app_dir=tmp_path) == [("org/env", "v9", "env")]
+    assert _resolved("org/flag", "v3", app_dir=tmp_path) == [("org/flag", "v3", "argument")]
     monkeypatch.delenv("MM_HUB_MODEL")
     (tmp_path / "space_config.json").write_text('{"revision": "v1"}')
-    with pytest.raises(ModelLoadError, match="must be a JSON object"):
-        resolve_model_source(app_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match="must be a JSON object like"):
+        resolve_model_sources(app_dir=tmp_path)
+
+
+def test_several_models_by_list_by_env_and_by_manifest(tmp_path, monkeypatch):
+    monkeypatch.delenv("MM_HUB_REVISION", raising=False)
+    monkeypatch.setenv("MM_HUB_MODEL", "org/a, org/b@v2")
+    assert _resolved() == [("org/a", None, "env"), ("org/b", "v2", "env")]
+    assert _resolved(["org/c", "org/d@main"]) == [("org/c", None, "argument"), ("org/d", "main", "argument")]
+    apps = tmp_path / "apps"
+    (apps / "retrieval").mkdir(parents=True)
+    (apps / "space_config.json").write_text(json.dumps({"models": ["org/a@v1", {"model": "./retrieval"}]}))
+    expected = [("org/a", "v1", "argument"), (str(apps / "retrieval"), None, "argument")]
+    assert _resolved(str(apps)) == _resolved(str(apps / "space_config.json")) == expected  # a folder or its file
+    with pytest.raises(ModelLoadError, match="pin each as org/name@revision"):
+        resolve_model_sources("org/a,org/b", "v1")
+    for bad in ('{"models": []}', '{"models": [3]}', '{"models": [{"model": "x", "revision": 2}]}', "[1", "null"):
+        (apps / "space_config.json").write_text(bad)
+        with pytest.raises(ModelLoadError, match="space_config.json"):
+            resolve_model_sources(str(apps))
 
 
 # ---- classification -------------------------------------------------------------------------------------------
@@ -240,6 +273,9 @@ def test_grid_heatmap_and_word_pieces():
     overlay = np.asarray(heatmap_overlay(Image.new("RGB", (100, 100), "white"), scores, 2, 2, min_side=100))
     top_right, bottom_left = overlay[10, 90].astype(int), overlay[90, 10].astype(int)
     assert top_right[0] > top_right[2] and bottom_left[2] > bottom_left[0]  # red where attended, blue elsewhere
+    assert overlay.shape == (136, 100, 3)  # the image above its colour scale
+    scale = overlay[110]
+    assert scale[2][2] > scale[2][0] and scale[-3][0] > scale[-3][2]  # blue (least) on the left, red (most) right
     assert merge_word_pieces(["un", "##believ", "##able", "cat"], [0.1, 0.9, 0.2, 0.5]) == [
         ("unbelievable", 0.9),
         ("cat", 0.5),
@@ -308,10 +344,16 @@ def test_dropped_tokens_counts_what_the_model_never_sees(processor):
     assert predictor.dropped_tokens(" ".join(["cat"] * 20)) == 20 + 2 - processor.max_length
 
 
-def test_examples_come_from_the_shapes_data(tmp_path):
-    pairs = example_pairs(tmp_path)
-    assert len(pairs) >= 4 and all(Image.open(path).size == (192, 192) for path, _ in pairs)
-    assert example_pairs(tmp_path) == pairs  # rendered once, reused
+def test_examples_are_eval_and_heldout_rows_with_their_answer(tmp_path):
+    config = "num_train=50,num_eval=40,num_heldout=30,image_size=48,partial_caption_rate=0.2"
+    rows = shapes_examples(config, tmp_path)
+    data = make_shapes_dataset(num_train=0, num_eval=40, num_heldout=30, image_size=48, partial_caption_rate=0.2)
+    expected = [(data[split][row]["text"], SHAPES_LABELS[data[split][row]["label"]]) for split, row in EXAMPLE_ROWS]
+    assert [(text, answer.removesuffix(HELDOUT_NOTE)) for _, text, answer in rows] == expected
+    assert {answer for _, _, answer in rows[:4]} == {"match", "mismatch"} and rows[-1][2].endswith(HELDOUT_NOTE)
+    for (split, row), (path, _, _) in zip(EXAMPLE_ROWS, rows):  # the very pixels the model was scored on
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(data[split][row]["image"].convert("RGB")))
+    assert shapes_examples(config, tmp_path) == rows  # rendered once, reused
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
@@ -336,7 +378,24 @@ def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, 
     with pytest.raises(InputError, match="whole number"):
         predictor.search_text("a cat", k=0)
 
+    from mm_hub.recommend import recommend
     from mm_hub.search import MultimodalIndex
+
+    # Recommendation: an indexed item's neighbours (never itself), filtered by a word of their captions.
+    choices = predictor.catalogue(limit=10)
+    assert len(choices) == 10 and choices[3] == (f"3 · {predictor.item(3)['caption']}", 3)
+    assert predictor.item(3)["image"] is not None
+    similar = predictor.recommend(3, k=4)
+    assert [h["row"] for h in similar] == [h["row"] for h in recommend(predictor.index, 3, k=4)] and 3 not in [
+        h["row"] for h in similar]
+    circles = predictor.recommend(3, k=3, mention="Circle")
+    text_column = predictor.index.metadata["text_column"]
+    assert circles and all("circle" in " ".join(predictor.index.row(h["row"])[text_column]) for h in circles)
+    assert all("circle" in h["caption"] for h in circles)  # each shown with a caption that says it
+    assert predictor.recommend(3, k=3, mention="zebra") == []  # no caption mentions it: nothing, not an error
+    for row, message in ((24, "from 0 to 23"), (-1, "from 0 to 23"), ("x", "Pick an item"), (True, "Pick an item")):
+        with pytest.raises(InputError, match=message):
+            predictor.recommend(row)
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the cached index should have been reused")
@@ -345,6 +404,26 @@ def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, 
     again = Predictor.from_pretrained(folder)
     again.build_search_index(max_rows=24, progress=False)
     assert [h["row"] for h in again.search_text("a red circle on the left", k=5)] == [h["row"] for h in hits]
+
+
+def test_zero_shot_labels_an_image_by_candidate_captions(processor, image):
+    torch.manual_seed(0)
+    model = Retrieval(tiny_config())
+    predictor = Predictor(model, processor)
+    scores = predictor.zero_shot(image, "a red circle\na blue square\n\na red circle")  # blank and repeat dropped
+    assert set(scores) == {"a red circle", "a blue square"} and sum(scores.values()) == pytest.approx(1.0)
+    assert list(scores.values()) == sorted(scores.values(), reverse=True)
+    texts = processor(text=["a red circle", "a blue square"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**processor(images=[image], return_tensors="pt"), **texts).logits_per_image.softmax(-1)[0].tolist()
+    assert [scores["a red circle"], scores["a blue square"]] == pytest.approx(expected, abs=1e-6)
+    assert predictor.zero_shot(image, "a cat, a dog").keys() == {"a cat", "a dog"}  # one line: commas separate
+    for bad, message in (("a cat", "2 to 32"), (["x"] * 40 + [str(i) for i in range(40)], "2 to 32"),
+                         (3, "string or a list"), (["a cat", 4], "must be a string")):
+        with pytest.raises(InputError, match=message):
+            predictor.zero_shot(image, bad)
+    with pytest.raises(InputError, match="needs a retrieval"):
+        Predictor(_classifier(), processor).zero_shot(image, "a, b")
 
 
 def test_search_a_local_dataset_folder_and_a_saved_index(tmp_path, monkeypatch):
@@ -381,12 +460,12 @@ def test_no_model_given_serves_the_demo_model(tmp_path, monkeypatch):
     monkeypatch.delenv("MM_HUB_MODEL", raising=False)
     folder = _save(_classifier(), tmp_path / "demo-model")  # stands in for the trained demo (never trained in tests)
     calls = []
-    source = resolve_model_source(None, app_dir=tmp_path)
-    predictor = Predictor.from_source(source, demo_model=lambda: calls.append("demo") or folder)
+    sources = resolve_model_sources(None, app_dir=tmp_path)
+    [predictor] = Predictor.from_sources(sources, demo_models=lambda: calls.append("demo") or [folder])
     assert calls == ["demo"] and predictor.model_id == folder
     assert "(the built-in demo model)" in predictor.info_markdown()
     with pytest.raises(ModelLoadError, match="No model was given"):
-        Predictor.from_source(source)
+        Predictor.from_sources(sources)
 
 
 def _with_reports(folder: str, eval_results: dict, vocabulary: list[int] | None) -> str:

@@ -14,9 +14,10 @@ import yaml
 from safetensors.torch import load_file
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
+from tests.conftest import TINY_DEMO
 from tests.data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
-from training.demo_model import DEMO_PRESET, ensure_demo_model
+from training.demo_model import DEMO_PRESET, demo_models, ensure_demo_model
 from training.train import Recipe, evaluate_retrieval, main
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
@@ -92,12 +93,19 @@ def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(tmp_pat
 
 
 def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
-    folder = ensure_demo_model(
-        tmp_path, progress=False, max_steps=2,
-        dataset_config="num_train=16,num_eval=8,num_heldout=8,image_size=64", eval_strategy="no",
-        stage1={"max_steps": 2, "dataset_config": "num_train=16,num_eval=8,num_heldout=0,image_size=64"},
-    )
+    folder = ensure_demo_model(tmp_path, progress=False, **TINY_DEMO)
     assert folder == tmp_path / "demo-model"
+    # stage 1 is served, not dropped, and a captioner is trained on the second member's stage 1
+    assert demo_models(tmp_path, progress=False) == [folder, folder / "retrieval", folder / "captioner"]
+    retrieval = json.loads((folder / "retrieval" / "config.json").read_text())
+    assert retrieval["architectures"] == ["MMHubForImageTextRetrieval"] and retrieval["text_encoder_type"] == "lstm"
+    assert "eval_text_to_image_recall@1" in json.loads((folder / "retrieval" / "eval_results.json").read_text())
+    captioner = json.loads((folder / "captioner" / "config.json").read_text())
+    assert captioner["architectures"] == ["MMHubForConditionalGeneration"]
+    assert "eval_structural_f1" in json.loads((folder / "captioner" / "eval_results.json").read_text())
+    train_config = (folder / "captioner" / "train_config.yaml").read_text()
+    assert "stage1-seed1" in train_config and "freeze_vision_encoder: true" in train_config
+    assert not list(folder.glob("*/checkpoint-*"))
     info = json.loads((folder / "training_info.json").read_text())
     assert {"eval_accuracy", "heldout_accuracy"} <= set(info["metrics"])
     assert info["hyperparameters"]["fusion_type"] == "bilinear"
@@ -117,12 +125,27 @@ def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
 
 
 def test_a_demo_cache_from_other_code_is_not_reused(tmp_path):
-    from training.demo_model import DEMO_FOLDER, FINGERPRINT_FILE, REQUIRED_FILES, demo_fingerprint, is_complete
+    from training.demo_model import (
+        CAPTIONER_FOLDER,
+        DEMO_FOLDER,
+        FINGERPRINT_FILE,
+        REQUIRED_FILES,
+        RETRIEVAL_FOLDER,
+        demo_fingerprint,
+        is_complete,
+    )
 
     folder = tmp_path / DEMO_FOLDER
-    folder.mkdir()
+    for sub in ("", RETRIEVAL_FOLDER):
+        (folder / sub).mkdir()
+        for name in REQUIRED_FILES:
+            (folder / sub / name).write_text("{}")
+    (folder / FINGERPRINT_FILE).write_text(demo_fingerprint() + "\n")
+    assert not is_complete(folder)  # no captioner: made before the demo had one
+    (folder / CAPTIONER_FOLDER).mkdir()
     for name in REQUIRED_FILES:
-        (folder / name).write_text("{}")
+        (folder / CAPTIONER_FOLDER / name).write_text("{}")
+    (folder / FINGERPRINT_FILE).unlink()
     assert not is_complete(folder)  # no fingerprint: made before fingerprints, or interrupted
     (folder / FINGERPRINT_FILE).write_text("0" * 64)
     assert not is_complete(folder)  # made by different presets or model code

@@ -2,11 +2,13 @@
 
     python -m training.space --model your-name/mm-hub-demo --space-id your-name/mm-hub-demo-app [--revision REV]
                              [--private] [--commit-message M]
+    python -m training.space --model org/classifier --model org/retrieval@v2 --space-id org/app   # side by side
 
 Uploads, in one commit: `app.py`, the `mm_hub/` (and `training/`) modules app.py imports (found by following its
-imports), `requirements.txt`, `space_config.json` ({"model": ..., "revision": ...}, which app.py reads to pick its
-model) and a README.md with the Space YAML header (sdk gradio, sdk_version, python_version, app_file,
-models: [the model]). Modules the previous commit had but the app no longer needs are deleted. Needs a write token.
+imports), `requirements.txt`, `space_config.json` (the app manifest, {"models": [{"model": ..., "revision": ...}]},
+which app.py reads to pick its models) and a README.md with the Space YAML header (sdk gradio, sdk_version,
+python_version, app_file, models: [the models]). Modules the previous commit had but the app no longer needs are
+deleted. Needs a write token.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Sp
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
 from mm_hub.hub import HubAuthError, HubUnavailableError, check_repo_id, hub_errors, resolve_token
-from mm_hub.loading import SPACE_CONFIG
+from mm_hub.loading import SPACE_CONFIG, parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_PACKAGES = ("mm_hub", "training")
@@ -82,35 +84,44 @@ def app_modules(root: str | Path = ROOT, app_file: str = "app.py") -> list[str]:
     return sorted(paths)
 
 
-def space_card(model_id: str, space_id: str, revision: str | None = None) -> SpaceCard:
+Models = list[tuple[str, "str | None"]]  # (model id, revision) pairs, in the app's order
+
+
+def _pinned(model: str, revision: str | None) -> str:
+    return f"`{model}`" + (f" at revision `{revision}`" if revision else "")
+
+
+def space_card(models: Models, space_id: str) -> SpaceCard:
     """The Space README: YAML header (sdk, sdk_version, python_version, app_file, models) and a short body."""
     data = SpaceCardData(
         title=space_id.split("/")[-1], sdk="gradio", sdk_version=version("gradio"), python_version=PYTHON_VERSION,
-        app_file="app.py", models=[model_id], license="apache-2.0", emoji="🖼️", colorFrom="indigo",
-        colorTo="green", pinned=False, short_description="Classify, explain and search image + text pairs",
+        app_file="app.py", models=[model for model, _ in models], license="apache-2.0", emoji="🖼️",
+        colorFrom="indigo", colorTo="green", pinned=False,
+        short_description="Classify, explain, describe and search image + text",
     )
-    pinned = f" at revision `{revision}`" if revision else ""
+    served = ", ".join(f"[{_pinned(model, revision)}](../../{model})" for model, revision in models)
     body = (
-        f"# {space_id.split('/')[-1]}\n\nA Gradio demo of the mm_hub model [`{model_id}`](../../{model_id}){pinned}:"
-        " classify an (image, text) pair, see which image regions and words drove the prediction, and search.\n\n"
-        f"The app reads the model id from `{SPACE_CONFIG}`; set the `MM_HUB_MODEL` (and `MM_HUB_REVISION`)"
-        " variable in the Space settings to serve another model without a new commit.\n"
+        f"# {space_id.split('/')[-1]}\n\nA Gradio demo of the mm_hub model{'s' if len(models) > 1 else ''} {served}:"
+        " each tab (classify and explain, describe, search, recommend) is served by the first model that can.\n\n"
+        f"The app reads its models from `{SPACE_CONFIG}`; set the `MM_HUB_MODEL` variable in the Space settings"
+        " (comma-separated ids, each optionally `org/name@revision`) to serve others without a new commit.\n"
     )
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def space_files(model_id: str, space_id: str, revision: str | None = None, root: str | Path = ROOT) -> dict[str, bytes]:
+def space_files(models: Models, space_id: str, root: str | Path = ROOT) -> dict[str, bytes]:
     """Every file the Space commit uploads, path -> content."""
     root = Path(root)
     files = {path: (root / path).read_bytes() for path in app_modules(root)}
     files["requirements.txt"] = (root / "requirements.txt").read_bytes()
-    files[SPACE_CONFIG] = (json.dumps({"model": model_id, "revision": revision}, indent=2) + "\n").encode()
-    files["README.md"] = str(space_card(model_id, space_id, revision)).encode()
+    manifest = {"models": [{"model": model, "revision": revision} for model, revision in models]}
+    files[SPACE_CONFIG] = (json.dumps(manifest, indent=2) + "\n").encode()
+    files["README.md"] = str(space_card(models, space_id)).encode()
     return files
 
 
 def create_space(
-    model_id: str,
+    model_id: str | list[str],
     space_id: str,
     *,
     revision: str | None = None,
@@ -120,36 +131,46 @@ def create_space(
 ) -> str:
     """Create (or update) the Gradio Space `space_id` serving `model_id` at `revision`; returns the commit id.
 
-    Checks first that the model exists at that revision (ValueError otherwise, with the Hub's answer).
+    ``model_id`` may be a list of models served side by side, each ``org/name`` or ``org/name@revision``
+    (``revision`` then pins nothing). Checks first that each model exists at its revision (ValueError otherwise,
+    with the Hub's answer).
     """
-    check_repo_id(model_id)
+    models = [parse_model_spec(model) for model in ([model_id] if isinstance(model_id, str) else model_id)]
+    if revision is not None and len(models) > 1:
+        raise ValueError("--revision pins one model; with several, write each as org/name@revision.")
+    models = [(model, revision or pinned) for model, pinned in models]
     check_repo_id(space_id)
     token = resolve_token(token, space_id)
     api = HfApi(token=token)
-    with hub_errors(model_id):
-        try:
-            api.model_info(model_id, revision=revision)
-        except (RepositoryNotFoundError, RevisionNotFoundError) as err:
-            raise ValueError(f"model {model_id!r} (revision {revision or 'main'}) is not on the Hub: push it first"
-                             f" (python -m training.push). Hub answered: {str(err).splitlines()[0]}") from err
-    files = space_files(model_id, space_id, revision)
+    for model, pinned in models:
+        check_repo_id(model)
+        with hub_errors(model):
+            try:
+                api.model_info(model, revision=pinned)
+            except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+                raise ValueError(f"model {model!r} (revision {pinned or 'main'}) is not on the Hub: push it first"
+                                 f" (python -m training.push). Hub answered: {str(err).splitlines()[0]}") from err
+    files = space_files(models, space_id)
     with hub_errors(space_id):
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         remote = set(api.list_repo_files(space_id, repo_type="space"))
         stale = [p for p in remote - set(files) if p.split("/")[0] in LOCAL_PACKAGES]
         operations: list = [CommitOperationAdd(path, content) for path, content in sorted(files.items())]
         operations += [CommitOperationDelete(path) for path in sorted(stale)]
-        message = commit_message or f"Serve {model_id}{'@' + revision if revision else ''} with the mm_hub app"
-        info = api.create_commit(space_id, operations, commit_message=message, repo_type="space")
+        names = ", ".join(model + (f"@{pinned}" if pinned else "") for model, pinned in models)
+        info = api.create_commit(space_id, operations, commit_message=commit_message or f"Serve {names} with the"
+                                 " mm_hub app", repo_type="space")
     return info.oid
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m training.space", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="pushed model repo the Space serves, 'org/name'")
+    parser.add_argument("--model", required=True, action="append",
+                        help="pushed model repo the Space serves, 'org/name' or 'org/name@revision'; repeat it to "
+                        "serve several side by side (a classifier, a retrieval model, a generator)")
     parser.add_argument("--space-id", required=True, help="Space repo to create or update, 'org/name'")
-    parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit) to pin")
+    parser.add_argument("--revision", default=None, help="revision (branch, tag or commit) to pin, with one model")
     parser.add_argument("--private", action="store_true", help="create the Space as private (new Spaces only)")
     parser.add_argument("--commit-message", default=None, help="commit title (default: a generated one)")
     return parser.parse_args(argv)
@@ -165,7 +186,7 @@ def main(argv: list[str] | None = None) -> str:
     except (ValueError, TypeError, HubAuthError, HubUnavailableError) as err:  # a message, not a traceback
         raise SystemExit(f"error: {err}") from None
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    print(f"Space {endpoint}/spaces/{args.space_id} serves {args.model} (commit {commit})")
+    print(f"Space {endpoint}/spaces/{args.space_id} serves {', '.join(args.model)} (commit {commit})")
     return commit
 
 
