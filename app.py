@@ -162,9 +162,7 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
             raise gr.Error(str(error), print_exception=False) from None
 
     def searching() -> Predictor:
-        model = needs(searcher, "Search needs a retrieval model")
-        model._require_index()
-        return model
+        return needs(searcher, "Search needs a retrieval model")
 
     def gallery_and_rows(hits: list[dict[str, Any]]) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
         return [(hit["image"], hit["caption"]) for hit in hits], [[round(hit["score"], 4), hit["caption"]] for hit in hits]

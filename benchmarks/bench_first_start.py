@@ -3,7 +3,8 @@ demo models are trained; then a second start on the filled caches. Each start is
 to the line "Running on local URL"; the served tabs' endpoints and the demo models' evaluations are recorded.
 
     python -m benchmarks.bench_first_start --out benchmarks/results_first_start.json
-    python -m benchmarks.bench_first_start --quick    # only the second start, on a demo trained tiny (the test)
+    python -m benchmarks.bench_first_start --quick    # only the second start, on a demo trained tiny
+    python -m benchmarks.bench_first_start --quick --cache DIR   # ... on the demo an mm_hub cache DIR holds (the test)
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(cache: Path, timeout: float) -> dict:
-    """Run ``python app.py`` with its caches under ``cache`` until it serves; returns the seconds it took and the
-    endpoints it lists, then stops it. RuntimeError with the end of its output when it exits or times out first."""
+def start_app(mm_hub_cache: Path, datasets_cache: Path, timeout: float) -> dict:
+    """Run ``python app.py`` with these caches until it serves; returns the seconds it took and the endpoints it
+    lists, then stops it. RuntimeError with the end of its output when it exits or times out first."""
     from gradio_client import Client
 
-    env = {**os.environ, "MM_HUB_CACHE": str(cache / "mm_hub"), "HF_DATASETS_CACHE": str(cache / "datasets")}
+    env = {**os.environ, "MM_HUB_CACHE": str(mm_hub_cache), "HF_DATASETS_CACHE": str(datasets_cache)}
     for name in ("MM_HUB_MODEL", "MM_HUB_REVISION", "MM_HUB_DATASET"):
         env.pop(name, None)
     command = [sys.executable, "-u", "app.py", "--port", str(_free_port())]
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; print and (with ``--out``) write the results."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_first_start", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the second start, on a demo trained tiny")
+    parser.add_argument("--cache", type=Path, help="with --quick: an mm_hub cache folder whose demo is trained")
     parser.add_argument("--timeout", type=float, default=900, help="seconds a start may take")
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
@@ -81,16 +83,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_first_start_") as work:
-        cache = Path(work)
+        mm_hub_cache, datasets_cache = (args.cache if args.quick and args.cache else Path(work) / "mm_hub"), Path(work)
         first = None
-        if args.quick:
+        if not args.quick:
+            first = start_app(mm_hub_cache, datasets_cache, args.timeout)
+        elif args.cache is None:
             from training.demo_model import ensure_demo_model
 
-            ensure_demo_model(cache / "mm_hub", progress=False, **TINY_DEMO)
-        else:
-            first = start_app(cache, args.timeout)
-        second = start_app(cache, args.timeout)
-        demo = cache / "mm_hub" / "demo-model"
+            ensure_demo_model(mm_hub_cache, progress=False, **TINY_DEMO)
+        second = start_app(mm_hub_cache, datasets_cache, args.timeout)
+        demo = mm_hub_cache / "demo-model"
         measured = {name: json.loads((demo / sub / "eval_results.json").read_text())
                     for name, sub in (("classifier", ""), ("retrieval", "retrieval"), ("captioner", "captioner"))}
     results = {

@@ -57,6 +57,9 @@ def _index_table(rows: list[dict[str, Any]], build: bool) -> list[str]:
     return lines
 
 
+IVF_SWEEPS = ("results_index_ivf_1m.json", "results_index_ivf_1m_noise2.json")
+
+
 def index_section(results: dict[str, Any], ef_sweep: dict[str, Any] | None) -> list[str]:
     lines = [
         "## Search at scale",
@@ -75,6 +78,17 @@ def index_section(results: dict[str, Any], ef_sweep: dict[str, Any] | None) -> l
             "",
             *_index_table(ef_sweep["results"], build=False),
         ]
+    for name in IVF_SWEEPS:
+        sweep = _load(name)
+        if sweep:
+            lines += [
+                "",
+                f"IVF's query-time `nprobe` (cells scanned per query) on one index, clusters of noise {sweep['noise']} "
+                "(2.0: two points of one cluster have cosine ~0.2, a harder case); the first `ivf` row is the default "
+                f"(`default_nprobe`): " + _conditions(sweep) + f" Raw numbers: `{name}`.",
+                "",
+                *_index_table(sweep["results"], build=True),
+            ]
     return lines
 
 
@@ -220,10 +234,19 @@ def summary() -> str:
                     f"{captioning['wall_s']:.0f} s | `results_captioning.json` |")
     index = _load("results_index.json")
     for row in (index or {}).get("results", []):
-        if row["num_vectors"] == max(r["num_vectors"] for r in index["results"]) and row["index_type"] != "flat":
-            rows.append(f"| search, {row['num_vectors']:,} vectors, `{row['index_type']}` | p50 "
+        if row["num_vectors"] == max(r["num_vectors"] for r in index["results"]) and row["index_type"] == "hnsw":
+            rows.append(f"| search, {row['num_vectors']:,} vectors, `hnsw` | p50 "
                         f"{row['query_ms_p50']:.2f} ms (1 thread), recall@10 {row['recall@10']:.3f} | "
                         "`results_index.json` |")
+    for name in IVF_SWEEPS:
+        sweep = _load(name) or {}
+        default = next((r for r in sweep.get("results", []) if r["index_type"] == "ivf"), None)
+        if default:
+            params = default["params"]
+            rows.append(f"| search, {default['num_vectors']:,} vectors, `ivf` (the default above 20,000; nlist "
+                        f"{params['nlist']}, nprobe {params['nprobe']}), cluster noise {sweep['noise']} | p50 {default['query_ms_p50']:.2f} ms (1 thread), "
+                        f"recall@10 {default['recall@10']:.3f}, built in {default['build_s']:.0f} s, "
+                        f"{default['index_mib']:.0f} MiB | `{name}` |")
     load = _load("results_app_load.json")
     if load:
         rows.append(f"| app, {load['clients']} concurrent clients | {load['errors']} errors in {load['requests']}, "

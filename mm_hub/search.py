@@ -40,7 +40,7 @@ from .embeddings import (
     normalize,
     quiet_datasets,
 )
-from .faiss_index import INDEX_TYPES, configure_faiss_index, new_faiss_index
+from .faiss_index import check_index_type, configure_faiss_index, new_faiss_index
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class MultimodalIndex:
         *,
         image_column: str | None = "image",
         text_column: str | None = "text",
-        index_type: str = "flat",
+        index_type: str = "auto",
         batch_size: int = 32,
         chunk_size: int = 1024,
         work_dir: str | os.PathLike | None = None,
@@ -131,8 +131,9 @@ class MultimodalIndex:
             dataset: a `datasets.Dataset` or a streaming `IterableDataset`.
             image_column, text_column: columns to embed (None skips that modality; a text cell may be a list of
                 captions).
-            index_type: ``"flat"`` (exact inner product, the default), ``"ivf"`` or ``"hnsw"`` (approximate,
-                for large collections; see `mm_hub.faiss_index.new_faiss_index`).
+            index_type: ``"auto"`` (the default: exact ``"flat"`` search up to 20,000 rows, ``"ivf"`` above; see
+                `mm_hub.faiss_index.choose_index_type`), ``"flat"``, ``"ivf"`` or ``"hnsw"`` (see
+                `mm_hub.faiss_index.new_faiss_index`).
             batch_size, chunk_size, num_rows, progress: as in `embed_dataset`.
             work_dir: where finished chunks are kept so that an interrupted build resumes; default: a temporary
                 folder that lives as long as this index.
@@ -147,8 +148,7 @@ class MultimodalIndex:
             ValueError: no usable rows, unknown column or index type, a bad row with ``strict``; TypeError: not a
                 retrieval model.
         """
-        if index_type not in INDEX_TYPES:
-            raise ValueError(f"index_type={index_type!r} is not supported; choose one of {INDEX_TYPES}.")
+        check_index_type(index_type)
         check_retrieval_model(model)
         temporary = None
         if work_dir is None:
@@ -183,7 +183,7 @@ class MultimodalIndex:
             "embedding_columns": list(faiss_indexes),
             "num_rows": len(rows),
             "skipped_rows": skipped,
-            "index_type": index_type,
+            "index_type": params["index_type"],  # what "auto" chose
             "index_params": params,
             "build_seconds": round(time.perf_counter() - started, 2),
         }

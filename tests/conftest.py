@@ -73,16 +73,24 @@ from benchmarks.bench_first_start import TINY_DEMO  # noqa: E402  (the demo pres
 
 
 @pytest.fixture(scope="session")
-def default_app(tmp_path_factory):
-    """The default app (`python app.py` with no model configured: the built-in demo models), its demo trained with
-    `TINY_DEMO` into its own mm_hub cache, served on 127.0.0.1: yields the launched ``gr.Blocks``."""
-    import app
+def tiny_demo_cache(tmp_path_factory) -> Path:
+    """An mm_hub cache folder holding the built-in demo models trained with `TINY_DEMO` (seconds, not minutes),
+    trained once for every test that needs them."""
     from training.demo_model import ensure_demo_model
 
     cache = tmp_path_factory.mktemp("demo_cache")
     ensure_demo_model(cache, progress=False, **TINY_DEMO)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def default_app(tiny_demo_cache):
+    """The default app (`python app.py` with no model configured: the built-in demo models, from
+    `tiny_demo_cache`), served on 127.0.0.1: yields the launched ``gr.Blocks``."""
+    import app
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MM_HUB_CACHE", str(cache))
+        patch.setenv("MM_HUB_CACHE", str(tiny_demo_cache))
         for name in ("MM_HUB_MODEL", "MM_HUB_REVISION", "MM_HUB_DATASET"):
             patch.delenv(name, raising=False)
         demo = app.create_demo()

@@ -34,9 +34,11 @@ def test_captioning_benchmark_runs_the_preset_quickly():
     assert {"eval_structural_f1", "heldout_structural_f1", "eval_bleu4", "eval_cider"} <= set(results["metrics"])
 
 
-def test_first_start_benchmark_times_the_app_serving():
+def test_first_start_benchmark_times_the_app_serving(tiny_demo_cache):
     from benchmarks.bench_first_start import main as bench_first_start
 
-    results = bench_first_start(["--quick"])
+    results = bench_first_start(["--quick", "--cache", str(tiny_demo_cache)])
     assert results["first_start_s"] is None and results["second_start_s"] > 0
-    assert {"/classify", "/explain", "/search", "/search_image", "/zero_shot", "/recommend"} <= set(results["endpoints"])
+    assert {"/classify", "/explain", "/describe", "/search", "/search_image", "/zero_shot", "/recommend"} == set(
+        results["endpoints"])
+    assert "eval_structural_f1" in results["demo_models_eval"]["captioner"]

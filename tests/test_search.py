@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset, IterableDataset, load_dataset
 
 from mm_hub.embeddings import embed_images, embed_texts, normalize
-from mm_hub.faiss_index import new_faiss_index
+from mm_hub.faiss_index import FLAT_MAX_VECTORS, choose_index_type, default_nprobe, new_faiss_index
 from mm_hub.search import METADATA_FILE, MultimodalIndex
 from tests.conftest import save_tiny_model, tiny_model, tiny_processor
 from tests.data import catalogue
@@ -107,6 +107,14 @@ def test_approximate_indexes_agree_with_exact(index_type):
     _, found = approx.search(queries, 10)
     recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
     assert recall >= 0.9, (index_type, params, recall)
+
+
+def test_auto_picks_exact_search_for_small_collections_and_ivf_for_large_ones(index):
+    assert index.metadata["index_type"] == "flat"  # built with the default, "auto", over a few rows
+    assert choose_index_type(FLAT_MAX_VECTORS) == "flat" and choose_index_type(FLAT_MAX_VECTORS + 1) == "ivf"
+    vectors = normalize(np.random.default_rng(0).normal(size=(FLAT_MAX_VECTORS + 1, 8)).astype(np.float32))
+    _, params = new_faiss_index(vectors, "auto")
+    assert params["index_type"] == "ivf" and params["nprobe"] == default_nprobe(params["nlist"]) == 23  # sqrt(512)
 
 
 def test_approximate_multimodal_index_matches_flat_on_a_small_set(index, model, processor, rows):

@@ -14,7 +14,6 @@ import yaml
 from safetensors.torch import load_file
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
-from tests.conftest import TINY_DEMO
 from tests.data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
 from training.demo_model import DEMO_PRESET, demo_models, ensure_demo_model
@@ -92,9 +91,9 @@ def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(tmp_pat
     assert json.loads((out / "training_info.json").read_text())["num_processes"] == 2
 
 
-def test_demo_preset_runs_a_few_steps_and_is_cached(tmp_path):
-    folder = ensure_demo_model(tmp_path, progress=False, **TINY_DEMO)
-    assert folder == tmp_path / "demo-model"
+def test_demo_preset_runs_a_few_steps_and_is_cached(tiny_demo_cache):
+    tmp_path = tiny_demo_cache  # trained there with TINY_DEMO, by ensure_demo_model
+    folder = tmp_path / "demo-model"
     # stage 1 is served, not dropped, and a captioner is trained on the second member's stage 1
     assert demo_models(tmp_path, progress=False) == [folder, folder / "retrieval", folder / "captioner"]
     retrieval = json.loads((folder / "retrieval" / "config.json").read_text())

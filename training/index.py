@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_hub import MMHubForImageTextRetrieval
-from mm_hub.faiss_index import INDEX_TYPES
+from mm_hub.faiss_index import AUTO, FLAT_MAX_VECTORS, INDEX_TYPES
 from mm_hub.hub import hub_errors
 from mm_hub.loading import load_model
 from mm_hub.search import MultimodalIndex, load_split
@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-column", default="text", type=_none_or, help="'none' to index images only")
     parser.add_argument("--batch-size", default=32, type=int)
     parser.add_argument("--chunk-size", default=1024, type=int, help="rows per resumable chunk")
-    parser.add_argument("--index-type", default="flat", choices=INDEX_TYPES)
+    parser.add_argument("--index-type", default=AUTO, choices=(*INDEX_TYPES, AUTO),
+                        help=f"auto (default): exact flat search up to {FLAT_MAX_VECTORS:,} rows, ivf above")
     parser.add_argument("--nlist", default=None, type=int, help="IVF cells (default ~4*sqrt(N))")
     parser.add_argument("--nprobe", default=None, type=int, help="IVF cells scanned per query")
     parser.add_argument("--hnsw-m", default=32, type=int, help="HNSW graph degree")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
     elif args.streaming and data.info.splits and args.split in data.info.splits:
         num_rows = data.info.splits[args.split].num_examples or None
     index_kwargs: dict[str, Any] = {}
-    if args.index_type == "ivf":
+    if args.index_type in ("ivf", AUTO):  # auto: used when it picks ivf
         index_kwargs.update(nlist=args.nlist, nprobe=args.nprobe)
     elif args.index_type == "hnsw":
         index_kwargs.update(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         print(f"Left out {len(rows)} rows ({reason}): {shown}; --strict stops at the first one instead.")
     print(
-        f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {args.index_type}) "
+        f"Indexed {len(index)} rows ({', '.join(index.metadata['embedding_columns'])}; {index.metadata['index_type']}) "
         f"in {time.perf_counter() - started:.1f}s -> {folder}"
     )
     if args.push_to_hub:
