@@ -225,15 +225,40 @@ def _embed_chunk(
     return result, kept, skipped
 
 
-def _chunks(dataset: Dataset | IterableDataset, start_row: int, chunk_size: int) -> Iterator[Dataset]:
-    """Yield the rows from ``start_row`` on as map-style `Dataset` chunks of ``chunk_size`` rows."""
-    if isinstance(dataset, Dataset):
-        for start in range(start_row, len(dataset), chunk_size):
-            yield dataset.select(range(start, min(start + chunk_size, len(dataset))))
+def _chunk_path(work_dir: Path, number: int) -> Path:
+    return work_dir / f"chunk-{number:06d}"
+
+
+def _chunk_numbers(dataset: Dataset | IterableDataset, chunk_size: int, shard: tuple[int, int]) -> range | None:
+    """The chunk numbers one process of ``shard = (rank, world)`` embeds (None for a stream: its length is unknown)."""
+    if not isinstance(dataset, Dataset):
+        return None
+    return range(shard[0], -(-len(dataset) // chunk_size), shard[1])
+
+
+def _finished_run(work_dir: Path) -> list[Path]:
+    """The finished chunks numbered 0, 1, 2, ... without a gap (what a stream resumes after)."""
+    done = sorted(work_dir.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]"))
+    return [path for i, path in enumerate(done) if path.name == f"chunk-{i:06d}"]
+
+
+def _pending_chunks(
+    dataset: Dataset | IterableDataset, work_dir: Path, chunk_size: int, shard: tuple[int, int]
+) -> Iterator[tuple[int, Dataset]]:
+    """``(number, rows)`` of the chunks still to embed: for a map-style dataset every unfinished chunk of this
+    process's share (`_chunk_numbers`), for a stream the chunks after the unbroken run of finished ones."""
+    numbers = _chunk_numbers(dataset, chunk_size, shard)
+    if numbers is not None:
+        for number in numbers:
+            if not _chunk_path(work_dir, number).is_dir():
+                start = number * chunk_size
+                yield number, dataset.select(range(start, min(start + chunk_size, len(dataset))))
         return
-    rows = iter(dataset.skip(start_row) if start_row else dataset)
+    number = len(_finished_run(work_dir))
+    rows = iter(dataset.skip(number * chunk_size) if number else dataset)
     while batch := list(islice(rows, chunk_size)):
-        yield Dataset.from_list(batch, features=dataset.features)
+        yield number, Dataset.from_list(batch, features=dataset.features)
+        number += 1
 
 
 @contextmanager
@@ -256,8 +281,9 @@ def _save_atomic(chunk: Dataset, skipped: dict[str, list[int]], path: Path) -> N
         write_json(work / _SKIPPED, skipped)
 
 
-def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
-    """Create or reuse ``work_dir``; return the finished chunk folders (a mismatched manifest is an error)."""
+def _prepare_work_dir(work_dir: Path, manifest: dict, shard: tuple[int, int] = (0, 1)) -> None:
+    """Create or reuse ``work_dir`` (a mismatched manifest is an error) and remove the half-written chunks this
+    process of ``shard = (rank, world)`` left when it was killed (the other processes' are theirs to finish)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = work_dir / _MANIFEST
     if manifest_path.exists():
@@ -269,12 +295,12 @@ def _prepare_work_dir(work_dir: Path, manifest: dict) -> list[Path]:
                 "another work_dir."
             )
     else:
-        write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)  # atomic: processes writing the same manifest at once all succeed
+    rank, world = shard
     for leftover in work_dir.glob(".chunk-*.partial-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    done = sorted(work_dir.glob("chunk-[0-9][0-9][0-9][0-9][0-9][0-9]"))
-    # Chunks are written in order; keep only the unbroken run from chunk 0.
-    return [path for i, path in enumerate(done) if path.name == f"chunk-{i:06d}"]
+        number = leftover.name.split(".")[1].removeprefix("chunk-")
+        if not number.isdigit() or int(number) % world == rank:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _undecoded(dataset: Dataset | IterableDataset) -> tuple[Dataset | IterableDataset, list[str]]:
@@ -302,7 +328,8 @@ def embed_dataset(
     progress: bool = True,
     fingerprint: dict | None = None,
     strict: bool = False,
-) -> tuple[Dataset, dict[str, list[int]]]:
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[Dataset, dict[str, list[int]]] | None:
     """Embed every row's image and/or text; resumable through the chunks kept in ``work_dir``.
 
     A row whose image cannot be read (missing, corrupt, over the processor's size limits) or whose text is missing
@@ -322,18 +349,28 @@ def embed_dataset(
         progress: show a tqdm progress bar.
         fingerprint: `model_fingerprint(model, processor)` when the caller has it already.
         strict: raise on the first unusable row (naming it) instead of leaving it out.
+        shard: ``(rank, world)``: with ``world`` > 1 (one call per process, e.g. under ``torchrun``, all with the
+            same ``work_dir``), this process embeds only chunks ``rank``, ``rank + world``, ... of a map-style
+            dataset and returns None; one call with the default ``(0, 1)`` afterwards finds every chunk done and
+            returns the rows, exactly as a single process would have made them.
 
     Returns:
         ``(rows, skipped)``: the usable rows with ``image_embeds`` / ``text_embeds`` / ``item_embeds`` columns (see
-        the module docstring), and ``{reason: row numbers of the dataset}`` for the rows left out.
+        the module docstring), and ``{reason: row numbers of the dataset}`` for the rows left out; None for a shard.
 
     Raises:
         ValueError: no usable rows, unknown columns, a work_dir holding another run, or (``strict``) a bad row.
         TypeError: a model that is not a retrieval model.
     """
+    rank, world = shard
+    if not (isinstance(world, int) and isinstance(rank, int) and 0 <= rank < world):
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}.")
     check_retrieval_model(model)
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise TypeError(f"Expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
+    if world > 1 and not isinstance(dataset, Dataset):
+        raise ValueError("Sharding the embedding pass over processes needs a map-style dataset (not --streaming): "
+                         "each process embeds its own chunks of known rows.")
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -352,24 +389,32 @@ def embed_dataset(
         "chunk_size": chunk_size,
     }
     work_dir = Path(work_dir)
-    done = _prepare_work_dir(work_dir, manifest)
-    start_row = len(done) * chunk_size
+    _prepare_work_dir(work_dir, manifest, shard)
+    numbers = _chunk_numbers(dataset, chunk_size, shard)
+    if numbers is None:  # a stream: the rows before the first unfinished chunk are done
+        total, initial = num_rows, len(_finished_run(work_dir)) * chunk_size
+    else:
+        sizes = {n: min(chunk_size, len(dataset) - n * chunk_size) for n in numbers}
+        total = sum(sizes.values())
+        initial = sum(size for n, size in sizes.items() if _chunk_path(work_dir, n).is_dir())
     dim = fingerprint["embedding_dim"]
-    bar = tqdm(total=num_rows, initial=start_row, unit="row", desc="Embedding", disable=not progress)
+    bar = tqdm(total=total, initial=initial, unit="row", desc="Embedding", disable=not progress)
     with bar, quiet_datasets():
-        for number, rows in enumerate(_chunks(dataset, start_row, chunk_size), start=len(done)):
+        for number, rows in _pending_chunks(dataset, work_dir, chunk_size, shard):
             vectors, kept, skipped = _embed_chunk(
                 model, processor, rows, number * chunk_size, (image_column, text_column), batch_size, dim, strict, bar
             )
             features = Features({name: List(Value("float32"), length=dim) for name in vectors})
             embeds = Dataset.from_dict(vectors, features=features)
-            path = work_dir / f"chunk-{number:06d}"
-            _save_atomic(concatenate_datasets([rows.select(kept), embeds], axis=1), skipped, path)
-            done.append(path)
+            _save_atomic(concatenate_datasets([rows.select(kept), embeds], axis=1), skipped,
+                         _chunk_path(work_dir, number))
+    if world > 1:
+        return None
+    done = _finished_run(work_dir)
     skipped: dict[str, list[int]] = {}
     for path in done:
-        for reason, numbers in json.loads((path / _SKIPPED).read_text()).items():
-            skipped.setdefault(reason, []).extend(numbers)
+        for reason, numbers_ in json.loads((path / _SKIPPED).read_text()).items():
+            skipped.setdefault(reason, []).extend(numbers_)
     with quiet_datasets():
         rows = concatenate_datasets([load_from_disk(str(path)) for path in done]) if done else None
         if rows is None or len(rows) == 0:

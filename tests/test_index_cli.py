@@ -106,3 +106,36 @@ def test_cli_reports_bad_input(model_dir, data_dir, tmp_path):
         main(
             ["--model", str(model_dir), "--dataset", str(data_dir), "--out", str(tmp_path / "x"), "--index-type", "lsh"]
         )
+
+
+@pytest.mark.slow
+def test_torchrun_shards_the_embedding_pass_and_writes_the_same_index(model_dir, data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.data import ROOT
+
+    flags = ["--model", str(model_dir), "--dataset", str(data_dir), "--batch-size", "2", "--chunk-size", "3",
+             "--no-progress"]
+    single = main([*flags, "--out", str(tmp_path / "single")])
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+               "-m", "training.index", *flags, "--out", str(tmp_path / "sharded")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Indexed 10 rows") == 1  # the first process builds the one index
+    sharded = MultimodalIndex.load(tmp_path / "sharded", *_model(model_dir))
+    assert len(sharded) == len(single) == 10 and not (tmp_path / "sharded.partial").exists()
+    for column in single.metadata["embedding_columns"]:
+        for row in range(10):
+            assert sharded.embedding(row, column) == pytest.approx(single.embedding(row, column), abs=1e-6)
+    assert [r["row"] for r in sharded.search_text("a red item", k=5)] == [r["row"] for r in single.search_text(
+        "a red item", k=5)]
+
+
+def _model(folder: Path):
+    from mm_hub import MMHubForImageTextRetrieval
+    from mm_hub.loading import load_model
+
+    return load_model(folder, head=MMHubForImageTextRetrieval)

@@ -211,3 +211,21 @@ def test_bad_input_is_a_clear_error(model, processor, rows, tmp_path):
         texts_only.search_image(rows[:]["image"][0], k=0)
     with pytest.raises(TypeError, match="text must be a str"):
         texts_only.search(text=3)
+
+
+def test_sharded_embedding_passes_make_the_same_rows_as_one(model, processor, rows, tmp_path):
+    from mm_hub.embeddings import embed_dataset
+
+    work = tmp_path / "work"
+    assert embed_dataset(model, processor, rows, work, chunk_size=3, progress=False, shard=(1, 2)) is None
+    chunks = sorted(path.name for path in work.glob("chunk-*"))
+    assert chunks == [f"chunk-{n:06d}" for n in range(1, -(-len(rows) // 3), 2)]  # its own chunks only: 1, 3, ...
+    embed_dataset(model, processor, rows, work, chunk_size=3, progress=False, shard=(0, 2))
+    sharded, _ = embed_dataset(model, processor, rows, work, chunk_size=3, progress=False)  # every chunk is done
+    single, _ = embed_dataset(model, processor, rows, tmp_path / "single", chunk_size=3, progress=False)
+    assert sharded["text_embeds"] == single["text_embeds"] and sharded["image_embeds"] == single["image_embeds"]
+    for bad in ((2, 2), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="shard must be"):
+            embed_dataset(model, processor, rows, work, shard=bad)
+    with pytest.raises(ValueError, match="map-style dataset"):
+        embed_dataset(model, processor, rows.to_iterable_dataset(), tmp_path / "stream", shard=(0, 2))

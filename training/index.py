@@ -7,18 +7,26 @@ MODEL is a saved or pushed `MMHubForImageTextRetrieval` (folder or Hub id). DATA
 folder of data files, a `save_to_disk` folder, or ``shapes`` (the built-in generated data; ``--dataset-config
 num_train=300`` sets its size). The embedding pass keeps finished chunks in ``DIR.partial`` and resumes from them
 when rerun after an interruption; the index is written to DIR atomically and the chunks are then removed.
+
+    torchrun --nproc_per_node 4 -m training.index --model MODEL --dataset DATA --out DIR   # (and --nnodes, on a shared DIR)
+
+shards the embedding pass: each process embeds every N-th chunk into ``DIR.partial``, then the first builds and
+writes the one index, the same as a single process makes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from mm_hub import MMHubForImageTextRetrieval
+from mm_hub.embeddings import embed_dataset
 from mm_hub.faiss_index import AUTO, FLAT_MAX_VECTORS, INDEX_TYPES
 from mm_hub.hub import hub_errors
 from mm_hub.loading import load_model
@@ -63,8 +71,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> MultimodalIndex:
-    """Run the command line; returns the built index (also saved to ``--out``)."""
+def _process_group() -> tuple[int, int]:
+    """``(rank, world)``: under ``torchrun`` with several processes, after joining their (gloo) process group;
+    ``(0, 1)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # a long embedding pass may keep the first process waiting for the others
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
+    return dist.get_rank(), world
+
+
+def main(argv: list[str] | None = None) -> MultimodalIndex | None:
+    """Run the command line; returns the built index (also saved to ``--out``), or None in the processes of a
+    sharded run other than the first (which builds it)."""
     args = parse_args(argv)
     started = time.perf_counter()
     model, processor = load_model(args.model, args.revision, head=MMHubForImageTextRetrieval)
@@ -83,6 +105,18 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
     elif args.index_type == "hnsw":
         index_kwargs.update(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
     work_dir = args.out.with_name(args.out.name + ".partial")
+    dataset_id = args.dataset if args.dataset_config is None else f"{args.dataset} ({args.dataset_config})"
+    rank, world = _process_group()
+    if world > 1:
+        import torch.distributed as dist
+
+        embed_dataset(model, processor, data, work_dir, image_column=args.image_column, text_column=args.text_column,
+                      batch_size=args.batch_size, chunk_size=args.chunk_size, dataset_id=dataset_id,
+                      progress=not args.no_progress and rank == 0, strict=args.strict, shard=(rank, world))
+        dist.barrier()  # every chunk is written: the first process builds the index from them
+        if rank != 0:
+            dist.destroy_process_group()
+            return None
     index = MultimodalIndex.build(
         model,
         processor,
@@ -95,7 +129,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
         work_dir=work_dir,
         model_id=args.model,
         model_revision=args.revision,
-        dataset_id=args.dataset if args.dataset_config is None else f"{args.dataset} ({args.dataset_config})",
+        dataset_id=dataset_id,
         num_rows=num_rows,
         progress=not args.no_progress,
         strict=args.strict,
@@ -116,6 +150,8 @@ def main(argv: list[str] | None = None) -> MultimodalIndex:
         with hub_errors(args.push_to_hub):
             commit = index.push_to_hub(args.push_to_hub, private=args.private)
         print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
+    if world > 1:
+        dist.destroy_process_group()
     return index
 
 
