@@ -187,6 +187,27 @@ def first_start_section(start: dict[str, Any]) -> list[str]:
     ]
 
 
+def speed_section(speed: dict[str, Any]) -> list[str]:
+    shape, pipe, peer = speed["shape"], speed["pipeline"], speed["peer"]["peer_over_mm_hub"]
+    versions = ", ".join(f"{name} {version}" for name, version in speed["versions"].items())
+    return [
+        "## Speed",
+        "",
+        f"Ratios of median times in one process, cases interleaved, {shape['repeats']} rounds, {shape['image_size']} px, "
+        f"random-init towers ({versions}). " + _conditions(speed) + " Raw numbers: `results_speed.json`.",
+        "",
+        "| what | ratio |",
+        "|---|---:|",
+        f"| `pipeline` / model forward on pre-made tensors, {shape['batch']} pairs (ResNet-18 + MiniLM shapes) | "
+        f"{pipe['pipeline_over_forward_batch']:.2f} |",
+        f"| `pipeline` / model forward, 1 pair | {pipe['pipeline_over_forward_one']:.2f} |",
+        f"| `VisionTextDualEncoderModel` / mm_hub, image embeddings, {shape['batch']} images (ViT-S/16) | "
+        f"{peer['image']:.2f} |",
+        f"| `VisionTextDualEncoderModel` / mm_hub, text embeddings, {shape['batch']} texts (MiniLM) | {peer['text']:.2f} |",
+        f"| `VisionTextDualEncoderModel` / mm_hub, contrastive training step (AdamW) | {peer['train_step']:.2f} |",
+    ]
+
+
 def page() -> str:
     """The whole of `benchmarks/README.md`."""
     lines = [
@@ -213,6 +234,9 @@ def page() -> str:
     start = _load("results_first_start.json")
     if start:
         sections.append(first_start_section(start))
+    speed = _load("results_speed.json")
+    if speed:
+        sections.append(speed_section(speed))
     for section in sections:
         lines += section + [""]
     return "\n".join(lines)
@@ -255,6 +279,13 @@ def summary() -> str:
     if start and start.get("first_start_s"):
         rows.append(f"| app, first start (demo models trained) / second start | {start['first_start_s']:.0f} s / "
                     f"{start['second_start_s']:.0f} s | `results_first_start.json` |")
+    speed = _load("results_speed.json")
+    if speed:
+        pipe, peer = speed["pipeline"], speed["peer"]["peer_over_mm_hub"]
+        rows.append(f"| speed: `pipeline` / forward ({speed['shape']['batch']} pairs, 1 pair); peer / mm_hub (image, "
+                    "text, train step) | "
+                    f"{pipe['pipeline_over_forward_batch']:.2f}, {pipe['pipeline_over_forward_one']:.2f}; "
+                    f"{peer['image']:.2f}, {peer['text']:.2f}, {peer['train_step']:.2f} | `results_speed.json` |")
     return "\n".join(rows)
 
 

