@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -68,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks._run import conditions
     from mm_hub._files import write_json
     from mm_hub.examples import shapes_examples
 
@@ -91,14 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     for message in result["error_messages"]:
         print("  error:", message)
     if args.out:
-        import torch
-
         record = {
-            "command": "python -m benchmarks.bench_app_load " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-            "threads": torch.get_num_threads(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            **conditions("bench_app_load", argv, load_before),
             "model": args.model or args.url or "the demo model",
             "clients": args.clients,
             **result,

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from mm_hub._files import write_json
+from benchmarks._run import conditions, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "training/configs/captioning.yaml"
@@ -51,19 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_captioning_") as work:
         measured = run(QUICK if args.quick else [], Path(work))
-    results = {
-        "command": "python -m benchmarks.bench_captioning " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "threads": torch.get_num_threads(),  # what the training process gets by default
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "preset": PRESET,
-        **measured,
-    }
-    print(json.dumps(results, indent=2))
-    if args.out:
-        write_json(args.out, results)
-    return results
+    return finish({**conditions("bench_captioning", argv, load_before), "preset": PRESET, **measured}, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks._run import conditions, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = re.compile(r"Running on local URL:\s+(\S+)")
@@ -77,10 +78,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    import torch
-
-    from mm_hub._files import write_json
-
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_first_start_") as work:
         mm_hub_cache, datasets_cache = (args.cache if args.quick and args.cache else Path(work) / "mm_hub"), Path(work)
@@ -96,20 +93,13 @@ def main(argv: list[str] | None = None) -> dict:
         measured = {name: json.loads((demo / sub / "eval_results.json").read_text())
                     for name, sub in (("classifier", ""), ("retrieval", "retrieval"), ("captioner", "captioner"))}
     results = {
-        "command": "python -m benchmarks.bench_first_start " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "threads": torch.get_num_threads(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        **conditions("bench_first_start", argv, load_before),
         "first_start_s": first and first["seconds"],
         "second_start_s": second["seconds"],
         "endpoints": second["endpoints"],
         "demo_models_eval": measured,  # what each served demo model measured in training (its eval_results.json)
     }
-    print(json.dumps(results, indent=2))
-    if args.out:
-        write_json(args.out, results)
-    return results
+    return finish(results, args.out)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ case once in turn (every other round reversed); a ratio is of the cases' median 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from benchmarks._run import conditions, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {
@@ -167,8 +167,6 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(ROOT))
     import transformers
 
-    from mm_hub._files import write_json
-
     shape = dict(SHAPES["quick" if args.quick else "full"])
     shape["repeats"] = args.repeats or shape["repeats"]
     load_before = os.getloadavg()
@@ -176,20 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
         pipeline_results = pipeline_overhead(shape, Path(work))
     peer_results = against_peer(shape)
     results = {
-        "command": "python -m benchmarks.speed " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **conditions("speed", argv, load_before),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        "threads": torch.get_num_threads(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "shape": shape,
         "pipeline": pipeline_results,
         "peer": peer_results,
     }
-    print(json.dumps(results, indent=2))
-    if args.out:
-        write_json(args.out, results)
-    return results
+    return finish(results, args.out)
 
 
 if __name__ == "__main__":
