@@ -312,7 +312,11 @@ def examples_for(predictors: Sequence[Predictor]) -> list[list[str]] | None:
     if classifier is None or info.get("dataset") != "shapes" or classifier.labels != LABELS:
         return None
     config = info.get("dataset_config")
-    return shapes_examples(config if isinstance(config, str) else None)
+    try:
+        return shapes_examples(config if isinstance(config, str) else None)
+    except ValueError as error:  # a config no examples can be made of: the app starts without them
+        logger.warning("No examples: the model's shapes dataset_config %r cannot be rendered (%s).", config, error)
+        return None
 
 
 def create_demo(

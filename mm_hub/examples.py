@@ -20,6 +20,8 @@ from ._files import write_bytes
 # (split, row) of the examples, in the order the app lists them.
 EXAMPLE_ROWS = (("eval", 0), ("eval", 1), ("eval", 2), ("eval", 3), ("heldout", 0))
 HELDOUT_NOTE = " (held-out pair: never named in training)"
+EXAMPLE_KEYS = ("image_size", "seed", "partial_caption_rate")  # the config values that change these rows
+MIN_SIDE, MAX_SIDE = 16, 512
 
 
 def shapes_examples(dataset_config: str | None = None, folder: str | os.PathLike | None = None) -> list[list[str]]:
@@ -30,12 +32,17 @@ def shapes_examples(dataset_config: str | None = None, folder: str | os.PathLike
     held-out row.
 
     Raises:
-        ValueError: a malformed ``dataset_config`` (see `mm_hub.shapes.parse_shapes_config`).
+        ValueError: a malformed ``dataset_config`` (see `mm_hub.shapes.parse_shapes_config`), or an ``image_size``
+            outside `MIN_SIDE`..`MAX_SIDE`.
     """
     from .paths import cache_dir
     from .shapes import LABELS, make_shapes_dataset, parse_shapes_config
 
-    kwargs = parse_shapes_config(dataset_config)
+    # Only what changes these rows is kept, bounded: the config comes from a model's training_info.json, which a
+    # hostile repo could fill with a 100,000-pixel image size.
+    kwargs = {key: value for key, value in parse_shapes_config(dataset_config).items() if key in EXAMPLE_KEYS}
+    if not MIN_SIDE <= kwargs.get("image_size", 64) <= MAX_SIDE:
+        raise ValueError(f"The examples' image_size must be {MIN_SIDE} to {MAX_SIDE} pixels, got {kwargs['image_size']}.")
     sizes = {split: 1 + max(row for name, row in EXAMPLE_ROWS if name == split) for split in ("eval", "heldout")}
     kwargs.update(num_train=0, num_eval=sizes["eval"], num_heldout=sizes["heldout"], task="classification")
     key = hashlib.sha256(json.dumps(sorted(kwargs.items())).encode()).hexdigest()[:12]

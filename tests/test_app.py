@@ -385,3 +385,18 @@ def test_a_classifier_a_retrieval_model_and_a_generator_side_by_side(tmp_path, i
         assert "generation head" in _markdown(demo, "model-info-describe")
     finally:
         demo.close()
+
+
+def test_examples_come_only_from_a_renderable_shapes_config(caplog, tmp_path, monkeypatch):
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path))
+
+    def predictor(info: dict) -> Predictor:
+        return Predictor(tiny_model("classification", num_labels=2, id2label=LABELS), tiny_processor(),
+                         reports={"training_info.json": info})
+
+    rows = app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=48"})])
+    assert rows and all(Image.open(path).size == (48, 48) for path, _, _ in rows)
+    assert app.examples_for([predictor({"dataset": "org/photos"})]) is None  # not the shapes data: no examples
+    with caplog.at_level("WARNING", logger="mm_hub.app"):  # a hostile training_info.json cannot make it render 10^10 px
+        assert app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=100000"})]) is None
+    assert "cannot be rendered" in caplog.text

@@ -354,6 +354,11 @@ def test_examples_are_eval_and_heldout_rows_with_their_answer(tmp_path):
     for (split, row), (path, _, _) in zip(EXAMPLE_ROWS, rows):  # the very pixels the model was scored on
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(data[split][row]["image"].convert("RGB")))
     assert shapes_examples(config, tmp_path) == rows  # rendered once, reused
+    # The config comes from a model's training_info.json: sizes that do not change these rows are ignored, an image
+    # size no example needs is refused before anything is rendered.
+    assert shapes_examples(config.replace("num_train=50", "num_train=999999999"), tmp_path) == rows
+    with pytest.raises(ValueError, match="16 to 512 pixels, got 100000"):
+        shapes_examples("image_size=100000", tmp_path)
 
 
 # ---- search ---------------------------------------------------------------------------------------------------
