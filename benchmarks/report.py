@@ -205,7 +205,16 @@ def speed_section(speed: dict[str, Any]) -> list[str]:
         f"{peer['image']:.2f} |",
         f"| `VisionTextDualEncoderModel` / mm_hub, text embeddings, {shape['batch']} texts (MiniLM) | {peer['text']:.2f} |",
         f"| `VisionTextDualEncoderModel` / mm_hub, contrastive training step (AdamW) | {peer['train_step']:.2f} |",
-    ]
+    ] + ([
+        "",
+        "`generate` (greedy, key/value cache), one image, ResNet-18 + MiniLM encoder and a "
+        f"{shape['decoder']['decoder_num_layers']}-layer decoder of width {shape['decoder']['decoder_hidden_size']} "
+        "over MiniLM's vocabulary:",
+        "",
+        "| new tokens | tokens/s |",
+        "|---:|---:|",
+        *(f"| {tokens} | {rate:.1f} |" for tokens, rate in speed["generation"]["tokens_per_s"].items()),
+    ] if "generation" in speed else [])
 
 
 def page() -> str:

@@ -1,6 +1,7 @@
 """Speed as ratios measured in one process, with interleaved repeats (machines are noisy; ratios of neighbours are
-not): mm_hub's ``pipeline`` against its model's forward on pre-made tensors, and mm_hub's dual encoder against
-transformers' `VisionTextDualEncoderModel` with the same towers.
+not): mm_hub's ``pipeline`` against its model's forward on pre-made tensors, mm_hub's dual encoder against
+transformers' `VisionTextDualEncoderModel` with the same towers, and `generate`'s tokens per second at 8 and 32 new
+tokens.
 
     python -m benchmarks.speed --out benchmarks/results_speed.json   # ResNet-18 / ViT-S/16 + MiniLM shapes, 224 px
     python -m benchmarks.speed --quick                               # tiny towers, a few pairs (what the test runs)
@@ -38,6 +39,7 @@ SHAPES = {
                 "patch_size": 16},  # ViT-S/16
         "bert": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                  "intermediate_size": 1536},  # MiniLM-L6
+        "decoder": {"decoder_hidden_size": 384, "decoder_num_layers": 4, "decoder_num_heads": 6},
     },
     "quick": {
         "image_size": 32, "batch": 4, "repeats": 2,
@@ -45,6 +47,7 @@ SHAPES = {
         "vit": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                 "patch_size": 8},
         "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+        "decoder": {"decoder_hidden_size": 16, "decoder_num_layers": 1, "decoder_num_heads": 2},
     },
 }
 TEXT = "a red circle on the left and a blue square on the right"
@@ -157,6 +160,33 @@ def against_peer(shape: dict) -> dict[str, Any]:
     return {"seconds": medians, "peer_over_mm_hub": ratios}
 
 
+def generation_speed(shape: dict) -> dict[str, Any]:
+    """Tokens per second of greedy `generate` (with its key/value cache) writing 8 and 32 new tokens about one image
+    (ResNet + BERT encoder, a transformer decoder over the tokenizer's whole vocabulary). With the cache each new
+    token costs about the same, so the rate at 32 stays close to the rate at 8 (which also pays for the image)."""
+    from transformers import BertConfig, ResNetConfig
+
+    from mm_hub import MMHubConfig, MMHubForConditionalGeneration
+
+    processor = _processor(shape["image_size"])
+    config = MMHubConfig(vision_config=ResNetConfig(**shape["resnet"]), fusion_type="concat",
+                         text_config=BertConfig(vocab_size=processor.tokenizer.vocab_size, **shape["bert"]),
+                         decoder_max_positions=64, **shape["decoder"],
+                         **MMHubForConditionalGeneration._pretrained_config_defaults(processor.tokenizer))
+    torch.manual_seed(0)
+    model = MMHubForConditionalGeneration(config).eval()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (shape["image_size"],) * 2 + (3,), np.uint8))
+    pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+
+    def write(tokens: int) -> None:
+        with torch.inference_mode():
+            written = model.generate(pixel_values=pixels, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        assert written.shape[1] >= tokens, written.shape  # every token was written (the end token is held back)
+
+    medians = interleaved({"new_tokens_8": lambda: write(8), "new_tokens_32": lambda: write(32)}, shape["repeats"])
+    return {"seconds": medians, "tokens_per_s": {"8": 8 / medians["new_tokens_8"], "32": 32 / medians["new_tokens_32"]}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; print and (with ``--out``) write the results."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
@@ -173,12 +203,14 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_speed_") as work:
         pipeline_results = pipeline_overhead(shape, Path(work))
     peer_results = against_peer(shape)
+    generation_results = generation_speed(shape)
     results = {
         **conditions("speed", argv, load_before),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "shape": shape,
         "pipeline": pipeline_results,
         "peer": peer_results,
+        "generation": generation_results,
     }
     return finish(results, args.out)
 

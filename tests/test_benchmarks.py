@@ -51,3 +51,4 @@ def test_speed_benchmark_measures_ratios_in_one_process():
     assert set(results["peer"]["peer_over_mm_hub"]) == {"image", "text", "train_step"}
     assert all(ratio > 0 for ratio in results["peer"]["peer_over_mm_hub"].values())
     assert results["pipeline"]["pipeline_over_forward_batch"] > 0 and results["versions"]["transformers"]
+    assert set(results["generation"]["tokens_per_s"]) == {"8", "32"}
