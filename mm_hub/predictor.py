@@ -431,7 +431,9 @@ class Predictor:
     def catalogue(self, limit: int = 500) -> list[tuple[str, int]]:
         """The first ``limit`` indexed items as ``("row · caption", row)`` choices, for picking one to recommend from."""
         self._require_index()
-        return [(f"{row} · {self.item(row)['caption']}", row) for row in range(min(limit, len(self.index)))]
+        rows, column = min(limit, len(self.index)), self.index.metadata.get("text_column")
+        texts = self.index.dataset[column][:rows] if column else [""] * rows  # the text column only: no image decoded
+        return [(f"{row} · {(_captions(text) or [''])[0]}", row) for row, text in enumerate(texts)]
 
     def item(self, row: Any) -> dict[str, Any]:
         """One indexed item as ``{"score": 1.0, "row", "image", "caption"}``."""
