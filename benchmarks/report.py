@@ -234,18 +234,11 @@ def page() -> str:
     ensembles, seeds = _load("results_demo_ensembles.json"), _load("results_demo_seeds.json")
     if ensembles or seeds:
         sections.append(demo_section(ensembles, seeds))
-    captioning = _load("results_captioning.json")
-    if captioning:
-        sections.append(captioning_section(captioning))
-    load = _load("results_app_load.json")
-    if load:
-        sections.append(load_section(load))
-    start = _load("results_first_start.json")
-    if start:
-        sections.append(first_start_section(start))
-    speed = _load("results_speed.json")
-    if speed:
-        sections.append(speed_section(speed))
+    for name, section in (("results_captioning.json", captioning_section), ("results_app_load.json", load_section),
+                          ("results_first_start.json", first_start_section), ("results_speed.json", speed_section)):
+        results = _load(name)
+        if results:
+            sections.append(section(results))
     for section in sections:
         lines += section + [""]
     return "\n".join(lines)
@@ -265,21 +258,16 @@ def summary() -> str:
         rows.append(f"| captioning preset: structural F1 eval / held-out pairs, time | "
                     f"{metrics['eval_structural_f1']:.3f} / {metrics['heldout_structural_f1']:.3f}, "
                     f"{captioning['wall_s']:.0f} s | `results_captioning.json` |")
-    index = _load("results_index.json")
-    for row in (index or {}).get("results", []):
-        if row["num_vectors"] == max(r["num_vectors"] for r in index["results"]) and row["index_type"] == "hnsw":
-            rows.append(f"| search, {row['num_vectors']:,} vectors, `hnsw` | p50 "
-                        f"{row['query_ms_p50']:.2f} ms (1 thread), recall@10 {row['recall@10']:.3f} | "
-                        "`results_index.json` |")
-    for name in IVF_SWEEPS:
-        sweep = _load(name) or {}
-        default = next((r for r in sweep.get("results", []) if r["index_type"] == "ivf"), None)
-        if default:
-            params = default["params"]
-            rows.append(f"| search, {default['num_vectors']:,} vectors, `ivf` (the default above 20,000; nlist "
-                        f"{params['nlist']}, nprobe {params['nprobe']}), cluster noise {sweep['noise']} | p50 {default['query_ms_p50']:.2f} ms (1 thread), "
-                        f"recall@10 {default['recall@10']:.3f}, built in {default['build_s']:.0f} s, "
-                        f"{default['index_mib']:.0f} MiB | `{name}` |")
+    defaults = [(name, sweep, next(r for r in sweep["results"] if r["index_type"] == "ivf"))
+                for name in IVF_SWEEPS if (sweep := _load(name))]
+    if defaults:
+        first, params = defaults[0][2], defaults[0][2]["params"]
+        rows.append(f"| search, {first['num_vectors']:,} vectors, the default (`ivf`, nlist {params['nlist']}, nprobe "
+                    f"{params['nprobe']}), cluster noise " + " / ".join(str(sweep["noise"]) for _, sweep, _ in defaults)
+                    + " | p50 " + " / ".join(f"{row['query_ms_p50']:.2f}" for *_, row in defaults) + " ms (1 thread), "
+                    "recall@10 " + " / ".join(f"{row['recall@10']:.3f}" for *_, row in defaults)
+                    + f", built in {first['build_s']:.0f} s, {first['index_mib']:.0f} MiB | "
+                    + ", ".join(f"`{name}`" for name, *_ in defaults) + " |")
     load = _load("results_app_load.json")
     if load:
         rows.append(f"| app, {load['clients']} concurrent clients | {load['errors']} errors in {load['requests']}, "
