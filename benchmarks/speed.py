@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from benchmarks._run import conditions, finish
+from benchmarks.train_loop import training_loop_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {
@@ -40,6 +41,7 @@ SHAPES = {
         "bert": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                  "intermediate_size": 1536},  # MiniLM-L6
         "decoder": {"decoder_hidden_size": 384, "decoder_num_layers": 4, "decoder_num_heads": 6},
+        "train_image_size": 64, "train_steps": 12,  # the training loop: real MiniLM (the preset's), 64 px digits
     },
     "quick": {
         "image_size": 32, "batch": 4, "repeats": 2,
@@ -48,6 +50,8 @@ SHAPES = {
                 "patch_size": 8},
         "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
         "decoder": {"decoder_hidden_size": 16, "decoder_num_layers": 1, "decoder_num_heads": 2},
+        "train_image_size": 32, "train_steps": 3,
+        "train_bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
     },
 }
 TEXT = "a red circle on the left and a blue square on the right"
@@ -202,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_speed_") as work:
         pipeline_results = pipeline_overhead(shape, Path(work))
+        training_results = training_loop_speed(shape, Path(work))
     peer_results = against_peer(shape)
     generation_results = generation_speed(shape)
     results = {
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pipeline": pipeline_results,
         "peer": peer_results,
         "generation": generation_results,
+        "training": training_results,
     }
     return finish(results, args.out)
 

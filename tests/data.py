@@ -61,10 +61,13 @@ def preset_output_dir(args: list[str]) -> str:
     return read_preset(args[args.index("--config") + 1]).train.output_dir
 
 
-def torchrun_train(args: list[str], port: int) -> None:
-    """``torchrun --nproc_per_node 2 -m training.train ARGS`` on the CPU (one thread each); fails with its stderr."""
+def torchrun_train(*runs: list[str], port: int) -> None:
+    """``torchrun --nproc_per_node 2 -m training.train ARGS`` on the CPU (one thread each); fails with its stderr.
+    Several argument lists train one after the other in the same two processes (`tests.train_many`: one start-up)."""
+    runs = tuple([*argv, "--torch-threads", "1"] for argv in runs)
+    entry = ["-m", "training.train", *runs[0]] if len(runs) == 1 else ["-m", "tests.train_many", json.dumps(runs)]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               "-m", "training.train", *args, "--torch-threads", "1"]
+               *entry]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,10 +8,6 @@ import json
 import os
 import shlex
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -195,14 +191,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("target", ["missing folder", "unreachable hub"])
 def test_startup_error_is_one_message(target, tmp_path, monkeypatch, capsys):
     model = str(tmp_path / "no-such-model")
@@ -221,31 +209,6 @@ def test_startup_error_is_one_message(target, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_python_app_py_serves(model_dir, image_path, tmp_path):
-    env = {**os.environ, "MM_HUB_CACHE": str(tmp_path / "cache")}
-    env.pop("MM_HUB_MODEL", None)
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "app.py", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
-        while not _answers(url):
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline, "app.py did not start serving within 120 s"
-            time.sleep(0.3)
-        result = Client(url, verbose=False).predict(handle_file(image_path), "a red square", api_name="/classify")
-        assert result["label"] in LABELS.values()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 @pytest.mark.slow
 def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
     """The README's app commands and gradio_client snippets, as written: the Hub ids they name are served by the

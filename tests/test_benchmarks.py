@@ -52,6 +52,9 @@ def test_speed_benchmark_measures_ratios_in_one_process():
     assert all(ratio > 0 for ratio in results["peer"]["peer_over_mm_hub"].values())
     assert results["pipeline"]["pipeline_over_forward_batch"] > 0 and results["versions"]["transformers"]
     assert set(results["generation"]["tokens_per_s"]) == {"8", "32"}
+    training = results["training"]
+    assert training["loop_step_s"] > 0 and training["premade_step_s"] > 0 and training["collate_batch_s"] > 0
+    assert training["premade_over_loop"] == training["premade_step_s"] / training["loop_step_s"]
 
 
 def test_digit_questions_answer_right_and_balanced():

@@ -223,6 +223,17 @@ def test_refused_requests_log_one_line_each(raw_app, scene):
     assert len([line for line in lines if "refused" in line]) == 4
 
 
+def test_python_app_py_answers_a_gradio_client(raw_app, scene, tmp_path):
+    # The same `python app.py --model DIR` process, called as the README's API section does.
+    from gradio_client import Client, handle_file
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(scene)
+    result = Client(raw_app.url + "/", verbose=False).predict(handle_file(str(image)), "a red square",
+                                                               api_name="/classify")
+    assert result["label"] in {entry["label"] for entry in result["confidences"]}
+
+
 # ---- training ------------------------------------------------------------------------------------------------------
 
 

@@ -51,25 +51,36 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
         main([*tiny_flags(tmp_path / "empty"), *common, "--resume-from-checkpoint", "latest"])
 
 
-@pytest.mark.parametrize("streaming", [False, True])
-def test_ddp_processes_report_every_skipped_row(tmp_path, streaming):
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
+    """Three 2-process runs launched together (one torchrun start-up): classification on a map-style and on a
+    streamed dataset with bad rows, and retrieval with a small eval split. Name -> (output folder, flags)."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = disk_dataset(root / "data", corrupt=(3, 6), empty_text=(9,))
+    runs = {
+        name: (root / name, ["--dataset", str(data), "--label-column", "score", *tiny_flags(root / name),
+                             "--no-progress", *extra])
+        for name, extra in (("map", []), ("streaming", ["--streaming"]))
+    }
+    runs["retrieval"] = (root / "retrieval", [
+        "--task", "retrieval", "--dataset", "shapes", "--text-column", "captions", "--eval-split", "eval",
+        "--dataset-config", "num_train=16,num_eval=9,num_heldout=0,image_size=32", *tiny_flags(root / "retrieval"),
+        "--eval-batch-size", "2", "--no-progress"])
+    torchrun_train(*(flags for _, flags in runs.values()), port=29533)
+    return runs
+
+
+@pytest.mark.parametrize("run", ["map", "streaming"])
+def test_ddp_processes_report_every_skipped_row(ddp_runs, run):
     # Two processes of 4 rows x 2 steps cover the 16 train rows; each sees only its shard of the bad rows.
-    data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
-    out = tmp_path / "out"
-    torchrun_train(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--no-progress",
-                    *(["--streaming"] if streaming else [])], port=29533 + streaming)
-    info = json.loads((out / "training_info.json").read_text())
+    info = json.loads((ddp_runs[run][0] / "training_info.json").read_text())
     assert info["num_processes"] == 2
     assert info["skipped_rows"] == {"train": {"unreadable image": 2, "empty text": 1}, "eval": {"unreadable image": 2}}
 
 
-def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(tmp_path):
+def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(ddp_runs):
     # 9 eval images over 2 processes (5 + 4, in batches of 2): the gathered metrics equal one process's over the split.
-    out = tmp_path / "out"
-    flags = ["--task", "retrieval", "--dataset", "shapes", "--text-column", "captions", "--eval-split", "eval",
-             "--dataset-config", "num_train=16,num_eval=9,num_heldout=0,image_size=32", *tiny_flags(out),
-             "--eval-batch-size", "2", "--no-progress"]
-    torchrun_train(flags, port=29535)
+    out, flags = ddp_runs["retrieval"]
     gathered = json.loads((out / "eval_results.json").read_text())
     run = Recipe(resolve_config(flags))
     model = AutoModelForImageTextRetrieval.from_pretrained(out)
