@@ -219,10 +219,12 @@ def speed_section(speed: dict[str, Any]) -> list[str]:
         f"digit images at {train['image_size']} px, MiniLM, ResNet-18 shape) against the same steps on one "
         "pre-made batch (`train_loop.py`):",
         "",
-        "| step through the loop | step on pre-made tensors | pre-made / loop | reading + collating one batch |",
-        "|---:|---:|---:|---:|",
+        "| step through the loop | step on pre-made tensors | pre-made / loop | reading + collating one batch | "
+        "AdamW step: default / `fused=True` |",
+        "|---:|---:|---:|---:|---:|",
         f"| {train['loop_step_s']:.3f} s | {train['premade_step_s']:.3f} s | {train['premade_over_loop']:.2f} | "
-        f"{train['collate_batch_s']:.3f} s |",
+        f"{train['collate_batch_s']:.3f} s | {train['optimizer']['foreach_step_s']:.3f} s / "
+        f"{train['optimizer']['fused_step_s']:.3f} s |",
     ] if (train := speed.get("training")) else [])
 
 

@@ -55,6 +55,7 @@ def test_speed_benchmark_measures_ratios_in_one_process():
     training = results["training"]
     assert training["loop_step_s"] > 0 and training["premade_step_s"] > 0 and training["collate_batch_s"] > 0
     assert training["premade_over_loop"] == training["premade_step_s"] / training["loop_step_s"]
+    assert training["optimizer"]["foreach_step_s"] > 0 and training["optimizer"]["fused_step_s"] > 0
 
 
 def test_digit_questions_answer_right_and_balanced():
