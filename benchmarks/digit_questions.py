@@ -58,7 +58,8 @@ def question(rng: random.Random, digit: int) -> tuple[str, int]:
 
 
 def make_digit_questions(folder: str | Path, splits: dict[str, tuple[int, int]] | None = None, seed: int = 0) -> Path:
-    """Write the dataset (``image``, ``text``, ``label`` with names ``LABELS``) to ``folder`` with `save_to_disk`.
+    """Write the dataset to ``folder`` with `save_to_disk`: ``image``, ``text`` (the question), ``label`` (names
+    ``LABELS``) and ``caption`` (``"a handwritten seven"``: what a contrastive stage 1 learns the digits from).
 
     Args:
         folder: where the `DatasetDict` goes (`python -m training.train --dataset FOLDER` reads it).

@@ -1,6 +1,6 @@
 """The fusion table: what each fusion buys over the image alone and the text alone, on two tasks, over three seeds.
 
-    python -m benchmarks.fusion_table --out benchmarks/results_fusion_table.json   # the full table (~30 min, 2 cores)
+    python -m benchmarks.fusion_table --out benchmarks/results_fusion_table.json   # the full table (11 min on 2 cores)
     python -m benchmarks.fusion_table --quick                                        # tiny towers and data (the test)
 
 Rows: ``image only`` and ``text only`` (the `concat` model with the other modality blanked in every row: the text

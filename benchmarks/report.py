@@ -219,13 +219,34 @@ def speed_section(speed: dict[str, Any]) -> list[str]:
         f"digit images at {train['image_size']} px, MiniLM, ResNet-18 shape) against the same steps on one "
         "pre-made batch (`train_loop.py`):",
         "",
-        "| step through the loop | step on pre-made tensors | pre-made / loop | reading + collating one batch | "
-        "AdamW step: default / `fused=True` |",
+        "| step through the loop | the same, for-each AdamW | step on pre-made tensors | pre-made / loop | "
+        "reading + collating one batch |",
         "|---:|---:|---:|---:|---:|",
-        f"| {train['loop_step_s']:.3f} s | {train['premade_step_s']:.3f} s | {train['premade_over_loop']:.2f} | "
-        f"{train['collate_batch_s']:.3f} s | {train['optimizer']['foreach_step_s']:.3f} s / "
-        f"{train['optimizer']['fused_step_s']:.3f} s |",
-    ] if (train := speed.get("training")) else [])
+        f"| {train['loop_step_s']:.3f} s | {train['loop_step_s_for_each_adamw']:.3f} s | "
+        f"{train['premade_step_s']:.3f} s | {train['premade_over_loop']:.2f} | {train['collate_batch_s']:.3f} s |",
+    ] if (train := speed.get("training")) else []) + ["", speed_targets(speed)]
+
+
+def speed_targets(speed: dict[str, Any]) -> str:
+    """Each speed target of the issue that set them, met or missed by how much, and why a miss is left."""
+    pipe, peer, train = speed["pipeline"], speed["peer"]["peer_over_mm_hub"], speed.get("training")
+    checks = [("`pipeline` / forward, batch", pipe["pipeline_over_forward_batch"], 1.10, False),
+              ("`pipeline` / forward, 1 pair", pipe["pipeline_over_forward_one"], 1.10, False),
+              *((f"peer / mm_hub, {what.replace('_', ' ')}", peer[what], 1.00, True) for what in peer),
+              *((("pre-made / `training.train`", train["premade_over_loop"], 0.90, True),) if train else ())]
+    verdicts = [f"{name} {value:.3f} " + ("met" if (value >= target if at_least else value <= target)
+                                          else f"missed by {abs(value - target) / target:.1%}")
+                for name, value, target, at_least in checks]
+    text = ("Targets (pipeline <= 1.10, peer >= 1.00, training loop >= 0.90): " + "; ".join(verdicts) + ". Each "
+            "ratio moves by several % from run to run on this shared 2-core machine, so a miss of a few % is not a "
+            "cause found to fix: mm_hub and the peer run the same towers (mm_hub pools the text by a masked mean "
+            "where the peer reads BERT's pooler: no more compute), and `pipeline` adds only the processor's work.")
+    if train:
+        gain = train["loop_step_s_for_each_adamw"] / train["loop_step_s"]
+        text += (f" The fast path: torch's fused AdamW (transformers' default, which mm_hub's optimizer had not "
+                 f"followed) makes a training step {gain:.2f}x as fast as the for-each one; `--optim adamw_torch` "
+                 "opts out.")
+    return text
 
 
 SPLIT_NAMES = {"eval": "eval", "heldout": "held-out pairs", "test": "unseen digits"}
@@ -335,10 +356,13 @@ def summary() -> str:
     speed = _load("results_speed.json")
     if speed:
         pipe, peer = speed["pipeline"], speed["peer"]["peer_over_mm_hub"]
-        rows.append(f"| speed: `pipeline` / forward ({speed['shape']['batch']} pairs, 1 pair); peer / mm_hub (image, "
-                    "text, train step) | "
+        train = speed.get("training")
+        rows.append(f"| speed: `pipeline` / forward ({speed['shape']['batch']} pairs, 1 pair; target <= 1.10); peer / "
+                    "mm_hub (image, text, train step; target >= 1.00)"
+                    + ("; pre-made tensors / `training.train` steps (target >= 0.90)" if train else "") + " | "
                     f"{pipe['pipeline_over_forward_batch']:.2f}, {pipe['pipeline_over_forward_one']:.2f}; "
-                    f"{peer['image']:.2f}, {peer['text']:.2f}, {peer['train_step']:.2f} | `results_speed.json` |")
+                    f"{peer['image']:.2f}, {peer['text']:.2f}, {peer['train_step']:.2f}"
+                    + (f"; {train['premade_over_loop']:.2f}" if train else "") + f" | `{speed['command']}` |")
     return "\n".join(rows)
 
 

@@ -69,40 +69,11 @@ def _premade_steps(config: Any, steps: int) -> tuple[list[float], float]:
     return times[1:], statistics.median(collate_times)
 
 
-def fused_adamw_speed(config: Any, rounds: int) -> dict[str, float]:
-    """Median seconds of one AdamW step over the recipe's trainable parameters (their gradients from one real batch),
-    torch's default (``foreach``) against ``fused=True``, interleaved: the fused optimizer is the fast path a training
-    CLI would offer, kept only if it wins."""
-    from training.train import Recipe
-
-    recipe = Recipe(config)
-    trainer = recipe.trainer(config.train.output_dir)
-    model = trainer.model.train()
-    trainer.compute_loss(model, recipe.train_collator([recipe.train[i] for i in range(config.train.batch_size)])).backward()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizers = {kind: torch.optim.AdamW(params, lr=1e-5, **{kind: True}) for kind in ("foreach", "fused")}
-    times: dict[str, list[float]] = {kind: [] for kind in optimizers}
-    for round_ in range(rounds + 1):
-        for kind, optimizer in (list(optimizers.items()) if round_ % 2 == 0 else list(optimizers.items())[::-1]):
-            started = time.perf_counter()
-            optimizer.step()
-            if round_:  # the first round warms both up (their state is created on the first step)
-                times[kind].append(time.perf_counter() - started)
-    medians = {kind: statistics.median(values) for kind, values in times.items()}
-    return {"foreach_step_s": medians["foreach"], "fused_step_s": medians["fused"],
-            "foreach_over_fused": medians["foreach"] / medians["fused"]}
-
-
-def training_loop_speed(shape: dict, work: Path) -> dict[str, Any]:
-    """Median step seconds through `training.train.run_training` and on pre-made tensors (measured before and after
-    it, pooled), their ratio (pre-made / through the loop: 1.0 means the input pipeline and loop cost nothing), and
-    the seconds one batch's reading, decoding, augmentation and collation take on their own, and the fused AdamW
-    against the default one (`fused_adamw_speed`)."""
+def loop_steps(config: Any) -> list[float]:
+    """Seconds between the ends of consecutive optimizer steps of `training.train.run_training` on ``config``."""
     from training.hooks import TRAINER_HOOKS
     from training.train import run_training
 
-    config = _config(shape, work)
-    premade, collate_s = _premade_steps(config, shape["train_steps"])
     ends = StepEnds()
 
     def record(recipe: Any, trainer: Any) -> None:
@@ -110,12 +81,23 @@ def training_loop_speed(shape: dict, work: Path) -> dict[str, Any]:
 
     TRAINER_HOOKS.append(record)
     try:
-        run_training(config.replace(output_dir=str(work / "run-loop")))
+        run_training(config)
     finally:
         TRAINER_HOOKS.remove(record)
-    looped = [b - a for a, b in zip(ends.ends, ends.ends[1:])]  # the first step (warm-up) has no start here
+    return [b - a for a, b in zip(ends.ends, ends.ends[1:])]  # the first step (warm-up) has no start here
+
+
+def training_loop_speed(shape: dict, work: Path) -> dict[str, Any]:
+    """Median step seconds through `training.train.run_training` (its default fused AdamW, then the for-each one:
+    ``--optim adamw_torch``) and on pre-made tensors (measured before and after, pooled), their ratio (pre-made /
+    through the loop: 1.0 means the input pipeline and loop cost nothing), and the seconds one batch's reading,
+    decoding, augmentation and collation take on their own."""
+    config = _config(shape, work)
+    premade, collate_s = _premade_steps(config, shape["train_steps"])
+    fused = loop_steps(config.replace(output_dir=str(work / "run-fused")))
+    for_each = loop_steps(config.replace(output_dir=str(work / "run-for-each"), optim="adamw_torch"))
     after, _ = _premade_steps(config.replace(output_dir=str(work / "run-after")), shape["train_steps"])
-    premade_s, loop_s = statistics.median(premade + after), statistics.median(looped)
+    premade_s, loop_s = statistics.median(premade + after), statistics.median(fused)
     return {"image_size": shape["train_image_size"], "steps": shape["train_steps"], "loop_step_s": loop_s,
-            "premade_step_s": premade_s, "premade_over_loop": premade_s / loop_s, "collate_batch_s": collate_s,
-            "optimizer": fused_adamw_speed(config.replace(output_dir=str(work / "run-optimizer")), shape["train_steps"])}
+            "loop_step_s_for_each_adamw": statistics.median(for_each), "premade_step_s": premade_s,
+            "premade_over_loop": premade_s / loop_s, "collate_batch_s": collate_s}

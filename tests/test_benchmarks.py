@@ -55,7 +55,7 @@ def test_speed_benchmark_measures_ratios_in_one_process():
     training = results["training"]
     assert training["loop_step_s"] > 0 and training["premade_step_s"] > 0 and training["collate_batch_s"] > 0
     assert training["premade_over_loop"] == training["premade_step_s"] / training["loop_step_s"]
-    assert training["optimizer"]["foreach_step_s"] > 0 and training["optimizer"]["fused_step_s"] > 0
+    assert training["loop_step_s_for_each_adamw"] > 0
 
 
 def test_digit_questions_answer_right_and_balanced():
@@ -106,3 +106,10 @@ def test_fusion_table_quick_trains_every_row_on_both_tasks(tmp_path):
     assert {name: len(split) for name, split in digits.items()} == {"train": 64, "eval": 16, "test": 16}
     page = "\n".join(report.fusion_section(results))
     assert "| bilinear |" in page and "digits: unseen digits" in page
+
+
+def test_the_classification_preset_uses_the_fusion_that_won_on_real_images():
+    from training.config import read_preset
+
+    results = json.loads((report.HERE / "results_fusion_table.json").read_text())
+    assert read_preset("classification").model.fusion_type == results["winner"]

@@ -53,3 +53,25 @@ def test_cached_frozen_features_need_frozen_encoders_and_unchanging_rows(tmp_pat
     with pytest.raises(ValueError, match="it needs --task classification, --hpo-trials 0"):
         main(["--dataset", "x", "--cache-frozen-features", "--freeze-vision-encoder", "--freeze-text-encoder",
               "--no-augment", "--task", "retrieval", "--hpo-trials", "2"])
+
+
+def test_fused_and_for_each_adamw_train_the_same_model(tmp_path):
+    # The fused kernel (the default) and the for-each AdamW are one algorithm: the same weights up to rounding
+    # (where a gradient is ~0, Adam scales its rounding up: 1.5e-5 at most here).
+    from training.config import resolve_config
+    from training.train import Recipe
+
+    data = disk_dataset(tmp_path / "data", count=24)
+    flags = ["--no-augment", "--max-steps", "4", "--label-column", "category", "--learning-rate", "0.01"]
+    for optim in ("adamw_torch_fused", "adamw_torch"):
+        main(["--dataset", str(data), *tiny_flags(tmp_path / optim, *flags, "--optim", optim)])
+        config = resolve_config(["--dataset", str(data), *tiny_flags(tmp_path / "x", *flags, "--optim", optim)])
+        trainer = Recipe(config).trainer(str(tmp_path / "x"))
+        assert trainer.create_optimizer().param_groups[0]["fused"] is (optim == "adamw_torch_fused" or None)
+    fused, for_each = (load_file(str(tmp_path / optim / "model.safetensors")) for optim in ("adamw_torch_fused",
+                                                                                             "adamw_torch"))
+    assert fused.keys() == for_each.keys()
+    for name, value in fused.items():
+        torch.testing.assert_close(for_each[name], value, rtol=1e-4, atol=1e-4, msg=name)  # steps move ~4e-2
+    assert json.loads((tmp_path / "adamw_torch" / "training_info.json").read_text())["hyperparameters"]["optim"] == (
+        "adamw_torch")

@@ -36,6 +36,7 @@ from mm_hub.model.configuration_mm_hub import PROBLEM_TYPES
 TASKS = ("classification", "retrieval", "generation")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = ("epoch", "steps", "no")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -167,6 +168,10 @@ class TrainingConfig:
     warmup_ratio: float = _opt(0.05, "Share of steps with linear learning-rate warm-up.")
     lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (transformers SchedulerType).")
     mixed_precision: str = _opt("no", "Mixed precision (needs a GPU for fp16).", MIXED_PRECISION)
+    optim: str = _opt(
+        "adamw_torch_fused", "AdamW's implementation: torch's fused kernel (transformers' default, and the faster: "
+        "`python -m benchmarks.speed`), or the for-each one.", OPTIMIZERS
+    )
     seed: int = _opt(42, "Seed of model init, data order, splits and augmentation.")
     torch_threads: int | None = _opt(
         None, "CPU threads torch uses (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
@@ -276,7 +281,7 @@ class TrainConfig:
         if not data.dataset:
             raise ValueError("No dataset given: pass --dataset (a Hub id, a local folder/file, or 'shapes').")
         for section, name in (("", "task"), ("data", "problem_type"), ("train", "mixed_precision"),
-                              ("train", "eval_strategy"), ("model", "text_encoder_type")):
+                              ("train", "optim"), ("train", "eval_strategy"), ("model", "text_encoder_type")):
             owner = getattr(self, section) if section else self
             choices = type(owner).__dataclass_fields__[name].metadata["choices"]
             value = getattr(owner, name)

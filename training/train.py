@@ -247,7 +247,8 @@ class MMHubTrainer(Trainer):
             self.train_collator.save_skipped(folder, self.args.process_index)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        """AdamW with four groups: {pretrained, new} x {decay, no decay}."""
+        """AdamW with four groups: {pretrained, new} x {decay, no decay}; torch's fused kernel unless ``optim`` is
+        ``adamw_torch``."""
         if self.optimizer is not None:
             return self.optimizer
         model = self.model if model is None else model
@@ -270,6 +271,7 @@ class MMHubTrainer(Trainer):
                 for (pretrained, decays), params in groups.items()
             ],
             lr=new_lr,
+            fused=self.args.optim == "adamw_torch_fused" or None,
         )
         return self.optimizer
 
@@ -429,6 +431,7 @@ def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir
         warmup_steps=config.train.warmup_ratio,
         lr_scheduler_type=config.train.lr_scheduler_type,
         label_smoothing_factor=config.train.label_smoothing if labels and labels.problem_type.startswith("single") else 0.0,
+        optim=config.train.optim,
         fp16=config.train.mixed_precision == "fp16",
         bf16=config.train.mixed_precision == "bf16",
         seed=config.train.seed,
@@ -585,7 +588,7 @@ HYPERPARAMETERS = (
     "learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps", "num_train_epochs",
     "max_steps", "weight_decay", "label_smoothing", "warmup_ratio", "lr_scheduler_type", "fusion_type", "dropout",
     "freeze_vision_encoder", "freeze_text_encoder", "freeze_text_embeddings", "text_encoder_type", "max_length",
-    "augment", "word_dropout", "seed", "mixed_precision",
+    "augment", "word_dropout", "seed", "mixed_precision", "optim",
 )
 
 
