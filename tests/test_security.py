@@ -353,25 +353,23 @@ PIPELINE_CALLS = {  # head: (the pipeline, where its model must come from, a cal
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", sorted(PIPELINE_CALLS))
-def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub_server, hub_repo_id, head):
-    folder = Path(save_tiny_model(tmp_path / "model", head))
-    for name in sorted(path.name for path in folder.glob("*.py")):
-        with open(folder / name, "a") as handle:  # a hostile repo: its code would announce itself, then fail
-            handle.write(f"\nprint('REPO CODE RAN: {name}')\nraise SystemExit(3)\n")
-    HfApi().create_repo(hub_repo_id)
-    HfApi().upload_folder(repo_id=hub_repo_id, folder_path=str(folder))
-    task, module, call = PIPELINE_CALLS[head]
-    script = (
-        "import mm_hub\nfrom transformers import pipeline\nfrom PIL import Image\n"
-        f"pipe = pipeline({task!r}, model={hub_repo_id!r})\n"
-        f"print(type(pipe.model).__module__)\nprint({call})\n"
-    )
+def test_pipeline_with_mm_hub_installed_runs_no_code_from_the_repo(tmp_path, hub_server, hub_repo_id):
+    script = "import mm_hub\nfrom transformers import pipeline\nfrom PIL import Image\n"
+    for head, (task, _, call) in PIPELINE_CALLS.items():  # one process loads every head: one start-up
+        folder = Path(save_tiny_model(tmp_path / head, head))
+        for name in sorted(path.name for path in folder.glob("*.py")):
+            with open(folder / name, "a") as handle:  # a hostile repo: its code would announce itself, then fail
+                handle.write(f"\nprint('REPO CODE RAN: {name}')\nraise SystemExit(3)\n")
+        repo = f"{hub_repo_id}-{head}"
+        HfApi().create_repo(repo)
+        HfApi().upload_folder(repo_id=repo, folder_path=str(folder))
+        script += f"pipe = pipeline({task!r}, model={repo!r})\nprint(type(pipe.model).__module__)\nprint({call})\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "REPO CODE RAN" not in result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == module
+    modules = [line for line in result.stdout.splitlines() if line.startswith("mm_hub.")]
+    assert modules == [module for _, module, _ in PIPELINE_CALLS.values()]
 
 
 # ---- index ---------------------------------------------------------------------------------------------------------
