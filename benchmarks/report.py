@@ -369,6 +369,7 @@ def summary() -> str:
 def fusion_choices() -> str:
     """The README's `fusion_type` table: what each fusion does (`mm_hub.cards.FUSION_PROSE`) and, once
     `results_fusion_table.json` exists, its accuracy on both tasks beside the unimodal baselines."""
+    from mm_hub import FUSION_REGISTRY
     from mm_hub.cards import FUSION_PROSE
 
     results = _load("results_fusion_table.json")
@@ -378,12 +379,14 @@ def fusion_choices() -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(columns)]
     baselines = {"image only": "baseline: `concat` with every text blanked",
                  "text only": "baseline: `concat` with every image blanked"}
-    for row, prose in ({**baselines, **FUSION_PROSE} if table else FUSION_PROSE).items():
+    fusions = {name: FUSION_PROSE.get(name) or (cls.__doc__ or name).splitlines()[0]
+               for name, cls in FUSION_REGISTRY.items()}
+    for row, prose in ({**baselines, **fusions} if table else fusions).items():
         name = f"({row})" if row in baselines else f"`{row}`"
-        scores = [table[task]["rows"][row] for task, _ in columns]
-        lines.append("| " + " | ".join([name, prose, *(f"{100 * score['mean'][split]:.1f} ± "
-                                                       f"{100 * score['std'][split]:.1f} %"
-                                                       for score, (_, split) in zip(scores, columns))]) + " |")
+        scores = [table[task]["rows"].get(row) for task, _ in columns]
+        lines.append("| " + " | ".join([name, prose, *(
+            f"{100 * score['mean'][split]:.1f} ± {100 * score['std'][split]:.1f} %" if score else "not measured yet"
+            for score, (_, split) in zip(scores, columns))]) + " |")
     return "\n".join(lines)
 
 
