@@ -161,10 +161,8 @@ def parameter_counts(folder: Path) -> dict[str, int]:
     from mm_hub import AutoModelForImageTextClassification
 
     model = AutoModelForImageTextClassification.from_pretrained(folder)
-    frozen = tuple(f"mm_hub.{side}_encoder." for side in ("vision", "text")
-                   if getattr(model.config, f"freeze_{side}_encoder"))
     return {"params": sum(p.numel() for p in model.parameters()),
-            "trained_params": sum(p.numel() for name, p in model.named_parameters() if not name.startswith(frozen))}
+            "trained_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def summarise(runs: list[dict[str, Any]], tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -67,6 +67,18 @@ def test_frozen_encoders_get_no_gradient_and_keep_batchnorm_statistics(fusion_ty
         assert torch.equal(vision.state_dict()[key], value), f"BatchNorm statistic {key} changed while frozen"
 
 
+@pytest.mark.parametrize("frozen", ["vision", "text"])
+def test_a_reloaded_model_keeps_its_encoders_frozen(frozen, tmp_path):
+    MMHubForImageTextClassification(tiny_config("concat", **{f"freeze_{frozen}_encoder": True})).save_pretrained(
+        tmp_path)
+    for loaded in (AutoModel.from_pretrained(tmp_path), MMHubForImageTextClassification.from_pretrained(tmp_path),
+                   MMHubForImageTextClassification.from_pretrained(tmp_path, output_loading_info=True)[0]):
+        for side in ("vision", "text"):
+            encoder = getattr(loaded.mm_hub, f"{side}_encoder")
+            assert all(p.requires_grad != (side == frozen) for p in encoder.parameters()), side
+        assert all(p.requires_grad for p in loaded.mm_hub.fusion.parameters())
+
+
 @pytest.mark.parametrize("text_encoder_type", TEXT_ENCODER_TYPES)
 def test_retrieval_forward_loss_gradients_and_features(text_encoder_type, batch):
     # The retrieval head is a dual encoder: it has no fusion module, so fusion_type does not change it.

@@ -246,6 +246,14 @@ class MMHubPreTrainedModel(PreTrainedModel):
         if self.config.freeze_text_encoder:
             base.text_encoder.requires_grad_(False)
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """As `PreTrainedModel.from_pretrained`, with the encoders the config freezes frozen again: loading the
+        weights makes every parameter trainable."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._apply_freezing()  # (model, info) with output_loading_info
+        return loaded
+
     def train(self, mode: bool = True) -> MMHubPreTrainedModel:
         """As `nn.Module.train`, but frozen encoders stay in eval mode so their BatchNorm statistics stay fixed."""
         super().train(mode)
