@@ -259,14 +259,14 @@ def fusion_table(results: dict[str, Any]) -> list[str]:
     header = ["row", *(f"{task}: {SPLIT_NAMES.get(split, split)}" for task, split in columns), "trained params",
               "train s (" + " / ".join(table) + ")"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for row in next(iter(table.values()))["rows"]:
+    first_task = next(iter(table.values()))["rows"]  # the rows, and their parameter counts, are the same per task
+    for row in first_task:
         cells = [row]
         for task, split in columns:
             scores = table[task]["rows"][row]
             cells.append(f"{100 * scores['mean'][split]:.1f} ± {100 * scores['std'][split]:.1f}")
-        first = next(iter(table.values()))["rows"][row]
-        cells += [f"{first['trained_params']:,}", " / ".join(f"{part['rows'][row]['train_s']:.0f}"
-                                                              for part in table.values())]
+        cells += [f"{first_task[row]['trained_params']:,}", " / ".join(f"{part['rows'][row]['train_s']:.0f}"
+                                                                       for part in table.values())]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

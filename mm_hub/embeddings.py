@@ -413,8 +413,8 @@ def embed_dataset(
     done = _finished_run(work_dir)
     skipped: dict[str, list[int]] = {}
     for path in done:
-        for reason, numbers_ in json.loads((path / _SKIPPED).read_text()).items():
-            skipped.setdefault(reason, []).extend(numbers_)
+        for reason, rows_left_out in json.loads((path / _SKIPPED).read_text()).items():
+            skipped.setdefault(reason, []).extend(rows_left_out)
     with quiet_datasets():
         rows = concatenate_datasets([load_from_disk(str(path)) for path in done]) if done else None
         if rows is None or len(rows) == 0:
