@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
 from tests.data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
+from training.data import close_process_group
 from training.demo_model import DEMO_PRESET, demo_models, ensure_demo_model
 from training.train import Recipe, evaluate_retrieval, main
 
@@ -87,6 +88,22 @@ def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(ddp_runs):
     alone = evaluate_retrieval(model, run.eval, run.eval_collator, batch_size=9)
     assert gathered == pytest.approx({f"eval_{key}": value for key, value in alone.items()})
     assert alone["text_to_image_mean_rank"] > 1.0  # a random-ish model: ranks vary, so a lost or doubled shard shows
+
+
+def test_the_cli_leaves_the_process_group_after_a_finished_run(tmp_path, monkeypatch):
+    """A torchrun process that exits with gloo's group still up can abort in its shutdown (SIGABRT after the model is
+    written: a finished run reported as failed); `cli` leaves the group once training returns."""
+    import torch.distributed as dist
+
+    import training.train as train
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    monkeypatch.setattr(train, "main", lambda argv=None: {})
+    try:
+        train.cli()
+        assert not dist.is_initialized()
+    finally:
+        close_process_group()
 
 
 def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(tmp_path):

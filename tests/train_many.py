@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import sys
 
+from training.data import close_process_group
 from training.train import main
 
 if __name__ == "__main__":
     for argv in json.loads(sys.argv[1]):
         main(argv)
+    close_process_group()

@@ -422,6 +422,14 @@ def gather_objects(value: Any) -> list[Any]:
     return parts
 
 
+def close_process_group() -> None:
+    """Leave the process group of a ``torchrun`` run (once per process, after its last collective); a no-op outside
+    one. Exiting without it can abort the interpreter's shutdown in gloo's worker threads (SIGABRT, "terminate called
+    without an active exception"), turning a finished run into a failed one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def attach_transform(split: Any, transform: RowTransform) -> Any:
     """``with_transform(transform)`` for map-style datasets; streamed datasets transform rows in the collator."""
     if isinstance(split, datasets.IterableDataset):

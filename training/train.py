@@ -60,6 +60,7 @@ from .data import (
     RowTransform,
     attach_transform,
     build_augmentation,
+    close_process_group,
     gather_objects,
     image_size_of,
     infer_labels,
@@ -640,6 +641,7 @@ def cli() -> None:
         main()
     except (ValueError, TypeError, HubAuthError, HubUnavailableError) as error:
         sys.exit(f"error: {error}")
+    close_process_group()  # after success only: a failed process may leave the others inside a collective
 
 
 if __name__ == "__main__":
