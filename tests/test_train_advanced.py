@@ -54,8 +54,9 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
-    """Three 2-process runs launched together (one torchrun start-up): classification on a map-style and on a
-    streamed dataset with bad rows, and retrieval with a small eval split. Name -> (output folder, flags)."""
+    """Four 2-process runs launched together (one torchrun start-up): classification on a map-style and on a
+    streamed dataset with bad rows, retrieval with a small eval split, and a 2-trial search on a csv.
+    Name -> (output folder, flags)."""
     root = tmp_path_factory.mktemp("ddp")
     data = disk_dataset(root / "data", corrupt=(3, 6), empty_text=(9,))
     runs = {
@@ -67,6 +68,10 @@ def ddp_runs(tmp_path_factory) -> dict[str, tuple[Path, list[str]]]:
         "--task", "retrieval", "--dataset", "shapes", "--text-column", "captions", "--eval-split", "eval",
         "--dataset-config", "num_train=16,num_eval=9,num_heldout=0,image_size=32", *tiny_flags(root / "retrieval"),
         "--eval-batch-size", "2", "--no-progress"])
+    csv = csv_folder(root / "csv")
+    runs["hpo"] = (root / "hpo", [
+        "--dataset", str(csv), "--image-column", "Picture Path", "--text-column", "Caption Text", "--label-column",
+        "Kind", "--eval-fraction", "0.25", *tiny_flags(root / "hpo"), "--hpo-trials", "2", "--no-progress"])
     torchrun_train(*(flags for _, flags in runs.values()), port=29533)
     return runs
 
@@ -106,13 +111,9 @@ def test_the_cli_leaves_the_process_group_after_a_finished_run(tmp_path, monkeyp
         close_process_group()
 
 
-def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(tmp_path):
+def test_ddp_hpo_runs_each_trial_in_both_processes_and_retrains_the_best(ddp_runs):
     # Only process 0 runs optuna; the others get each trial's values and, at the end, the best run from it.
-    data = csv_folder(tmp_path / "data")
-    out = tmp_path / "out"
-    torchrun_train(["--dataset", str(data), "--image-column", "Picture Path", "--text-column", "Caption Text",
-                    "--label-column", "Kind", "--eval-fraction", "0.25", *tiny_flags(out), "--hpo-trials", "2",
-                    "--no-progress"], port=29537)
+    out = ddp_runs["hpo"][0]
     best = json.loads((out / "hpo" / "best.json").read_text())["best_hyperparameters"]
     assert len(json.loads((out / "hpo" / "results.json").read_text())) == 2
     assert json.loads((out / "config.json").read_text())["fusion_type"] == best["fusion_type"]

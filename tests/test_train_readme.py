@@ -4,7 +4,8 @@ by-hand demo commands of docs/demo-model.md.
 Each `python -m training.train` line runs through `training.train.main` with its exact arguments plus tiny-model
 flags appended (`tests.data.readme_line_flags`: a 32 px random ResNet, a 1-layer text tower, 2 steps, 16 scenes for a
 preset on the shapes data; the line's own seed kept), because the presets' real towers (ResNet-18, MiniLM), data and
-epochs do not fit a unit test; the flags only override sizes, never the data source, task or outputs the line asks for. The `torchrun` line runs as a real 2-process (gloo) DDP job.
+epochs do not fit a unit test; the flags only override sizes, never the data source, task or outputs the line asks
+for. The `torchrun` line runs as a real 2-process (gloo) DDP job, in the background while the later lines run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import json
 import re
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -42,22 +44,24 @@ def test_readme_train_section_runs(tmp_path, monkeypatch, capsys, hub_server):
     csv_folder(tmp_path / "data", name="pairs.csv")
     lines = readme_commands("train") + demo_commands()
     assert len(lines) == 7 + 5
-    for line in lines:
-        argv = shlex.split(line)
-        if argv[:2] == ["python", "-c"]:
-            run_command(argv, monkeypatch)
-        elif argv[:3] == ["python", "-m", "training.train"] and argv[3:] == ["--help"]:
-            with pytest.raises(SystemExit) as stop:
-                main(["--help"])
-            assert stop.value.code == 0
-        elif argv[:3] == ["python", "-m", "training.train"]:
-            main([*argv[3:], *readme_line_flags(argv[3:])])
-        elif argv[:3] == ["python", "-m", "training.ensemble"]:
-            ensemble_main([*argv[3:], "--no-progress"])
-        else:
-            assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
-            args = argv[5:]
-            torchrun_train([*args, *readme_line_flags(args)], port=29531)
+    with ThreadPoolExecutor(1) as background:  # its own output folder: nothing after it reads what it writes
+        for line in lines:
+            argv = shlex.split(line)
+            if argv[:2] == ["python", "-c"]:
+                run_command(argv, monkeypatch)
+            elif argv[:3] == ["python", "-m", "training.train"] and argv[3:] == ["--help"]:
+                with pytest.raises(SystemExit) as stop:
+                    main(["--help"])
+                assert stop.value.code == 0
+            elif argv[:3] == ["python", "-m", "training.train"]:
+                main([*argv[3:], *readme_line_flags(argv[3:])])
+            elif argv[:3] == ["python", "-m", "training.ensemble"]:
+                ensemble_main([*argv[3:], "--no-progress"])
+            else:
+                assert argv[:4] == ["torchrun", "--nproc_per_node", "2", "-m"], line
+                args = argv[5:]
+                ddp = background.submit(torchrun_train, [*args, *readme_line_flags(args)], port=29531)
+        ddp.result()
 
     out = capsys.readouterr().out
     assert "--hpo-trials" in out and "--image-column" in out  # --help
