@@ -109,6 +109,16 @@ def make_task_data(task: str, spec: dict[str, Any], folder: Path) -> Path:
     return folder
 
 
+def _end_with_parent() -> None:
+    """Pool worker start-up: on Linux, have the kernel stop this worker when the benchmark's process ends, however
+    it ends (a SIGTERM to that process alone would otherwise leave its workers training)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 def _quiet() -> None:
     """No progress bars from datasets or transformers in a worker (their lines would interleave)."""
     import datasets
@@ -199,7 +209,7 @@ def run(seeds: list[int], workers: int, quick: bool, work: Path) -> dict[str, An
     _quiet()
     folders = {task: make_task_data(task, spec, work / task) for task, spec in tasks.items()}
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_end_with_parent) as pool:
         first = [{"task": task, "spec": spec, "seed": seed, "folder": str(folders[task]),
                   "output": str(work / "runs" / f"{task}-stage1-seed{seed}")}
                  for seed in seeds for task, spec in tasks.items() if spec.get("stage1")]

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from benchmarks import report
 from benchmarks.bench_index import main as bench_index
+from tests.data import ROOT
 
 
 def test_index_benchmark_runs_small_and_writes_its_json(tmp_path, capsys):
@@ -106,6 +113,41 @@ def test_fusion_table_quick_trains_every_row_on_both_tasks(tmp_path):
     assert {name: len(split) for name, split in digits.items()} == {"train": 64, "eval": 16, "test": 16}
     page = "\n".join(report.fusion_section(results))
     assert "| bilinear |" in page and "digits: unseen digits" in page
+
+
+PARENT_DIES = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from benchmarks.fusion_table import _end_with_parent
+
+pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=_end_with_parent)
+pool.submit(time.sleep, 120)
+time.sleep(0.5)
+while not pool._processes:
+    time.sleep(0.1)
+print(*pool._processes, flush=True)
+os._exit(0)  # as a SIGTERM would end it: no executor shutdown
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, waiting for its new parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers are tied to their parent on Linux")
+def test_fusion_table_workers_end_with_the_benchmark_process():
+    result = subprocess.run([sys.executable, "-c", PARENT_DIES], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (pid,) = map(int, result.stdout.split())
+    deadline = time.monotonic() + 20
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(pid), "the worker outlived the benchmark process"
 
 
 def test_the_classification_preset_uses_the_fusion_that_won_on_real_images():
