@@ -29,6 +29,7 @@ REMOTE_SCRIPT = textwrap.dedent(
     import json, sys
     sys.modules["mm_hub"] = None
     import torch
+    from PIL import Image
     from transformers import AutoModel, AutoProcessor, pipeline
 
     cases = json.loads(sys.argv[1])
@@ -38,6 +39,14 @@ REMOTE_SCRIPT = textwrap.dedent(
         model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
         assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+        if case["head"] == "generation":
+            image = Image.open(case["images"][0])
+            sequences = model.generate(**processor(images=[image], text=texts[:1]), max_new_tokens=5, num_beams=2)
+            describe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+            (answer,) = describe(images=image, text=texts[0], max_new_tokens=5, num_beams=2, return_full_text=False)
+            results[folder] = {"sequences": sequences.tolist(), "answer": answer["generated_text"].strip(),
+                               "pipeline_model": type(describe.model).__module__}
+            continue
         inputs = processor(images=case["images"], text=texts)
         with torch.no_grad():
             out = model(**inputs)
@@ -61,15 +70,23 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_saved_models_load_without_mm_hub(tmp_path):
+TEXTS = ["a red circle", "two squares side by side"]
+
+
+@pytest.fixture(scope="module")
+def without_mm_hub(tmp_path_factory) -> tuple[dict[str, dict], dict[str, tuple], tuple[str, torch.Tensor, str]]:
+    """Folders of every head, fusion and text encoder (and a generator), saved and run in mm_hub's process, then
+    loaded and run by one fresh interpreter where mm_hub cannot be imported (one start-up for all of them).
+    Returns its results by folder, what mm_hub computed for each classifier and retrieval folder (class name,
+    logits, output), and the generator case (folder, mm_hub's sequences, question)."""
+    tmp_path = tmp_path_factory.mktemp("remote")
     images = random_images(2)
     image_paths = []
     for i, image in enumerate(images):
         image_paths.append(str(tmp_path / f"image{i}.png"))
         image.save(image_paths[-1])
-    texts = ["a red circle", "two squares side by side"]
     processor = tiny_processor()
-    inputs = processor(images=image_paths, text=texts)
+    inputs = processor(images=image_paths, text=TEXTS)
 
     cases, expected = [], {}
     heads = [(MMHubForImageTextClassification, fusion, text) for fusion in FUSION_REGISTRY for text in TEXT_ENCODER_TYPES]
@@ -87,8 +104,13 @@ def test_saved_models_load_without_mm_hub(tmp_path):
         is_classifier = model_class is not MMHubForImageTextRetrieval
         expected[folder] = (model_class.__name__, out.logits if is_classifier else out.logits_per_image, out)
         cases.append(
-            {"folder": folder, "texts": texts, "images": image_paths, "head": "classification" if is_classifier else "retrieval"}
+            {"folder": folder, "texts": TEXTS, "images": image_paths, "head": "classification" if is_classifier else "retrieval"}
         )
+    generator = save_tiny_model(tmp_path / "generator", "generation", text_encoder_type="lstm")
+    question = "what colour is the circle?"
+    model = MMHubForConditionalGeneration.from_pretrained(generator)
+    sequences = model.generate(**processor(images=image_paths[:1], text=[question]), max_new_tokens=5, num_beams=2)
+    cases.append({"folder": generator, "texts": [question], "images": image_paths[:1], "head": "generation"})
 
     # Run from an empty folder so the repository checkout is not importable through the working directory.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -101,7 +123,11 @@ def test_saved_models_load_without_mm_hub(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout.split("RESULTS", 1)[1])
+    return json.loads(result.stdout.split("RESULTS", 1)[1]), expected, (generator, sequences, question)
+
+
+def test_saved_models_load_without_mm_hub(without_mm_hub):
+    results, expected, _ = without_mm_hub
     for folder, (class_name, logits, out) in expected.items():
         entry = results[folder]
         assert entry["class"] == class_name
@@ -113,46 +139,15 @@ def test_saved_models_load_without_mm_hub(tmp_path):
             assert entry["pipeline"][0]["score"] == pytest.approx(logits[0].softmax(-1)[best].item(), abs=1e-5)
         if "zero_shot" in entry:  # transformers' pipelines over the dual encoder, from the folder's code
             scores = {hit["label"]: hit["score"] for hit in entry["zero_shot"]}
-            assert [scores[text] for text in texts] == pytest.approx(logits[0].softmax(-1).tolist(), abs=1e-5)
+            assert [scores[text] for text in TEXTS] == pytest.approx(logits[0].softmax(-1).tolist(), abs=1e-5)
             assert torch.allclose(torch.tensor(entry["image_embeds"]), out.image_embeds[:1], atol=1e-5)
             assert torch.allclose(torch.tensor(entry["text_embeds"]), out.text_embeds[:1], atol=1e-5)
 
 
-GENERATION_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["mm_hub"] = None
-    from PIL import Image
-    from transformers import AutoModel, AutoProcessor, pipeline
-
-    folder, image_path, question = sys.argv[1:]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
-    image = Image.open(image_path)
-    sequences = model.generate(**processor(images=[image], text=[question]), max_new_tokens=5, num_beams=2)
-    describe = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
-    (answer,) = describe(images=image, text=question, max_new_tokens=5, num_beams=2, return_full_text=False)
-    print("RESULTS" + json.dumps({"sequences": sequences.tolist(), "answer": answer["generated_text"].strip(),
-                                  "pipeline_model": type(describe.model).__module__}))
-    """
-)
-
-
-def test_a_saved_generator_writes_the_same_text_without_mm_hub(tmp_path):
-    folder = save_tiny_model(tmp_path / "generator", "generation", text_encoder_type="lstm")
-    image_path = str(tmp_path / "image.png")
-    random_images(1)[0].save(image_path)
-    question = "what colour is the circle?"
-    model = MMHubForConditionalGeneration.from_pretrained(folder)
-    processor = tiny_processor()
-    expected = model.generate(**processor(images=[image_path], text=[question]), max_new_tokens=5, num_beams=2)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", GENERATION_SCRIPT, folder, image_path, question], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout.split("RESULTS", 1)[1])
+def test_a_saved_generator_writes_the_same_text_without_mm_hub(without_mm_hub):
+    all_results, _, (folder, expected, question) = without_mm_hub
+    results = all_results[folder]
     assert results["sequences"] == expected.tolist()
     assert results["pipeline_model"].startswith("transformers_modules")
-    prompt_length = processor(text=[question])["input_ids"].shape[1]
+    prompt_length = tiny_processor()(text=[question])["input_ids"].shape[1]
     assert results["answer"] == tokenizer().decode(expected[0, prompt_length:], skip_special_tokens=True)
