@@ -32,6 +32,8 @@ from mm_hub.hub import hub_errors
 from mm_hub.loading import load_model
 from mm_hub.search import MultimodalIndex, load_split
 
+from .data import close_process_group
+
 
 def _none_or(value: str) -> str | None:
     """``--image-column none`` -> None (skip that modality)."""
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
                       progress=not args.no_progress and rank == 0, strict=args.strict, shard=(rank, world))
         dist.barrier()  # every chunk is written: the first process builds the index from them
         if rank != 0:
-            dist.destroy_process_group()
+            close_process_group()
             return None
     index = MultimodalIndex.build(
         model,
@@ -150,8 +152,8 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
         with hub_errors(args.push_to_hub):
             commit = index.push_to_hub(args.push_to_hub, private=args.private)
         print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
-    if world > 1:
-        dist.destroy_process_group()
+    if world > 1:  # the group this command joined (a caller's own group is left alone)
+        close_process_group()
     return index
 
 
