@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
         with hub_errors(args.push_to_hub):
             commit = index.push_to_hub(args.push_to_hub, private=args.private)
         print(f"Pushed to dataset {args.push_to_hub} (commit {commit})")
-    if world > 1:  # the group this command joined (a caller's own group is left alone)
+    if world > 1:  # the group of this torchrun run
         close_process_group()
     return index
 
