@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._run import conditions, finish
+from benchmarks.digit_questions import SPLITS
 
 # Per task: its data, the image side, the split scored beside eval, the steps of stage 2 (the rows) and what the
 # table changes in the presets of the two stages. A task's stage 1 trains once per seed, on the preset's own data or
@@ -50,7 +51,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "stage1": {"preset": "demo_retrieval", "changes": {}},
     },
     "digits": {
-        "data": {"splits": {"train": (4000, 2), "eval": (500, 1), "test": (500, 1)}},
+        "data": {"splits": SPLITS},
         "image_size": 32, "extra_split": "test", "steps": 750, **STAGE2,
         "stage1": {"preset": "demo_retrieval", "task_data": True,
                    "changes": {"text_column": "caption", "eval_split": "eval", "image_size": 32}},

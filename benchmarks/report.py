@@ -257,6 +257,11 @@ def speed_targets(speed: dict[str, Any]) -> str:
 SPLIT_NAMES = {"eval": "eval", "heldout": "held-out pairs", "test": "unseen digits"}
 
 
+def _accuracy(row: dict[str, Any], split: str) -> str:
+    """A fusion-table row's accuracy on ``split`` in percent: mean ± std over its seeds."""
+    return f"{100 * row['mean'][split]:.1f} ± {100 * row['std'][split]:.1f}"
+
+
 def fusion_table(results: dict[str, Any]) -> list[str]:
     """The fusion table: accuracy mean ± std over seeds per task and split, trained parameters, training time."""
     table = results["table"]
@@ -266,10 +271,7 @@ def fusion_table(results: dict[str, Any]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     first_task = next(iter(table.values()))["rows"]  # the rows, and their parameter counts, are the same per task
     for row in first_task:
-        cells = [row]
-        for task, split in columns:
-            scores = table[task]["rows"][row]
-            cells.append(f"{100 * scores['mean'][split]:.1f} ± {100 * scores['std'][split]:.1f}")
+        cells = [row, *(_accuracy(table[task]["rows"][row], split) for task, split in columns)]
         cells += [f"{first_task[row]['trained_params']:,}", " / ".join(f"{part['rows'][row]['train_s']:.0f}"
                                                                        for part in table.values())]
         lines.append("| " + " | ".join(cells) + " |")
@@ -390,7 +392,7 @@ def fusion_choices() -> str:
         name = f"({row})" if row in baselines else f"`{row}`"
         scores = [table[task]["rows"].get(row) for task, _ in columns]
         lines.append("| " + " | ".join([name, prose, *(
-            f"{100 * score['mean'][split]:.1f} ± {100 * score['std'][split]:.1f} %" if score else "not measured yet"
+            f"{_accuracy(score, split)} %" if score else "not measured yet"
             for score, (_, split) in zip(scores, columns))]) + " |")
     return "\n".join(lines)
 
