@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from mm_hub.examples import shapes_examples
 from mm_hub.inputs import InputError
+from mm_hub.limits import MAX_BODY_BYTES, UPLOAD_MARGIN_BYTES, BodySizeLimit, releasing_memory
 from mm_hub.loading import ModelLoadError, resolve_model_sources
 from mm_hub.predictor import ABLATIONS, Predictor
 from mm_hub.shapes import LABELS
@@ -36,7 +39,7 @@ logger = logging.getLogger("mm_hub.app")
 # Model calls run one at a time (the CPU's cores go to torch's own threads); others wait in the queue.
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD = 20_000_000  # bytes of one uploaded file; every other request body: mm_hub.limits.MAX_BODY_BYTES
 # Small images (the shapes data is 48 px) are shown enlarged, pixel for pixel; gallery captions wrap, never cut.
 APP_CSS = """
 .image-frame img { object-fit: contain !important; min-height: 192px; image-rendering: pixelated; }
@@ -64,18 +67,32 @@ def _warn_about_text(predictor: Predictor, text: Any) -> None:
 
 
 def _user_errors(fn):
-    """Turn the predictor's `InputError` (bad image or text) into a `gr.Error` the person sees, logged as one line
-    (Gradio would print two tracebacks per refused request)."""
+    """A request handler (a function, or a generator that streams) whose `InputError` (bad image or text) becomes a
+    `gr.Error` the person sees, logged as one line (Gradio would print two tracebacks per refused request), and
+    after which the memory the request freed goes back to the system (`releasing_memory`)."""
 
-    @functools.wraps(fn)  # keeps the signature, so the API docs name the parameters
+    def refuse(error: InputError) -> gr.Error:
+        logger.info("/%s refused: %s", fn.__name__, error)
+        return gr.Error(str(error), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)  # keeps the signature, so the API docs name the parameters
+        def stream(*args: Any) -> Any:
+            try:
+                yield from fn(*args)
+            except InputError as error:
+                raise refuse(error) from None
+
+        return releasing_memory(stream)
+
+    @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         try:
             return fn(*args)
         except InputError as error:
-            logger.info("/%s refused: %s", fn.__name__, error)
-            raise gr.Error(str(error), print_exception=False) from None
+            raise refuse(error) from None
 
-    return wrapper
+    return releasing_memory(wrapper)
 
 
 def serving(predictors: Sequence[Predictor]) -> dict[str, Predictor | None]:
@@ -150,16 +167,13 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
         words = [(f"{word} {score:+.2f}", score) for word, score in result.words]
         return result.heatmap, words, table, summary
 
+    @_user_errors
     def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
         """What the model writes about the image: a caption, or the answer to the question (streamed)."""
-        try:
-            model = needs(writer, "Describing needs a generation model")
-            if isinstance(question, str) and question.strip():
-                _warn_about_text(model, question)
-            yield from model.describe_stream(image, question, max_new_tokens)
-        except InputError as error:
-            logger.info("/describe refused: %s", error)
-            raise gr.Error(str(error), print_exception=False) from None
+        model = needs(writer, "Describing needs a generation model")
+        if isinstance(question, str) and question.strip():
+            _warn_about_text(model, question)
+        yield from model.describe_stream(image, question, max_new_tokens)
 
     def searching() -> Predictor:
         return needs(searcher, "Search needs a retrieval model")
@@ -170,12 +184,12 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
     @_user_errors
     def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
         """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
-        return gallery_and_rows(searching().search_text(query, int(k)))
+        return gallery_and_rows(searching().search_text(query, k))
 
     @_user_errors
     def search_image(image: Any, k: float) -> list[list[Any]]:
         """Top-k texts for an image query, as (score, text) table rows."""
-        return [[round(hit["score"], 4), hit["caption"]] for hit in searching().search_image(image, int(k))]
+        return [[round(hit["score"], 4), hit["caption"]] for hit in searching().search_image(image, k)]
 
     @_user_errors
     def zero_shot(image: Any, candidates: str) -> dict[str, float]:
@@ -186,7 +200,7 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
     def recommend(item: float, mention: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
         """The k items most like item number ``item`` (picture and text together), optionally only those whose
         captions mention ``mention``: (image, caption) gallery items and (score, caption) rows."""
-        return gallery_and_rows(searching().recommend(item, int(k), mention))
+        return gallery_and_rows(searching().recommend(item, k, mention))
 
     def show_item(item: Any) -> Any:
         """The picked item's image (UI only)."""
@@ -336,6 +350,16 @@ def create_demo(
     return build_demo(predictors, examples_for(predictors))
 
 
+def launch(demo: gr.Blocks, **kwargs: Any) -> gr.Blocks:
+    """``demo.launch(**kwargs)`` with the app's limits and style: one uploaded file of at most `MAX_UPLOAD` bytes,
+    every other request body at most `mm_hub.limits.MAX_BODY_BYTES` (`BodySizeLimit` answers 413 beyond), and
+    `APP_CSS`. ``python app.py`` and the tests launch through it."""
+    limit = {"max_body_bytes": MAX_BODY_BYTES, "max_upload_bytes": MAX_UPLOAD + UPLOAD_MARGIN_BYTES}
+    app_kwargs = {**kwargs.pop("app_kwargs", {}), "middleware": [Middleware(BodySizeLimit, **limit)]}
+    demo.launch(max_file_size=MAX_UPLOAD, css=APP_CSS, app_kwargs=app_kwargs, **kwargs)
+    return demo
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line flags."""
     parser = argparse.ArgumentParser(description="Serve an mm_hub image+text model in a Gradio app.")
@@ -369,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ModelLoadError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD, css=APP_CSS)
+    launch(app, server_name=args.host, server_port=args.port, share=args.share)
 
 
 def __getattr__(name: str) -> Any:

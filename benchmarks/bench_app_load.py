@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         import app
 
         demo = app.create_demo(model=args.model)
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         result = run_load(args.url or demo.local_url, image_path, text, args.clients, args.requests)
     finally:

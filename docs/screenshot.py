@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     import app
 
     demo = app.create_demo(model=args.model)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.APP_CSS)
+    app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         image_path, text, *_ = example_rows(demo)[args.example]
         for tab, value in drive_every_tab(demo.local_url, image_path, text, args.out).items():

@@ -1,7 +1,9 @@
-"""Atomic file writes: a reader (or a run killed half-way) never sees half a file or half a folder.
+"""Files written whole and read without following links.
 
 Every file mm_hub writes for later reading goes through here: written beside its final name, then moved into place
-with ``os.replace`` (atomic on one filesystem).
+with ``os.replace`` (atomic on one filesystem), so a reader (or a run killed half-way) never sees half a file or half a
+folder. `read_regular` reads a file of a folder someone else may have prepared (a model folder to push) only when it
+is a regular file, never what a symbolic link in it points to.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +55,28 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
+def read_regular(path: str | os.PathLike) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file; None when nothing is there. The file is opened without
+    following a symbolic link (``O_NOFOLLOW``) and checked on the open descriptor, so no link swapped in between can
+    make it read another file.
+
+    Raises:
+        ValueError: ``path`` is a symbolic link, a folder or a special file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # ELOOP: a link; EISDIR and the like
+        kind = "a symbolic link" if os.path.islink(path) else f"not a regular file ({error.strerror})"
+        raise ValueError(f"{Path(path).name} is {kind}: only regular files are read") from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{Path(path).name} is not a regular file: only regular files are read")
+        return handle.read()
+
+
 def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Move the finished folder ``source`` to ``target``, replacing what was there; a reader sees the old folder or
     the new one, and ``source`` is gone either way. Returns the target."""
@@ -84,4 +109,4 @@ def folder_written_whole(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["folder_written_whole", "json_safe", "replace_folder", "write_bytes", "write_json", "write_text"]
+__all__ = ["folder_written_whole", "json_safe", "read_regular", "replace_folder", "write_bytes", "write_json", "write_text"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ._files import read_regular
 from .model.configuration_mm_hub import CLASSIFICATION_TASK, GENERATION_TASK, RETRIEVAL_TASK, infer_problem_type
 from .paths import MINILM_HUB_ID, minilm_path
 
@@ -41,7 +42,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A JSON file of the model folder; None when it is missing or not a regular file (a link, which a push never
+    uploads, so the card must not show what it points to)."""
+    try:
+        data = read_regular(path)
+    except ValueError:
+        return None
+    return None if data is None else json.loads(data)
 
 
 def _hub_id(reference: str | None) -> str | None:
@@ -59,7 +66,7 @@ def count_parameters(folder: Path) -> int | None:
     """Number of parameters stored in the folder's safetensors file(s), read from their headers only."""
     from safetensors import safe_open
 
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(file for file in folder.glob("*.safetensors") if file.is_file() and not file.is_symlink())
     if not files:
         return None
     total = 0

@@ -23,6 +23,7 @@ try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
 except ImportError:  # pragma: no cover
     from httpx import TransportError
 
+from ._files import read_regular
 from .cards import build_model_card
 
 # Never uploaded: Trainer checkpoints and logs, caches, hidden files, and any README (the card is generated).
@@ -123,34 +124,65 @@ def hub_errors(repo_id: str) -> Iterator[None]:
         ) from err
 
 
-def check_model_folder(folder: str | Path) -> dict[str, Any]:
-    """Validate a saved mm_hub model folder before pushing; returns its config.json.
+def _check_safetensors(path: Path) -> None:
+    """ValueError when ``path`` is not a safetensors file whose header can be read (a 0-byte file, a truncated one)."""
+    from safetensors import SafetensorError, safe_open
 
-    Raises ValueError naming what is missing: the folder, config.json, weights, or the remote-code files
-    that `config.auto_map` points to (without them `trust_remote_code` loading fails on machines without mm_hub).
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path.name} is not a readable safetensors file ({path.stat().st_size:,} bytes: {error}); "
+                         "save the model again") from None
+
+
+def check_model_folder(folder: str | Path) -> tuple[dict[str, Any], list[Path], list[str]]:
+    """Validate a saved mm_hub model folder before pushing, on the files a push would upload (`model_files`: regular
+    files inside it, no pickles), so that nothing is read through a link and nothing required is left behind.
+
+    Returns:
+        ``(config, files, refused)``: its config.json, the files to upload and descriptions of those refused.
+
+    Raises:
+        ValueError: one line naming what is missing or unreadable: the folder, config.json, weights (or a weights
+            file that is not safetensors), the remote-code files that ``config.auto_map`` names (without them
+            ``trust_remote_code`` loading fails on machines without mm_hub), the processor or the tokenizer.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"model folder {str(folder)!r} does not exist or is not a directory")
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{folder} holds no config.json: save the model with `model.save_pretrained({str(folder)!r})`")
-    config = json.loads(config_path.read_text())
-    if config.get("model_type") != "mm_hub":
-        raise ValueError(f"{folder} holds a {config.get('model_type')!r} model; expected an mm_hub model")
-    uploaded = model_files(folder)
-    if not any(path.suffix == ".safetensors" for path in uploaded):
-        raise ValueError(f"{folder} holds no *.safetensors weights (regular files); found {[p.name for p in folder.iterdir()]}")
+    files, refused = _walk(folder)
+    names = {path.as_posix() for path in files}
+
+    def require(found: bool, what: str, fix: str) -> None:
+        if not found:
+            why = [reason for reason in refused if reason.split(" (")[0] in what]
+            kept = f" ({', '.join(why)}: never uploaded)" if why else ""
+            raise ValueError(f"{folder} holds no {what}{kept}: {fix}")
+
+    save = f"save the model with `model.save_pretrained({str(folder)!r})`"
+    require("config.json" in names, "config.json", save)
+    try:
+        config = json.loads(read_regular(folder / "config.json"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{folder}/config.json is not JSON ({error}); {save}") from None
+    if not isinstance(config, dict) or config.get("model_type") != "mm_hub":
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise ValueError(f"{folder} holds a {kind!r} model; expected an mm_hub model")
+    weights = [path for path in files if path.suffix == ".safetensors"]
+    require(bool(weights), "*.safetensors weights (regular files)", save)
+    for path in weights:
+        _check_safetensors(folder / path)
     auto_map = config.get("auto_map") or {}
-    if not auto_map:
-        raise ValueError(f"{folder}/config.json has no auto_map: save the model with mm_hub imported so its code ships")
+    require(bool(auto_map), "auto_map in config.json", "save the model with mm_hub imported so its code ships")
     modules = {reference.split("--")[-1].split(".")[0] for reference in auto_map.values() if isinstance(reference, str)}
-    missing = sorted(f"{module}.py" for module in modules if Path(f"{module}.py") not in uploaded)
-    if missing:
-        raise ValueError(f"{folder} lacks the remote-code files {missing} named by config.json's auto_map")
-    if not ((folder / "processor_config.json").is_file() or (folder / "preprocessor_config.json").is_file()):
-        raise ValueError(f"{folder} holds no processor: call `processor.save_pretrained({str(folder)!r})` too")
-    return config
+    missing = sorted(f"{module}.py" for module in modules if f"{module}.py" not in names)
+    require(not missing, f"remote-code files {missing} named by config.json's auto_map", save)
+    saved = f"call `processor.save_pretrained({str(folder)!r})` too"
+    require(bool(names & {"processor_config.json", "preprocessor_config.json"}), "processor_config.json", saved)
+    vocabulary = [name for name in names if name == "tokenizer.json" or name.startswith("vocab") or name.endswith(".model")]
+    require(bool(vocabulary), "tokenizer vocabulary (tokenizer.json)", saved)
+    return config, files, refused
 
 
 def resolve_token(token: str | None, repo_id: str) -> str:
@@ -199,11 +231,10 @@ def push_to_hub(
     """
     check_repo_id(repo_id)
     folder = Path(folder)
-    config = check_model_folder(folder)
+    config, files, refused = check_model_folder(folder)
     token = resolve_token(token, repo_id)
     card = build_model_card(folder, repo_id)
     api = HfApi(token=token)
-    files, refused = _walk(folder)
     if refused:
         logger.warning("Not uploading %s: only regular files inside the folder, and no pickles.", ", ".join(refused))
     with hub_errors(repo_id):

@@ -8,6 +8,7 @@ tokenizer cannot take.
 
 from __future__ import annotations
 
+import math
 import os
 import unicodedata
 from collections.abc import Sequence
@@ -17,15 +18,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .model.processing_mm_hub import MAX_IMAGE_PIXELS, MMHubProcessor, load_rgb_image
+from .model.processing_mm_hub import ACCEPTED_FILES, FORMAT_NAMES, MMHubProcessor, load_rgb_image
 
 # Captions longer than this many characters are refused; shorter ones are truncated to the processor's max_length.
 MAX_TEXT_CHARS = 1000
 # The one answer to a path the app will not open, whatever the reason (no oracle for the server's files).
 REFUSED_FILE = (
-    "The image could not be opened: only images uploaded to this app can be used. Upload a PNG, JPEG, WebP, GIF, "
-    "BMP or TIFF file."
+    f"The image could not be opened: only images uploaded to this app can be used. Upload a {FORMAT_NAMES} file."
 )
+
+
 class InputError(ValueError):
     """An image or text the model cannot take; the message says what was wrong and what is accepted."""
 
@@ -58,13 +60,12 @@ def read_image(
     `MMHubProcessor.load_image` for every limit); EXIF rotation is applied and any mode becomes RGB.
 
     Raises:
-        InputError: nothing given, a refused path, an empty or unreadable file, or more than `MAX_IMAGE_PIXELS`
-            pixels.
+        InputError: nothing given, a refused path, an empty or unreadable file, or one outside `ACCEPTED_FILES`.
     """
     if isinstance(image, dict):
         image = image.get("path")
     if image is None or (isinstance(image, str) and not image.strip()):
-        raise InputError("No image was given: upload an image (PNG, JPEG, WebP, GIF, BMP, TIFF) or take a photo.")
+        raise InputError(f"No image was given: upload an image ({FORMAT_NAMES}) or take a photo.")
     if isinstance(image, (str, os.PathLike)):
         path = confined_file(image, allowed_dirs) if allowed_dirs is not None else Path(image)
         name = path.name
@@ -82,8 +83,7 @@ def read_image(
             raise InputError(f"The image array cannot be read: {error}") from None
         cause = str(error.__cause__ or error).replace(image, name)
         raise InputError(
-            f"The file {name!r} could not be read as an image ({cause}). Upload a PNG, JPEG, WebP, GIF, BMP or TIFF "
-            f"image of at most {MAX_IMAGE_PIXELS:,} pixels."
+            f"The file {name!r} could not be read as an image ({cause}). Accepted: {ACCEPTED_FILES}."
         ) from None
 
 
@@ -113,13 +113,34 @@ def check_text(text: Any, what: str = "text") -> str:
     return text
 
 
+def check_whole_number(value: Any, what: str, low: int, high: int) -> int:
+    """``value`` as an int from ``low`` to ``high``; a whole float (what a slider sends: ``3.0``) is taken, nothing is
+    cast before it is checked.
+
+    Raises:
+        InputError: one message for each way it can be wrong: missing, not a number (a string, a bool), not finite,
+            not whole, or out of range; each names ``what`` and the accepted range.
+    """
+    expected = f"a whole number from {low} to {high}"
+    if value is None:
+        raise InputError(f"The {what} is missing: give {expected}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"The {what} must be {expected}, got the {type(value).__name__} {value!r}.")
+    if not math.isfinite(value):
+        raise InputError(f"The {what} must be {expected}, got {value!r}, which is not a finite number.")
+    if value != int(value):
+        raise InputError(f"The {what} must be {expected}, got {value!r}, which is not whole.")
+    if not low <= value <= high:
+        raise InputError(f"The {what} must be {expected}, got {int(value)}.")
+    return int(value)
+
+
+MAX_RESULTS = 100
+
+
 def check_k(k: Any) -> int:
-    """A positive number of results (whole floats from a slider are accepted)."""
-    if isinstance(k, float) and k.is_integer():
-        k = int(k)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
-        raise InputError(f"The number of results must be a whole number from 1 to 100, got {k!r}.")
-    return k
+    """A number of results, 1 to `MAX_RESULTS` (see `check_whole_number`)."""
+    return check_whole_number(k, "number of results", 1, MAX_RESULTS)
 
 
 MAX_CANDIDATES = 32
@@ -145,19 +166,15 @@ def check_candidates(candidates: Any) -> list[str]:
 
 
 def check_row(row: Any, rows: int) -> int:
-    """A row number of a collection of ``rows`` items (whole floats from a number box are accepted).
+    """A row number of a collection of ``rows`` items (see `check_whole_number`).
 
     Raises:
         InputError: not a whole number from 0 to ``rows - 1``.
     """
-    if isinstance(row, float) and row.is_integer():
-        row = int(row)
-    if isinstance(row, str) and row.strip().isdigit():
-        row = int(row)
-    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < rows:
-        raise InputError(f"Pick an item: a row number from 0 to {rows - 1}, got {row!r}.")
-    return row
+    if rows < 1:
+        raise InputError("There is no item to pick: the collection is empty.")
+    return check_whole_number(row, "item to pick (its row number)", 0, rows - 1)
 
 
-__all__ = ["MAX_CANDIDATES", "MAX_TEXT_CHARS", "REFUSED_FILE", "InputError", "check_candidates", "check_k",
-           "check_row", "check_text", "confined_file", "read_image"]
+__all__ = ["MAX_CANDIDATES", "MAX_RESULTS", "MAX_TEXT_CHARS", "REFUSED_FILE", "InputError", "check_candidates",
+           "check_k", "check_row", "check_text", "check_whole_number", "confined_file", "read_image"]

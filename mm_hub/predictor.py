@@ -34,7 +34,15 @@ from .explain import (
     pixels_to_image,
     word_positions,
 )
-from .inputs import InputError, check_candidates, check_k, check_row, check_text, read_image
+from .inputs import (
+    InputError,
+    check_candidates,
+    check_k,
+    check_row,
+    check_text,
+    check_whole_number,
+    read_image,
+)
 from .loading import ModelLoadError, ModelSource, load_model, load_reports, resolved_commit
 from .model.configuration_mm_hub import infer_problem_type
 
@@ -471,15 +479,9 @@ class Predictor:
         inputs = self.processor(images=[rgb], text=None if prompt is None else [check_text(prompt, "question")])
         prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 2
         room = self.config.decoder_max_positions - prompt_length
-        if max_new_tokens is None:
-            max_new_tokens = room
-        if isinstance(max_new_tokens, float) and max_new_tokens.is_integer():
-            max_new_tokens = int(max_new_tokens)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= room:
-            raise InputError(f"The number of new tokens must be a whole number from 1 to {room} (this model writes at "
-                             f"most {self.config.decoder_max_positions} tokens, question included), got "
-                             f"{max_new_tokens!r}.")
-        return {**inputs, "max_new_tokens": max_new_tokens, "do_sample": False}
+        what = f"number of new tokens (this model writes at most {self.config.decoder_max_positions}, question included)"
+        tokens = room if max_new_tokens is None else check_whole_number(max_new_tokens, what, 1, room)
+        return {**inputs, "max_new_tokens": tokens, "do_sample": False}
 
     def describe(self, image: Any, question: Any = None, max_new_tokens: Any = None) -> str:
         """What the model writes about ``image``: a caption, or the answer to ``question`` (greedy decoding, at most

@@ -94,8 +94,7 @@ def default_app(tiny_demo_cache):
         for name in ("MM_HUB_MODEL", "MM_HUB_REVISION", "MM_HUB_DATASET"):
             patch.delenv(name, raising=False)
         demo = app.create_demo()
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD,
-                    css=app.APP_CSS)
+        app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         yield demo
         demo.close()
 

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def launch(demo: gr.Blocks) -> gr.Blocks:
     """Serve ``demo`` on 127.0.0.1 in this process (a free port from 7860 up) without blocking."""
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size=app.MAX_UPLOAD)
+    app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     return demo
 
 
@@ -319,8 +319,12 @@ def test_the_default_app_serves_every_endpoint_of_the_demo(default_app):
     assert len(similar) == len(rows["data"]) == 4
     only, _ = client.predict(0, "circle", 2, api_name="/recommend")
     assert only and all("circle" in item["caption"] for item in only)  # shown with the caption that says it
-    with pytest.raises(AppError, match="Pick an item"):
+    with pytest.raises(AppError, match="item to pick .* from 0 to"):
         client.predict(10**6, "", 4, api_name="/recommend")
+    for k, message in ((None, "is missing"), (1.5, "not whole"), ("3", "got the str '3'"),
+                       (True, "got the bool True")):  # checked, never cast first (NaN: test_predictor)
+        with pytest.raises(AppError, match=f"The number of results .*{message}"):
+            client.predict("a red circle", k, api_name="/search")
     with pytest.raises(AppError, match="2 to 32 different candidate captions"):
         client.predict(handle_file(path), "a red circle", api_name="/zero_shot")
 

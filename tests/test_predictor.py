@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -26,7 +28,7 @@ from mm_hub.explain import (
     heatmap_overlay,
     merge_word_pieces,
 )
-from mm_hub.inputs import MAX_TEXT_CHARS, InputError, check_text, read_image
+from mm_hub.inputs import MAX_TEXT_CHARS, InputError, check_k, check_text, read_image
 from mm_hub.loading import (
     MAX_REPORT_BYTES,
     ModelLoadError,
@@ -292,12 +294,38 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    (None, "The number of results is missing"), (math.nan, "got nan, which is not a finite number"),
+    (-math.inf, "got -inf, which is not a finite number"), (1.5, "got 1.5, which is not whole"),
+    ("3", "got the str '3'"), (True, "got the bool True"), (0, "from 1 to 100, got 0"), (101.0, "got 101"),
+])
+def test_numbers_are_checked_before_they_are_used(value, message):
+    with pytest.raises(InputError, match=message):
+        check_k(value)
+    assert check_k(3.0) == 3 and check_k(100) == 100
+
+
+def _webp(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, format="WEBP", lossless=True, method=0)
+    return buffer.getvalue()
+
+
+def _icon_holding(png: bytes) -> bytes:
+    """An ICO file whose one entry declares 1 x 1 pixels and holds ``png``."""
+    return struct.pack("<HHHBBBBHHII", 0, 1, 1, 1, 1, 0, 0, 1, 32, len(png), 22) + png
+
+
 def test_bad_images_are_input_errors(tmp_path):
     cases = {
         "empty.png": (b"", "empty \\(0 bytes\\)"),
         "notes.png": (b"this is not an image", "could not be read as an image"),
-        "big.png": (_png_header(8000, 6000), f"limit is {MAX_IMAGE_PIXELS:,} pixels"),
+        "big.png": (_png_header(8000, 6000), f"limit for PNG is {MAX_IMAGE_PIXELS:,} pixels"),
         "bomb.png": (_png_header(30000, 30000), "too large"),
+        # WebP's decoder needs four times the memory per pixel of the others: a quarter of the pixels
+        "big.webp": (_webp(3163, 3163), f"limit for WEBP is {MAX_IMAGE_PIXELS // 4:,} pixels"),
+        # formats by decoder, not by name: a container that holds a larger image than it declares is not read
+        "icon.png": (_icon_holding(_png_header(13000, 13000)), "not a PNG, JPEG, WebP, GIF, BMP or TIFF image"),
     }
     for name, (content, message) in cases.items():
         (tmp_path / name).write_bytes(content)
@@ -398,7 +426,7 @@ def test_search_builds_once_then_reuses_the_cached_index(tmp_path, monkeypatch, 
     assert circles and all("circle" in " ".join(predictor.index.row(h["row"])[text_column]) for h in circles)
     assert all("circle" in h["caption"] for h in circles)  # each shown with a caption that says it
     assert predictor.recommend(3, k=3, mention="zebra") == []  # no caption mentions it: nothing, not an error
-    for row, message in ((24, "from 0 to 23"), (-1, "from 0 to 23"), ("x", "Pick an item"), (True, "Pick an item")):
+    for row, message in ((24, "from 0 to 23"), (-1, "from 0 to 23"), ("x", "item to pick .*got the str"), (True, "item to pick .*got the bool")):
         with pytest.raises(InputError, match=message):
             predictor.recommend(row)
 

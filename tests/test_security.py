@@ -8,17 +8,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import pickle
 import re
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import datasets
@@ -30,109 +27,36 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mm_hub.inputs import REFUSED_FILE
+from mm_hub.loading import ModelLoadError, load_model
 from mm_hub.search import MultimodalIndex
-from tests.conftest import save_tiny_model
+from tests.conftest import save_tiny_model, tiny_model
 from tests.data import catalogue, disk_dataset, tiny_flags
-from tests.test_app import _free_port
+from benchmarks.bench_app_memory import NORMAL, Requests, mixed, one_at_a_time
+from benchmarks.hostile import (
+    ICCP_BOMB,
+    RETAINED_BUDGET_MB,
+    UPLOAD_BUDGET_MB,
+    ZTXT_BOMB,
+    AppProcess,
+    free_port,
+    png_bytes,
+    png_header_only,
+)
 from training import index as index_cli
 from training import push as push_cli
+from training.train import TrainingDivergedError, check_finite_weights
 from training.train import main as train
 
 ROOT = Path(__file__).resolve().parents[1]
-# What one request may add to the app's peak memory (VmHWM), whatever the upload: a 40-megapixel image decodes to
-# 160 MB (PIL keeps up to 4 bytes a pixel), is shrunk a band of rows at a time, and everything after that works on
-# an image bounded by the processor's size. Before these bounds, one 663-byte PNG cost 6.4 GB.
-UPLOAD_BUDGET_MB = 250
-
-
-# ---- building hostile files ----------------------------------------------------------------------------------------
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
-    """A valid 8 x 8 PNG with one extra ancillary chunk placed before the pixel data."""
-    plain = png_bytes(Image.new("RGB", (8, 8), "red"))
-    head = 8 + 25  # signature + IHDR
-    return plain[:head] + _chunk(kind, payload) + plain[head:]
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels (a decompression bomb never needs its pixels to be real)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _chunk(b"IEND", b"")
-
-
-# Decompress past Pillow's limit on text and colour-profile chunks (a ValueError inside Image.open).
-ZTXT_BOMB = png_with_chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"a" * 20_000_000))
-ICCP_BOMB = png_with_chunk(b"iCCP", b"profile\0\0" + zlib.compress(b"\0" * 20_000_000))
 
 
 # ---- the app over raw HTTP -----------------------------------------------------------------------------------------
 
 
-class RawApp:
-    """``python app.py`` in a subprocess, driven with plain HTTP requests as any client (or attacker) would."""
-
-    def __init__(self, model_dir: str, workdir: Path):
-        self.upload_dir = workdir / "gradio"  # GRADIO_TEMP_DIR: where uploads land, known to the test
-        self.log = workdir / "app.log"
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "GRADIO_TEMP_DIR": str(self.upload_dir), "MM_HUB_CACHE": str(workdir / "cache")}
-        env.pop("MM_HUB_MODEL", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "app.py", "--model", model_dir, "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                httpx.get(self.url, timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "app.py did not start within 120 s"
-                time.sleep(0.3)
-
-    def upload(self, content: bytes, name: str = "image.png") -> dict:
-        """Upload a file as the browser does; returns the file payload an honest client then sends."""
-        (path,) = httpx.post(f"{self.url}/gradio_api/upload", files=[("files", (name, content))], timeout=60).json()
-        return {"path": path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
-
-    def call(self, endpoint: str, *data) -> tuple[str, object]:
-        """POST /gradio_api/call/<endpoint>, then read its event stream: ``("complete", outputs)`` or
-        ``("error", message)``."""
-        body = json.dumps({"data": list(data)})  # ASCII JSON: a lone surrogate travels as the escape "\\ud800"
-        event_id = httpx.post(f"{self.url}/gradio_api/call/{endpoint}", content=body, timeout=60,
-                              headers={"Content-Type": "application/json"}).json()
-        stream = httpx.get(f"{self.url}/gradio_api/call/{endpoint}/{event_id['event_id']}", timeout=300).text
-        kind = next(line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: "))
-        payload = json.loads(next(line[len("data: "):] for line in stream.splitlines() if line.startswith("data: ")))
-        return kind, payload["error"] if kind == "error" else payload
-
-    def peak_rss_mb(self) -> float:
-        """The app process's own peak resident memory (VmHWM)."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def raw_app(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("raw_app")
-    app = RawApp(save_tiny_model(workdir / "model"), workdir)
+    app = AppProcess(save_tiny_model(workdir / "model"), workdir, {"MM_HUB_CACHE": str(workdir / "cache")}, timeout=120)
     yield app
     app.stop()
 
@@ -161,34 +85,40 @@ def test_the_app_opens_only_files_uploaded_to_it(raw_app, scene, tmp_path):
         assert kind == "complete", outputs
 
 
-def jpeg_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG")
-    return buffer.getvalue()
+@pytest.mark.slow
+def test_hostile_and_normal_requests_cost_a_bounded_amount_of_memory_and_leave_none(raw_app):
+    requests = Requests(raw_app)  # what benchmarks.bench_app_memory sends, with a shorter mixed load
+    requests.send(NORMAL, "explain")  # warm: every code path has run once
+    resident = raw_app.rss_mb()
+    alone = one_at_a_time(requests)
+    assert [row["problem"] for row in alone.values() if row["problem"]] == []
+    worst = max(alone, key=lambda name: alone[name]["peak_mb"])
+    mix = mixed(requests, clients=4, seconds=8)
+    kept = raw_app.rss_mb() - resident
+    print(f"\nlargest request peak {alone[worst]['peak_mb']:.0f} MB ({worst}); {mix['requests']} mixed requests; "
+          f"{kept:.0f} MB stayed")
+    assert alone[worst]["peak_mb"] <= UPLOAD_BUDGET_MB and kept <= RETAINED_BUDGET_MB
+    assert mix["problems"] == 0 and mix["requests"] >= 8, mix["problem_examples"]
 
 
 @pytest.mark.slow
-def test_one_upload_costs_a_bounded_amount_of_memory(raw_app, scene):
-    raw_app.call("explain", raw_app.upload(scene), "a red square")  # warm: every code path has run once
-    before = raw_app.peak_rss_mb()
-    uploads = {  # name: (file, what the app answers)
-        "wide.png": (png_bytes(Image.new("RGB", (30_000, 1), "red")), "complete"),  # once resized: gigabytes
-        "long.png": (png_bytes(Image.new("RGB", (200_000, 1), "red")), "too large"),  # 663 bytes
-        "tall.png": (png_bytes(Image.new("RGB", (1, 39_999_999), "red")), "too large"),  # under 40 MP
-        "big.png": (png_bytes(Image.new("RGB", (6324, 6324), "red")), "complete"),  # 40 MP, the largest accepted
-        "big.jpg": (jpeg_bytes(Image.new("RGB", (6324, 6324), "red")), "complete"),
-        "big_palette.png": (png_bytes(Image.new("P", (6324, 6324), 3)), "complete"),
-        "big_16bit.png": (png_bytes(Image.new("I;16", (6324, 6324), 500)), "complete"),
-        "panorama.png": (png_bytes(Image.new("RGBA", (30_000, 1333), "red")), "complete"),
-    }
-    for name, (content, expected) in uploads.items():
-        payload = raw_app.upload(content, name)
-        for endpoint in ("classify", "explain"):
-            kind, answer = raw_app.call(endpoint, payload, "a red square")
-            assert kind == expected if expected == "complete" else expected in answer, (name, answer)
-    growth = raw_app.peak_rss_mb() - before
-    print(f"peak RSS grew by {growth:.0f} MB over {len(uploads)} hostile uploads")
-    assert growth <= UPLOAD_BUDGET_MB
+def test_request_bodies_are_bounded(raw_app, scene):
+    resident = raw_app.rss_mb()
+    text = "x" * 100_000_000  # a 100 MB caption: before, parsed and kept (+191 MB)
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for start in range(0, 5_000_000, 100_000):
+            yield text[start:start + 100_000].encode()
+
+    for body in (json.dumps({"data": [None, text]}), chunks()):
+        answer = httpx.post(f"{raw_app.url}/gradio_api/call/classify", content=body, timeout=60,
+                            headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413 and "limit of this route" in answer.json()["detail"]
+    upload = httpx.post(f"{raw_app.url}/gradio_api/upload", files=[("files", ("big.png", b"\0" * 22_000_000))],
+                        timeout=60)
+    assert upload.status_code == 413
+    assert raw_app.call("classify", raw_app.upload(scene), "a red square")[0] == "complete"  # still serving
+    assert raw_app.rss_mb() - resident <= RETAINED_BUDGET_MB
 
 
 @pytest.mark.slow
@@ -237,9 +167,11 @@ def test_python_app_py_answers_a_gradio_client(raw_app, scene, tmp_path):
 # ---- training ------------------------------------------------------------------------------------------------------
 
 
-def dataset_with(root: Path, images: dict[int, bytes] | None = None, scores: dict[int, float] | None = None) -> Path:
+def dataset_with(root: Path, images: dict[int, bytes] | None = None, scores: dict[int, float] | None = None,
+                 labels: dict[int, str | None] | None = None) -> Path:
     """`disk_dataset` (16 rows, the first 8 also the validation split) with some rows' image bytes or scores
-    replaced."""
+    replaced; the scores are float64 (1e308 stays itself); with ``labels``, a string column ``kind`` holding
+    ``labels[row]`` or "round" / "angular" by row."""
     folder = disk_dataset(root / "base")
     data = datasets.load_from_disk(str(folder))
 
@@ -248,12 +180,18 @@ def dataset_with(root: Path, images: dict[int, bytes] | None = None, scores: dic
             row["image"] = {"bytes": images[index], "path": None}
         if index in (scores or {}):
             row["score"] = scores[index]
+        if labels is not None:
+            row["kind"] = labels.get(index, ("round", "angular")[index % 2])
         return row
 
     features = data["train"].features.copy()
     features["image"] = datasets.Image(decode=False)
+    features["score"] = datasets.Value("float64")
+    mapped = features.copy()
+    if labels is not None:
+        mapped["kind"] = datasets.Value("string")
     changed = datasets.DatasetDict(
-        {name: split.cast(features).map(change, with_indices=True, features=features).cast_column("image", datasets.Image())
+        {name: split.cast(features).map(change, with_indices=True, features=mapped).cast_column("image", datasets.Image())
          for name, split in data.items()}
     )
     changed.save_to_disk(str(root / "data"))
@@ -290,6 +228,34 @@ def test_nan_and_infinite_labels_are_skipped_and_every_report_is_standard_json(t
         train(["--dataset", str(data), "--label-column", "score", *tiny_flags(tmp_path / "strict"), "--strict"])
 
 
+def test_a_label_too_large_to_train_on_is_skipped_and_none_is_never_a_class(tmp_path):
+    data = dataset_with(tmp_path, scores={4: 1e308, 9: -1e300}, labels={6: None, 12: None})
+    out = tmp_path / "regression"  # 1e308 is finite, but its squared error is not: it once made every weight NaN
+    train(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--max-steps", "4"])
+    skipped = {"train": {"invalid label": 2}, "eval": {"invalid label": 1}}  # rows 0-7 are the eval split too
+    assert _strict_json(out / "training_info.json")["skipped_rows"] == skipped
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(str(out / "model.safetensors")).values())
+    out = tmp_path / "classes"  # a missing label is a row to skip, not a class "None" that never trains
+    train(["--dataset", str(data), "--label-column", "kind", *tiny_flags(out), "--max-steps", "4"])
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["angular", "round"]
+    assert _strict_json(out / "training_info.json")["skipped_rows"] == skipped
+
+
+def test_a_run_that_diverges_stops_with_an_error_and_saves_no_model(tmp_path):
+    data = disk_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    with pytest.raises(TrainingDivergedError, match="Training diverged at step [0-9]+: the gradients' norm is nan"):
+        train(["--dataset", str(data), "--label-column", "score", *tiny_flags(out), "--max-steps", "6",
+               "--learning-rate", "1e30"])
+    assert not {"model.safetensors", "eval_results.json", "training_info.json"} & {p.name for p in out.iterdir()}
+    model = tiny_model()
+    with torch.no_grad():  # a NaN that no gradient shows: BatchNorm statistics updated by a NaN batch
+        next(buffer for name, buffer in model.named_buffers() if "running_mean" in name)[0] = math.nan
+    with pytest.raises(TrainingDivergedError, match="1 of [0-9]+ weight tensors hold NaN .*running_mean"):
+        check_finite_weights(model)
+
+
 def test_skipped_rows_are_kept_with_the_checkpoint(tmp_path):
     data = disk_dataset(tmp_path / "data", corrupt=(3, 6), empty_text=(9,))
     common = ["--dataset", str(data), "--label-column", "score", "--max-steps", "4", "--eval-strategy", "steps",
@@ -303,6 +269,39 @@ def test_skipped_rows_are_kept_with_the_checkpoint(tmp_path):
     report = [json.loads((folder / "training_info.json").read_text())["skipped_rows"] for folder in (straight, resumed)]
     assert report[0] == report[1] == {"train": {"unreadable image": 2, "empty text": 1},
                                       "eval": {"unreadable image": 2}}
+
+
+# ---- loading -------------------------------------------------------------------------------------------------------
+
+
+def test_loading_refuses_a_config_that_asks_for_too_much_before_allocating_it(tmp_path):
+    folder = Path(save_tiny_model(tmp_path / "model"))
+    config = json.loads((folder / "config.json").read_text())
+    cases = {  # each field within its bound but the product far beyond: the parameter count catches it
+        "labels": ({"num_labels": 1_000_000_000, "id2label": None, "label2id": None}, "num_labels = 1,000,000,000"),
+        "width": ({"text_config": {**config["text_config"], "hidden_size": 10**7}}, "text_config.hidden_size"),
+        "product": ({"id2label": {str(i): str(i) for i in range(100_000)}, "fusion_hidden_size": 65_536,
+                     "fusion_num_heads": 2}, "a model of [0-9,]+ parameters; mm_hub loads at most"),
+    }
+    for name, (change, message) in cases.items():
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+        started = time.monotonic()
+        with pytest.raises(ModelLoadError, match=message):
+            load_model(folder)
+        assert time.monotonic() - started < 10, name  # refused, not allocated until it failed (25-40 s before)
+
+
+def test_loading_refuses_a_tokenizer_it_cannot_read(tmp_path):
+    folder = Path(save_tiny_model(tmp_path / "model"))
+    original = (folder / "tokenizer.json").read_bytes()
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "truncation"')
+    with pytest.raises(ModelLoadError, match="tokenizer.json of .* cannot be read"):
+        load_model(folder)
+    (folder / "tokenizer.json").unlink()  # before: a vocabulary of 5, every word [UNK], no warning
+    with pytest.raises(ModelLoadError, match="has no vocabulary, only its 5 special tokens"):
+        load_model(folder)
+    (folder / "tokenizer.json").write_bytes(original)
+    assert load_model(folder)[1].tokenizer.tokenize("a red circle") == ["a", "red", "circle"]
 
 
 # ---- push ----------------------------------------------------------------------------------------------------------
@@ -325,12 +324,47 @@ def test_push_uploads_only_regular_files_inside_the_folder_and_no_pickles(tmp_pa
     assert (folder / "training_args.bin").exists()  # the local folder is left as it was
 
 
+def test_push_reads_nothing_through_a_link_and_refuses_a_folder_it_would_leave_incomplete(tmp_path, hub_server,
+                                                                                        hub_repo_id, capsys):
+    folder = Path(save_tiny_model(tmp_path / "model"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = {"task": "image-text-classification", "dataset": "SECRET-DATASET-NAME", "metrics": {"eval_accuracy": 0.5}}
+    (outside / "training_info.json").write_text(json.dumps(secret))
+    (folder / "training_info.json").symlink_to(outside / "training_info.json")
+    push_cli.main(["--model-dir", str(folder), "--repo-id", hub_repo_id])  # the link is neither uploaded nor read
+    card = hub_server.read(hub_repo_id, "README.md").decode()
+    assert "SECRET-DATASET-NAME" not in card and "training_info.json" not in hub_server.files(hub_repo_id)
+
+    commits = len(hub_server.commits(hub_repo_id))
+
+    def refused(message: str) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            push_cli.main(["--model-dir", str(folder), "--repo-id", hub_repo_id])
+        assert re.search(f"^error: .*{message}", str(exit_info.value)) and "\n" not in str(exit_info.value)
+
+    config = (folder / "config.json").read_bytes()
+    (outside / "config.json").write_bytes(config)
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to(outside / "config.json")  # before: read for validation, then left out
+    refused("holds no config.json \\(config.json \\(a link or special file\\): never uploaded\\)")
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_bytes(config)
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(b"")  # before: a traceback
+    refused("model.safetensors is not a readable safetensors file \\(0 bytes")
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "tokenizer.json").unlink()
+    refused("holds no tokenizer vocabulary")
+    assert len(hub_server.commits(hub_repo_id)) == commits  # refused before any request
+
+
 @pytest.mark.slow
 def test_push_cli_without_the_hub_is_one_line(tmp_path):
     folder = save_tiny_model(tmp_path / "model")
     command = [sys.executable, "-m", "training.push", "--model-dir", folder, "--repo-id", "someone/model"]
     causes = {  # the cause -> its environment (read when huggingface_hub is imported) and the words of its error
-        "unreachable endpoint": ({"HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}, "Could not reach the Hub"),
+        "unreachable endpoint": ({"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}, "Could not reach the Hub"),
         "offline mode": ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE"),
     }
     running = {cause: subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, text=True,

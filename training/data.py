@@ -34,7 +34,10 @@ FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"
 ROW = "__row__"
 SHAPES_VARIANTS = {"classification": "classification", "retrieval": "retrieval", "generation": "captioning"}
 EMPTY_TEXT, EMPTY_TARGET = "empty text", "empty target"
-INVALID_LABEL = "invalid label"  # a skip reason: a missing, NaN or infinite label
+INVALID_LABEL = "invalid label"  # a skip reason: a missing, NaN, infinite or out-of-range label
+# Labels are trained in float32 and regression squares its errors: a value larger than this overflows the loss to
+# infinity (1e308 passed the finiteness check, and every weight became NaN), so it is no label a model can learn.
+MAX_LABEL_MAGNITUDE = 1e18
 SKIPPED_FILE_PREFIX = "skipped_rows-"  # in checkpoints: skipped_rows-<process index>.json
 SKIPPED = "skipped_rows"  # batch key: (reason, row number) of the rows a batch dropped; `MMHubTrainer` pops it
 
@@ -188,9 +191,10 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
         if config.data.labels is None and isinstance(train, datasets.IterableDataset):
             raise ValueError("Cannot collect label names from a streamed dataset; pass them with --labels.")
         values = list(train["label"]) if config.data.labels is None else []
-        is_list = inner is not None or any(isinstance(v, list) for v in values[:1])
+        is_list = inner is not None or isinstance(next((v for v in values if v is not None), None), list)
         problem = "multi_label_classification" if is_list else "single_label_classification"
-        flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+        # a missing label is a row to skip (counted as an invalid label), never a class of its own
+        flat = [x for v in values for x in (v if isinstance(v, list) else [v]) if _usable_label(x)]
         if flat and all(isinstance(x, (int, bool)) for x in flat):
             names = [str(i) for i in range(max(flat) + 1)]
         else:
@@ -208,7 +212,8 @@ def infer_labels(train: Any, evaluation: Any, config: TrainConfig) -> LabelInfo:
         feature_names = None if feature is None else getattr(feature, "names", getattr(inner, "names", None))
         if feature_names is None or config.data.labels is not None:
             for row, value in enumerate(evaluation["label"]):  # unknown eval labels fail now, not mid-training
-                info.encode(value, f"{row} of the eval split")
+                if _usable_label(value):  # the others are skipped and counted
+                    info.encode(value, f"{row} of the eval split")
     return info
 
 
@@ -405,11 +410,13 @@ class Collator:
 
 
 def _usable_label(value: Any) -> bool:
-    """False for a missing label and for NaN / infinite numbers (one would turn every weight into NaN)."""
+    """False for a missing label and for numbers that are NaN, infinite or beyond `MAX_LABEL_MAGNITUDE` (one would
+    turn every weight into NaN)."""
     values = value if isinstance(value, (list, tuple)) else [value]
     if value is None or any(item is None for item in values):
         return False
-    return all(math.isfinite(item) for item in values if isinstance(item, (int, float)))
+    return all(math.isfinite(item) and abs(item) <= MAX_LABEL_MAGNITUDE for item in values
+               if isinstance(item, (int, float)))
 
 
 def gather_objects(value: Any) -> list[Any]:

@@ -28,6 +28,49 @@ RETRIEVAL_TASK = "image-text-retrieval"
 GENERATION_TASK = "image-text-to-text"  # transformers' own task: image + optional text in, text out
 
 
+# The largest size a config may ask for, by the end of the field's name, checked before anything is allocated: a
+# config.json is the first file a hostile repo controls ("num_labels": 1000000000 made `from_pretrained` allocate
+# 6 GB before failing). Far above any real image+text model; the parameter count is bounded as the model is built.
+SIZE_LIMITS = {
+    "num_labels": 100_000,
+    "vocab_size": 1_000_000,
+    "hidden_size": 65_536,
+    "hidden_sizes": 65_536,
+    "intermediate_size": 262_144,
+    "embedding_size": 65_536,
+    "projection_dim": 65_536,
+    "max_position_embeddings": 1_048_576,
+    "max_positions": 1_048_576,
+    "image_size": 16_384,
+    "num_layers": 1_000,
+    "num_hidden_layers": 1_000,
+    "depths": 1_000,
+    "num_heads": 1_024,
+    "num_attention_heads": 1_024,
+    "ensemble_size": 64,
+}
+
+
+def check_size_fields(values: dict, where: str = "config") -> None:
+    """Refuse a size field (see `SIZE_LIMITS`; a list counts by its largest item and, for ``depths``, its sum) that is
+    not a whole number or is over its limit, naming the field.
+
+    Raises:
+        ValueError
+    """
+    for name, value in values.items():
+        limit = next((limit for end, limit in SIZE_LIMITS.items() if name == end or name.endswith(f"_{end}")), None)
+        if limit is None or value is None:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+            raise ValueError(f"{where}.{name} must be a whole number (or a list of them), got {value!r}.")
+        largest = sum(items) if name == "depths" else max(items, default=0)
+        if largest > limit:
+            raise ValueError(f"{where}.{name} = {largest:,} is larger than mm_hub builds ({limit:,} at most); the "
+                             "config asks for a model no machine can hold.")
+
+
 def infer_problem_type(problem_type: str | None, num_labels: int, integer_labels: bool | None = None) -> str:
     """The problem type a classifier is trained and read as: ``problem_type`` when set, else as transformers'
     sequence-classification heads infer it: regression for one output, single-label classification for integer
@@ -157,6 +200,12 @@ class MMHubConfig(PreTrainedConfig):
     decoder_start_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
+        # before `PreTrainedConfig` builds an id2label entry per label
+        check_size_fields({"num_labels": kwargs.get("num_labels"),
+                           **{field: getattr(self, field) for field in self.__dataclass_fields__}})
+        if len(self.id2label or {}) > SIZE_LIMITS["num_labels"]:
+            raise ValueError(f"config.id2label holds {len(self.id2label):,} labels; mm_hub builds at most "
+                             f"{SIZE_LIMITS['num_labels']:,}.")
         if self.text_encoder_type not in TEXT_ENCODER_TYPES:
             raise ValueError(
                 f"text_encoder_type={self.text_encoder_type!r} is not supported; choose one of {TEXT_ENCODER_TYPES}."
@@ -167,6 +216,9 @@ class MMHubConfig(PreTrainedConfig):
         if self.text_encoder_type == "lstm":
             self.text_config = None
         super().__post_init__(**kwargs)
+        for name in ("vision_config", "text_config"):
+            if getattr(self, name) is not None:
+                check_size_fields(getattr(self, name).to_diff_dict(), name)
         # Checked here rather than in `validate_*` hooks so that users get a plain ValueError.
         self._check_sizes()
         self._use_installed_pipelines()
@@ -213,6 +265,8 @@ __all__ = [
     "GENERATION_TASK",
     "PROBLEM_TYPES",
     "RETRIEVAL_TASK",
+    "SIZE_LIMITS",
     "MMHubConfig",
+    "check_size_fields",
     "infer_problem_type",
 ]

@@ -120,6 +120,9 @@ class MMHubLSTMTextEncoder(nn.Module):
 
 
 TEXT_ENCODERS = {"transformer": MMHubTransformerTextEncoder, "lstm": MMHubLSTMTextEncoder}
+# The most parameters a config may describe (16 GB in float32), counted while `from_pretrained` builds the model on
+# the meta device, before any weight is allocated: each size field is bounded (`SIZE_LIMITS`), their product is not.
+MAX_PARAMETERS = 4_000_000_000
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -237,6 +240,16 @@ class MMHubPreTrainedModel(PreTrainedModel):
 
     def _pretrained_text_setup(self, tokenizer: Any, text_model: nn.Module) -> None:
         """What a head takes from the pretrained text model once the towers are loaded (nothing here)."""
+
+    def post_init(self) -> None:
+        """`PreTrainedModel.post_init`, then the parameter budget (`MAX_PARAMETERS`) of a model being loaded."""
+        super().post_init()
+        parameters = list(self.parameters())
+        if parameters and parameters[0].is_meta:  # from_pretrained: nothing allocated yet
+            count = sum(parameter.numel() for parameter in parameters)
+            if count > MAX_PARAMETERS:
+                raise ValueError(f"The config describes a model of {count:,} parameters; mm_hub loads at most "
+                                 f"{MAX_PARAMETERS:,}. Check its sizes (num_labels, hidden sizes, layers, vocabulary).")
 
     def _apply_freezing(self) -> None:
         """Turn off gradients of the encoders the config freezes."""
@@ -585,6 +598,16 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
             target.load_state_dict(member.state_dict())
         return model.eval()
 
+    def post_init(self) -> None:
+        """`PreTrainedModel.post_init`, then the parameter budget (`MAX_PARAMETERS`) of a model being loaded."""
+        super().post_init()
+        parameters = list(self.parameters())
+        if parameters and parameters[0].is_meta:  # from_pretrained: nothing allocated yet
+            count = sum(parameter.numel() for parameter in parameters)
+            if count > MAX_PARAMETERS:
+                raise ValueError(f"The config describes a model of {count:,} parameters; mm_hub loads at most "
+                                 f"{MAX_PARAMETERS:,}. Check its sizes (num_labels, hidden sizes, layers, vocabulary).")
+
     def _apply_freezing(self) -> None:
         """Each member freezes its own encoders."""
         for member in self.members:
@@ -711,6 +734,7 @@ class MMHubForImageTextRetrieval(MMHubPreTrainedModel):
 
 __all__ = [
     "FUSION_REGISTRY",
+    "MAX_PARAMETERS",
     "ImageTextClassifierOutput",
     "ImageTextRetrievalOutput",
     "MMHubEnsembleForImageTextClassification",

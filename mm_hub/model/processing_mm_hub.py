@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import warnings
@@ -22,16 +23,28 @@ from transformers import BatchFeature, ProcessorMixin
 ACCEPTED_IMAGES = (
     "a PIL.Image, a numpy array (H, W), (H, W, C) or (C, H, W), a torch tensor, bytes, or a file path / URL"
 )
+# The formats read from files, bytes and URLs, chosen by decoder (whatever a file's name says): those the app
+# advertises. Containers such as ICO and ICNS declare one size in their header and hold an image of another.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG includes MPO (multi-picture JPEG)
+FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 # Decoding costs memory in proportion to an image's pixels, not its file size (a few hundred bytes of PNG can hold
-# gigapixels): files, bytes and URLs with more pixels than this are refused from their header, before decoding.
-# 40 MP decode to 160 MB (PIL keeps 4 bytes a pixel); everything after that works on an image the processor bounds.
-MAX_IMAGE_PIXELS = 40_000_000
+# gigapixels): what a file's decoder will need is computed from its header and refused above this, before decoding.
+MAX_DECODE_BYTES = 160_000_000
+# Peak bytes a decoder needs per pixel (measured with VmHWM): PIL keeps up to 4 bytes a pixel; its WebP decoder
+# holds the RGBA frame four times (libwebp's buffer, a bytes copy, a stream, the image).
+_DECODE_BYTES_PER_PIXEL = {"WEBP": 16}
+# 40 MP of the other formats; everything after decoding works on an image the processor bounds.
+MAX_IMAGE_PIXELS = MAX_DECODE_BYTES // 4
+ACCEPTED_FILES = (f"{FORMAT_NAMES} images of at most {MAX_IMAGE_PIXELS:,} pixels "
+                  f"({MAX_DECODE_BYTES // _DECODE_BYTES_PER_PIXEL['WEBP']:,} for WebP)")
 # Resizing the short side to the model's size multiplies the long side of a thin strip (a 1 x 200,000 PNG would
 # grow to gigabytes): images more elongated than this are cropped around their centre first.
 MAX_ASPECT_RATIO = 10
 # PIL decodes an image row by row with a pointer per row: a 1 x 40,000,000 strip costs 480 MB to open. Images with
 # a longer side than this are refused from their header too.
 MAX_IMAGE_SIDE = 30_000
+# A URL's answer is read up to this many bytes (an image within the pixel limits compresses to far less).
+MAX_DOWNLOAD_BYTES = 100_000_000
 _REDUCIBLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBa", "La", "CMYK", "YCbCr", "I", "F")
 _REDUCE_AS = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
 _BAND_PIXELS = 2**22  # pixels per band of `_reduce` (16 MB at 4 bytes a pixel)
@@ -81,21 +94,43 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_source(source: str | bytes) -> Image.Image:
-    """Open (lazily: header only) an image from bytes, an http(s) URL, a ``data:image/...;base64,`` URI or a path."""
-    if isinstance(source, (bytes, bytearray)):
-        return Image.open(io.BytesIO(source))
-    if source.startswith(("http://", "https://")):
-        response = httpx.get(source, timeout=30.0, follow_redirects=True)
+def _download(url: str) -> bytes:
+    """The body of an http(s) URL, refused beyond `MAX_DOWNLOAD_BYTES` (read as it streams, whatever the headers say)."""
+    with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
         response.raise_for_status()
-        return Image.open(io.BytesIO(response.content))
-    if source.startswith("data:image/"):
-        return Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
-    return Image.open(source)
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_DOWNLOAD_BYTES:
+                raise ValueError(f"the answer is larger than {MAX_DOWNLOAD_BYTES:,} bytes")
+    return bytes(body)
+
+
+def _open_source(source: str | bytes) -> Image.Image:
+    """Open (lazily: header only) an image from bytes, an http(s) URL, a ``data:image/...;base64,`` URI or a path,
+    trying only the decoders of `ACCEPTED_FORMATS`."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif source.startswith(("http://", "https://")):
+        source = io.BytesIO(_download(source))
+    elif source.startswith("data:image/"):
+        source = io.BytesIO(base64.b64decode(source.split(",", 1)[1]))
+    try:
+        return Image.open(source, formats=ACCEPTED_FORMATS)
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"not a {FORMAT_NAMES} image") from None
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Peak bytes decoding ``image`` (opened, not yet loaded) will take, from its header: its pixels times what its
+    format's decoder needs per pixel."""
+    width, height = image.size
+    return width * height * _DECODE_BYTES_PER_PIXEL.get(image.format or "", 4)
 
 
 def _open_checked(source: str | bytes) -> Image.Image:
-    """`_open_source`, refusing images of more than `MAX_IMAGE_PIXELS` from their header (before decoding)."""
+    """`_open_source`, refusing images whose decoding would cost more than `MAX_DECODE_BYTES`, or with a side longer
+    than `MAX_IMAGE_SIDE`, from their header (before decoding)."""
     try:
         with warnings.catch_warnings():  # PIL warns from ~89 MP and refuses from ~179 MP; ours is lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -103,11 +138,12 @@ def _open_checked(source: str | bytes) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise ValueError(f"the image is too large ({error}); the limit is {MAX_IMAGE_PIXELS:,} pixels") from None
     width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+    per_pixel = _DECODE_BYTES_PER_PIXEL.get(image.format or "", 4)
+    if decode_cost(image) > MAX_DECODE_BYTES or max(width, height) > MAX_IMAGE_SIDE:
         image.close()
         raise ValueError(
-            f"the image is too large: {width} x {height} = {width * height:,} pixels; the limit is "
-            f"{MAX_IMAGE_PIXELS:,} pixels and {MAX_IMAGE_SIDE:,} on a side"
+            f"the image is too large: {width} x {height} = {width * height:,} pixels; the limit for {image.format} "
+            f"is {MAX_DECODE_BYTES // per_pixel:,} pixels and {MAX_IMAGE_SIDE:,} on a side"
         )
     return image
 
@@ -151,15 +187,16 @@ def _reduce(image: Image.Image, factor: int) -> Image.Image:
 def load_rgb_image(image: Any, fit_to: int | None = None) -> Image.Image:
     """Turn one image of any accepted kind into an RGB PIL image (EXIF rotation applied, alpha over white).
 
-    Files, bytes and URLs of more than `MAX_IMAGE_PIXELS` pixels are refused from their header, before any pixel is
-    decoded; every image is cropped to at most `MAX_ASPECT_RATIO` around its centre (see `fit_image`), and with
+    Files, bytes and URLs are read only as `ACCEPTED_FORMATS`, and refused from their header, before any pixel is
+    decoded, when decoding them would take more than `MAX_DECODE_BYTES` (`MAX_IMAGE_PIXELS` pixels; a quarter of that
+    for WebP); every image is cropped to at most `MAX_ASPECT_RATIO` around its centre (see `fit_image`), and with
     ``fit_to`` (the short side the image processor resizes to) a much larger image is shrunk first, so that no
     input costs more than a bounded amount of memory and time.
 
     Raises:
         TypeError: for objects that are not images (naming the type received).
-        ValueError: for files or URLs that cannot be read, truncated or oversized (decompression-bomb) images, and
-            arrays of the wrong shape.
+        ValueError: for files or URLs that cannot be read, in another format, truncated or oversized
+            (decompression-bomb) images, and arrays of the wrong shape.
     """
     name = None
     if isinstance(image, (str, os.PathLike, bytes, bytearray)):
@@ -197,6 +234,44 @@ def _as_list(value: Any, kinds: tuple[type, ...]) -> list[Any]:
     return [value]
 
 
+# The JSON files a saved processor is read from (the tokenizer's vocabulary lives in tokenizer.json).
+PROCESSOR_JSON_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json", "tokenizer.json",
+                        "special_tokens_map.json", "added_tokens.json")
+
+
+def check_tokenizer(tokenizer: Any, source: str) -> None:
+    """Refuse a tokenizer with no vocabulary besides its special tokens: what loading gives, without a word of
+    warning, when a model's tokenizer.json is missing (every word would read as ``[UNK]``).
+
+    Raises:
+        ValueError: naming ``source`` and the files to restore.
+    """
+    vocabulary = set(tokenizer.get_vocab().values())
+    if vocabulary <= set(tokenizer.all_special_ids):
+        raise ValueError(
+            f"The tokenizer of {source} has no vocabulary, only its {len(vocabulary)} special tokens: its "
+            f"tokenizer.json (or vocabulary file) is missing or unreadable, so every word would read as "
+            f"{tokenizer.unk_token}. Save the processor into it again (`processor.save_pretrained`)."
+        )
+
+
+def _unreadable_json(source: str | os.PathLike, kwargs: dict[str, Any]) -> str | None:
+    """The first of `PROCESSOR_JSON_FILES` that ``source`` (a folder or Hub id) holds and that is not JSON."""
+    from transformers.utils import cached_file
+
+    hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only", "subfolder")
+           if key in kwargs}
+    for name in PROCESSOR_JSON_FILES:
+        try:
+            path = cached_file(source, name, _raise_exceptions_for_missing_entries=False, **hub)
+            if path is not None:
+                with open(path, encoding="utf-8") as handle:
+                    json.load(handle)
+        except (OSError, ValueError):  # not JSON, not UTF-8, unreadable
+            return name
+    return None
+
+
 class MMHubProcessor(ProcessorMixin):
     r"""Prepares (image, text) inputs for mm_hub models.
 
@@ -209,6 +284,25 @@ class MMHubProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = 64, **kwargs):
         super().__init__(image_processor, tokenizer, **kwargs)
         self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> MMHubProcessor:
+        """`ProcessorMixin.from_pretrained`, refusing what cannot work: a processor file that is not JSON is an error
+        naming it, and so is a tokenizer without a vocabulary (`check_tokenizer`).
+
+        Raises:
+            ValueError: a file that cannot be read, or a tokenizer without a vocabulary.
+        """
+        try:
+            processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except Exception as error:  # the tokenizers' Rust errors are plain Exceptions
+            broken = _unreadable_json(pretrained_model_name_or_path, kwargs)
+            if broken is None:
+                raise
+            raise ValueError(f"{broken} of {pretrained_model_name_or_path} cannot be read ({error}); save the "
+                             "processor into it again (`processor.save_pretrained`).") from error
+        check_tokenizer(processor.tokenizer, str(pretrained_model_name_or_path))
+        return processor
 
     def __call__(
         self,
@@ -327,4 +421,19 @@ class MMHubProcessor(ProcessorMixin):
         return ["pixel_values", "input_ids", "attention_mask"]
 
 
-__all__ = ["MAX_ASPECT_RATIO", "MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MMHubProcessor", "fit_image", "load_rgb_image", "to_rgb"]
+__all__ = [
+    "ACCEPTED_FILES",
+    "ACCEPTED_FORMATS",
+    "FORMAT_NAMES",
+    "MAX_ASPECT_RATIO",
+    "MAX_DECODE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "MMHubProcessor",
+    "PROCESSOR_JSON_FILES",
+    "check_tokenizer",
+    "decode_cost",
+    "fit_image",
+    "load_rgb_image",
+    "to_rgb",
+]
