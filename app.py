@@ -40,6 +40,10 @@ logger = logging.getLogger("mm_hub.app")
 CONCURRENCY_LIMIT = 1
 MAX_QUEUE = 64
 MAX_UPLOAD = 20_000_000  # bytes of one uploaded file; every other request body: mm_hub.limits.MAX_BODY_BYTES
+# Gradio keeps a copy of every component's config per session (about 80 kB here), and each API call without a
+# session is a new one: at Gradio's default of 10,000 sessions, requests alone would grow the app by 800 MB. The app
+# keeps no per-session state (no gr.State), so the last few sessions are plenty.
+SESSION_CAPACITY = 100
 # Small images (the shapes data is 48 px) are shown enlarged, pixel for pixel; gallery captions wrap, never cut.
 APP_CSS = """
 .image-frame img { object-fit: contain !important; min-height: 192px; image-rendering: pixelated; }
@@ -352,11 +356,12 @@ def create_demo(
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> gr.Blocks:
     """``demo.launch(**kwargs)`` with the app's limits and style: one uploaded file of at most `MAX_UPLOAD` bytes,
-    every other request body at most `mm_hub.limits.MAX_BODY_BYTES` (`BodySizeLimit` answers 413 beyond), and
-    `APP_CSS`. ``python app.py`` and the tests launch through it."""
+    every other request body at most `mm_hub.limits.MAX_BODY_BYTES` (`BodySizeLimit` answers 413 beyond), the state
+    of at most `SESSION_CAPACITY` sessions kept, and `APP_CSS`. ``python app.py`` and the tests launch through it."""
     limit = {"max_body_bytes": MAX_BODY_BYTES, "max_upload_bytes": MAX_UPLOAD + UPLOAD_MARGIN_BYTES}
     app_kwargs = {**kwargs.pop("app_kwargs", {}), "middleware": [Middleware(BodySizeLimit, **limit)]}
-    demo.launch(max_file_size=MAX_UPLOAD, css=APP_CSS, app_kwargs=app_kwargs, **kwargs)
+    demo.launch(max_file_size=MAX_UPLOAD, state_session_capacity=SESSION_CAPACITY, css=APP_CSS, app_kwargs=app_kwargs,
+                **kwargs)
     return demo
 
 

@@ -171,6 +171,31 @@ def load_section(load: dict[str, Any]) -> list[str]:
     ]
 
 
+def memory_section(memory: dict[str, Any]) -> list[str]:
+    alone, mixed, targets = memory["one_at_a_time"], memory["mixed"], memory["targets"]
+    kinds = len({name.split(" /")[0] for name in alone}) - 1  # all but the normal request
+    met = lambda value, target: "met" if value <= target else f"missed by {value - target:.0f} MB"  # noqa: E731
+    return [
+        "## The app's memory under hostile requests",
+        "",
+        f"`python app.py` on {memory['model']} in a subprocess, its memory read from `/proc`: each hostile request "
+        f"({kinds} kinds: decompression bombs, ICO/ICNS containers holding a 13,000 px PNG, the largest images "
+        "accepted in each format, a 100 MB body) alone to `/classify` and `/explain`, its peak reset before it; then "
+        f"{mixed['clients']} clients sending a random half-hostile mix for {mixed['seconds']:.0f} s; then the "
+        "resident memory after 5 s idle and three normal requests. " + _conditions(memory)
+        + " Raw numbers: `results_app_memory.json`.",
+        "",
+        "| start | largest peak of one request | mixed load: requests, peak over the start | retained after | "
+        "wrong answers |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {memory['start_rss_mb']:.0f} MB | {memory['largest_request_peak_mb']:.0f} MB "
+        f"(`{memory['largest_request']}`; target <= {targets['request_peak_mb']} MB: "
+        f"{met(memory['largest_request_peak_mb'], targets['request_peak_mb'])}) | {mixed['requests']}, "
+        f"{mixed['peak_over_start_mb']:.0f} MB | {memory['retained_mb']:.0f} MB (target <= {targets['retained_mb']} "
+        f"MB: {met(memory['retained_mb'], targets['retained_mb'])}) | {memory['problems']} |",
+    ]
+
+
 def first_start_section(start: dict[str, Any]) -> list[str]:
     first = f"{start['first_start_s']:.0f} s" if start.get("first_start_s") else "not measured (--quick)"
     return [
@@ -318,8 +343,8 @@ def page() -> str:
     if ensembles or seeds:
         sections.append(demo_section(ensembles, seeds))
     for name, section in (("results_captioning.json", captioning_section), ("results_app_load.json", load_section),
-                          ("results_first_start.json", first_start_section), ("results_speed.json", speed_section),
-                          ("results_fusion_table.json", fusion_section)):
+                          ("results_app_memory.json", memory_section), ("results_first_start.json", first_start_section),
+                          ("results_speed.json", speed_section), ("results_fusion_table.json", fusion_section)):
         results = _load(name)
         if results:
             sections.append(section(results))
@@ -356,6 +381,13 @@ def summary() -> str:
     if load:
         rows.append(f"| app, {load['clients']} concurrent clients | {load['errors']} errors in {load['requests']}, "
                     f"p50 {load['p50_s']:.2f} s, {load['throughput_rps']:.1f} requests/s | `results_app_load.json` |")
+    memory = _load("results_app_memory.json")
+    if memory:
+        rows.append(f"| app, memory under hostile requests: largest peak of one request (target <= "
+                    f"{memory['targets']['request_peak_mb']} MB) / retained after a {memory['mixed']['seconds']:.0f} s "
+                    f"mixed load (target <= {memory['targets']['retained_mb']} MB) | "
+                    f"{memory['largest_request_peak_mb']:.0f} MB / {memory['retained_mb']:.0f} MB, "
+                    f"{memory['problems']} wrong answers | `results_app_memory.json` |")
     start = _load("results_first_start.json")
     if start and start.get("first_start_s"):
         rows.append(f"| app, first start (demo models trained) / second start | {start['first_start_s']:.0f} s / "

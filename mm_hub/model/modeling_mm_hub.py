@@ -598,16 +598,6 @@ class MMHubEnsembleForImageTextClassification(ImageTextClassifierPreTrainedModel
             target.load_state_dict(member.state_dict())
         return model.eval()
 
-    def post_init(self) -> None:
-        """`PreTrainedModel.post_init`, then the parameter budget (`MAX_PARAMETERS`) of a model being loaded."""
-        super().post_init()
-        parameters = list(self.parameters())
-        if parameters and parameters[0].is_meta:  # from_pretrained: nothing allocated yet
-            count = sum(parameter.numel() for parameter in parameters)
-            if count > MAX_PARAMETERS:
-                raise ValueError(f"The config describes a model of {count:,} parameters; mm_hub loads at most "
-                                 f"{MAX_PARAMETERS:,}. Check its sizes (num_labels, hidden sizes, layers, vocabulary).")
-
     def _apply_freezing(self) -> None:
         """Each member freezes its own encoders."""
         for member in self.members:
