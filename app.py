@@ -18,8 +18,8 @@ import functools
 import inspect
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from mm_hub.examples import shapes_examples
+from mm_hub.cli import run
 from mm_hub.inputs import InputError
 from mm_hub.limits import MAX_BODY_BYTES, UPLOAD_MARGIN_BYTES, BodySizeLimit, releasing_memory
-from mm_hub.loading import ModelLoadError, resolve_model_sources
+from mm_hub.loading import resolve_model_sources
 from mm_hub.predictor import ABLATIONS, Predictor
 from mm_hub.shapes import LABELS
 from training.demo_model import demo_models
@@ -99,27 +100,234 @@ def _user_errors(fn):
     return releasing_memory(wrapper)
 
 
+@dataclass
+class TabContext:
+    """What a tab builder gets: the model serving the tab (None: the tab is hidden and its endpoints unlisted), the
+    examples, and the settings every model call shares."""
+
+    predictor: Predictor | None
+    examples: list[list[str]] | None
+    shared: dict[str, Any]
+    demo: gr.Blocks
+
+    def endpoint(self, available: bool | None = None) -> dict[str, Any]:
+        """Event settings of an endpoint: listed where a model can serve it (by default, where the tab has a model),
+        absent from the API otherwise; one model call at a time."""
+        available = self.predictor is not None if available is None else available
+        return {**self.shared, "api_visibility": "public" if available else "private"}
+
+    def model(self, what: str) -> Predictor:
+        """The tab's model; an `InputError` ("... needs ...") where there is none."""
+        if self.predictor is None:
+            raise InputError(f"{what}; this app has none loaded.")
+        return self.predictor
+
+
+IMAGE_INPUT = {"type": "filepath", "sources": ["upload", "webcam", "clipboard"]}
+
+
+def classify_tab(tab: TabContext) -> None:
+    """Classify: label probabilities (or values) of an (image, text) pair; ``/classify``."""
+
+    @_user_errors
+    def classify(image: Any, text: str) -> dict[str, float] | str:
+        """Label scores of one (image, text) pair."""
+        model = tab.model("Classification needs a classifier")
+        scores = model.classify(image, text)
+        _warn_about_text(model, text)
+        if model.problem_type == "regression":
+            return ", ".join(f"{label} = {value:.4g}" for label, value in scores.items())
+        return scores
+
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image", elem_id="classify-image", **IMAGE_INPUT)
+            text = gr.Textbox(label="Text", lines=2, placeholder="a red circle on the left", elem_id="classify-text")
+            button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+        with gr.Column():
+            label = gr.Label(num_top_classes=5, label="Prediction", elem_id="prediction")
+            expected = gr.Textbox(label="Expected (the example's label in the data)", interactive=False,
+                                  visible=bool(tab.examples))
+    button.click(classify, [image, text], label, api_name="classify", **tab.endpoint())
+    if tab.examples and tab.predictor is not None:
+        gr.Examples(tab.examples, [image, text, expected], label="Examples from the shapes data's eval and held-out "
+                    "splits, with their expected answer")
+
+
+def explain_tab(tab: TabContext) -> None:
+    """Explain: where the text looked in the image, each word's importance, the modality ablation; ``/explain``."""
+
+    @_user_errors
+    def explain(image: Any, text: str) -> tuple[Any, list[tuple[str, float]], list[list[Any]], str]:
+        """Heatmap, word importance (with its values), ablation table and a one-line summary for one pair."""
+        model = tab.model("Explanations need a classifier")
+        result = model.explain(image, text)
+        _warn_about_text(model, text)
+        table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in model.labels]
+        tops = ", ".join(f"{name}: **{next(iter(result.ablation[name]))}**" for name in ABLATIONS)
+        method = "fusion attention" if result.word_method == "attention" else "leave-one-out (score drop per word)"
+        heat = "" if result.heatmap is not None else " This fusion has no image attention, so no heatmap."
+        summary = f"Prediction **{result.predicted}**. Top label with {tops}. Word importance: {method}.{heat}"
+        words = [(f"{word} {score:+.2f}", score) for word, score in result.words]
+        return result.heatmap, words, table, summary
+
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image", elem_id="explain-image", **IMAGE_INPUT)
+            text = gr.Textbox(label="Text", lines=2, elem_id="explain-text")
+            button = gr.Button("Explain", variant="primary", elem_id="explain-button")
+        with gr.Column():
+            heatmap = gr.Image(label="Where the text looked in the image (colour scale: blue = least, red = most "
+                               "attention)", elem_id="heatmap")
+            words = gr.HighlightedText(label="Word importance (value per word; red raises the predicted label, blue "
+                                       "lowers it)", combine_adjacent=False, color_map=None, show_legend=True,
+                                       elem_id="words")
+    summary = gr.Markdown(label="Summary", elem_id="summary")
+    ablation = gr.Dataframe(headers=["label", *ABLATIONS], label="Modality ablation", interactive=False)
+    gr.Markdown(NEUTRAL_INPUTS)
+    button.click(explain, [image, text], [heatmap, words, ablation, summary], api_name="explain", **tab.endpoint())
+    if tab.examples and tab.predictor is not None:
+        gr.Examples([row[:2] for row in tab.examples], [image, text])
+
+
+def describe_tab(tab: TabContext) -> None:
+    """Describe: a caption, or the answer to a question, written token by token; ``/describe``."""
+
+    @_user_errors
+    def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
+        """What the model writes about the image: a caption, or the answer to the question (streamed)."""
+        model = tab.model("Describing needs a generation model")
+        if isinstance(question, str) and question.strip():
+            _warn_about_text(model, question)
+        yield from model.describe_stream(image, question, max_new_tokens)
+
+    room = getattr(tab.predictor.config, "decoder_max_positions", 64) - 2 if tab.predictor is not None else 62
+    with gr.Row():
+        with gr.Column():
+            image = gr.Image(label="Image", elem_id="describe-image", **IMAGE_INPUT)
+            question = gr.Textbox(label="Question (leave empty for a caption)", lines=1,
+                                  placeholder="what colour is the circle?")
+            new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens")
+            button = gr.Button("Describe", variant="primary", elem_id="describe-button")
+        written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
+    button.click(describe, [image, question, new_tokens], written, api_name="describe", **tab.endpoint())
+    if tab.examples and tab.predictor is not None:
+        gr.Examples([[row[0], ""] for row in tab.examples], [image, question])
+
+
+def _gallery_and_rows(hits: list[dict[str, Any]]) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+    return [(hit["image"], hit["caption"]) for hit in hits], [[round(hit["score"], 4), hit["caption"]] for hit in hits]
+
+
+def search_tab(tab: TabContext) -> None:
+    """Search: text -> images, image -> texts (``/search``, ``/search_image``, over the indexed dataset) and an image
+    labelled by candidate captions (``/zero_shot``, no index needed)."""
+    indexed = tab.predictor is not None and tab.predictor.can_search
+
+    def searching() -> Predictor:
+        return tab.model("Search needs a retrieval model")
+
+    @_user_errors
+    def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+        """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
+        return _gallery_and_rows(searching().search_text(query, k))
+
+    @_user_errors
+    def search_image(image: Any, k: float) -> list[list[Any]]:
+        """Top-k texts for an image query, as (score, text) table rows."""
+        return [[round(hit["score"], 4), hit["caption"]] for hit in searching().search_image(image, k)]
+
+    @_user_errors
+    def zero_shot(image: Any, candidates: str) -> dict[str, float]:
+        """Label an image by candidate captions (one per line): each caption's probability."""
+        return tab.model("Labelling by captions needs a retrieval model").zero_shot(image, candidates)
+
+    k = gr.Slider(1, 20, value=6, step=1, label="Results")
+    with gr.Row():
+        with gr.Column():
+            query = gr.Textbox(label="Text query -> images", placeholder="a red circle", elem_id="search-query")
+            query_button = gr.Button("Search images", variant="primary", elem_id="search-button")
+            gallery = gr.Gallery(label="Images", columns=3, elem_id="search-gallery")
+            scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False, wrap=True,
+                                  column_widths=["20%", "80%"])
+        with gr.Column():
+            query_image = gr.Image(label="Image query -> texts", **IMAGE_INPUT)
+            image_button = gr.Button("Search texts", variant="primary", elem_id="search-texts-button")
+            texts = gr.Dataframe(headers=["score", "text"], label="Texts", interactive=False, wrap=True,
+                                 column_widths=["20%", "80%"])
+        with gr.Column():
+            zs_image = gr.Image(label="Label an image by candidate captions", elem_id="zero-shot-image", **IMAGE_INPUT)
+            candidates = gr.Textbox(label="Candidate captions, one per line", lines=3,
+                                    value="a red circle\na blue square\na green triangle")
+            zs_button = gr.Button("Label", variant="primary", elem_id="zero-shot-button")
+            zs_label = gr.Label(label="Which caption fits", elem_id="zero-shot")
+    query_button.click(search_text, [query, k], [gallery, scores], api_name="search", **tab.endpoint(indexed))
+    image_button.click(search_image, [query_image, k], texts, api_name="search_image", **tab.endpoint(indexed))
+    zs_button.click(zero_shot, [zs_image, candidates], zs_label, api_name="zero_shot", **tab.endpoint())
+    if tab.examples and tab.predictor is not None:
+        gr.Examples([[row[0]] for row in tab.examples], [query_image], label="Example images")
+
+
+def recommend_tab(tab: TabContext) -> None:
+    """Recommend: the items most like a picked one of the indexed dataset, picture and text together; ``/recommend``."""
+    indexed = tab.predictor is not None and tab.predictor.can_search
+
+    def searching() -> Predictor:
+        return tab.model("Recommending needs a retrieval model")
+
+    @_user_errors
+    def recommend(item: float, mention: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
+        """The k items most like item number ``item`` (picture and text together), optionally only those whose
+        captions mention ``mention``: (image, caption) gallery items and (score, caption) rows."""
+        return _gallery_and_rows(searching().recommend(item, k, mention))
+
+    def show_item(item: Any) -> Any:
+        """The picked item's image (UI only)."""
+        try:
+            return searching().item(item)["image"]
+        except InputError:
+            return None
+
+    choices = tab.predictor.catalogue() if indexed else []
+    with gr.Row():
+        with gr.Column():
+            item = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Pick an item",
+                               elem_id="recommend-item")
+            item_image = gr.Image(label="The item", interactive=False, height=192)
+            mention = gr.Textbox(label="Only items whose captions mention (optional)", placeholder="triangle")
+            k = gr.Slider(1, 20, value=6, step=1, label="Results")
+            button = gr.Button("Recommend", variant="primary", elem_id="recommend-button")
+        with gr.Column():
+            gallery = gr.Gallery(label="Most similar items (picture and text together)", columns=3,
+                                 elem_id="recommend-gallery")
+            scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False, wrap=True,
+                                  column_widths=["15%", "85%"])
+    item.change(show_item, item, item_image, api_visibility="private", queue=False)
+    button.click(recommend, [item, mention, k], [gallery, scores], api_name="recommend", **tab.endpoint(indexed))
+    if choices:  # the first item's picture when the page opens
+        tab.demo.load(show_item, item, item_image, api_visibility="private", queue=False)
+
+
+# The app's tabs, in the order shown: name (what `mm_hub.tasks.Task.tabs` lists) -> (title, builder). A task's model
+# serves the tabs its task names; a tab no model serves is hidden and its endpoints unlisted.
+TABS: dict[str, tuple[str, Callable[[TabContext], None]]] = {
+    "classify": ("Classify", classify_tab),
+    "explain": ("Explain", explain_tab),
+    "describe": ("Describe", describe_tab),
+    "search": ("Search", search_tab),
+    "recommend": ("Recommend", recommend_tab),
+}
+
+
 def serving(predictors: Sequence[Predictor]) -> dict[str, Predictor | None]:
-    """Which model serves each tab: the first that can. ``classify`` (and Explain) needs a classifier, ``search``
-    (and Recommend, and labelling by captions) a retrieval model, ``describe`` a generator; None where none can."""
-
-    def first(able: Callable[[Predictor], bool]) -> Predictor | None:
-        return next((predictor for predictor in predictors if able(predictor)), None)
-
-    return {
-        "classify": first(lambda p: p.can_classify),
-        "search": first(lambda p: p.can_embed),
-        "describe": first(lambda p: p.can_generate),
-    }
-
-
-TAB_NAMES = {"classify": "Classify · Explain", "search": "Search · Recommend", "describe": "Describe"}
+    """Which model serves each tab of `TABS`: the first whose task lists it (`Predictor.serves`); None where none
+    does."""
+    return {name: next((predictor for predictor in predictors if predictor.serves(name)), None) for name in TABS}
 
 
 def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[str]] | None = None) -> gr.Blocks:
-    """Lay out the Classify / Explain / Describe / Search / Recommend tabs around one or several models (`serving`
-    picks the model of each tab; a tab no model can serve is hidden and its endpoint unlisted); the queue limits
-    concurrent model calls.
+    """Lay out `TABS` around one or several models (`serving` picks the model of each tab; a tab no model can serve
+    is hidden and its endpoint unlisted) under a header naming each model; the queue limits concurrent model calls.
 
     Args:
         predictors: the models, loaded.
@@ -134,191 +342,18 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
     for predictor in predictors:
         predictor.allowed_dirs = allowed
     tabs = serving(predictors)
-    classifier, searcher, writer = tabs["classify"], tabs["search"], tabs["describe"]
-    can_search = searcher is not None and searcher.can_search
     shared = {"preprocess": False, "concurrency_id": "model", "concurrency_limit": CONCURRENCY_LIMIT}
-
-    def endpoint(available: bool) -> dict[str, Any]:
-        """Event settings of a tab's endpoint: listed where a model can serve it, absent from the API otherwise."""
-        return {**shared, "api_visibility": "public" if available else "private"}
-
-    def needs(predictor: Predictor | None, what: str) -> Predictor:
-        if predictor is None:
-            raise InputError(f"{what}; this app has none loaded.")
-        return predictor
-
-    @_user_errors
-    def classify(image: Any, text: str) -> dict[str, float] | str:
-        """Label scores of one (image, text) pair."""
-        model = needs(classifier, "Classification needs a classifier")
-        scores = model.classify(image, text)
-        _warn_about_text(model, text)
-        if model.problem_type == "regression":
-            return ", ".join(f"{label} = {value:.4g}" for label, value in scores.items())
-        return scores
-
-    @_user_errors
-    def explain(image: Any, text: str) -> tuple[Any, list[tuple[str, float]], list[list[Any]], str]:
-        """Heatmap, word importance (with its values), ablation table and a one-line summary for one pair."""
-        model = needs(classifier, "Explanations need a classifier")
-        result = model.explain(image, text)
-        _warn_about_text(model, text)
-        table = [[label] + [round(result.ablation[name][label], 4) for name in ABLATIONS] for label in model.labels]
-        tops = ", ".join(f"{name}: **{next(iter(result.ablation[name]))}**" for name in ABLATIONS)
-        method = "fusion attention" if result.word_method == "attention" else "leave-one-out (score drop per word)"
-        heat = "" if result.heatmap is not None else " This fusion has no image attention, so no heatmap."
-        summary = f"Prediction **{result.predicted}**. Top label with {tops}. Word importance: {method}.{heat}"
-        words = [(f"{word} {score:+.2f}", score) for word, score in result.words]
-        return result.heatmap, words, table, summary
-
-    @_user_errors
-    def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
-        """What the model writes about the image: a caption, or the answer to the question (streamed)."""
-        model = needs(writer, "Describing needs a generation model")
-        if isinstance(question, str) and question.strip():
-            _warn_about_text(model, question)
-        yield from model.describe_stream(image, question, max_new_tokens)
-
-    def searching() -> Predictor:
-        return needs(searcher, "Search needs a retrieval model")
-
-    def gallery_and_rows(hits: list[dict[str, Any]]) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
-        return [(hit["image"], hit["caption"]) for hit in hits], [[round(hit["score"], 4), hit["caption"]] for hit in hits]
-
-    @_user_errors
-    def search_text(query: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
-        """Top-k images for a text query: (image, caption) gallery items, and their (score, caption) table rows."""
-        return gallery_and_rows(searching().search_text(query, k))
-
-    @_user_errors
-    def search_image(image: Any, k: float) -> list[list[Any]]:
-        """Top-k texts for an image query, as (score, text) table rows."""
-        return [[round(hit["score"], 4), hit["caption"]] for hit in searching().search_image(image, k)]
-
-    @_user_errors
-    def zero_shot(image: Any, candidates: str) -> dict[str, float]:
-        """Label an image by candidate captions (one per line): each caption's probability."""
-        return needs(searcher, "Labelling by captions needs a retrieval model").zero_shot(image, candidates)
-
-    @_user_errors
-    def recommend(item: float, mention: str, k: float) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
-        """The k items most like item number ``item`` (picture and text together), optionally only those whose
-        captions mention ``mention``: (image, caption) gallery items and (score, caption) rows."""
-        return gallery_and_rows(searching().recommend(item, k, mention))
-
-    def show_item(item: Any) -> Any:
-        """The picked item's image (UI only)."""
-        try:
-            return searching().item(item)["image"]
-        except InputError:
-            return None
-
     # No usage analytics: the app must start and run on machines without internet access.
     with gr.Blocks(title="mm_hub", analytics_enabled=False) as demo:
         gr.Markdown("# mm_hub · image + text")
-        for name, predictor in tabs.items():
-            if predictor is not None:
-                gr.Markdown(f"**{TAB_NAMES[name]}**  \n" + predictor.info_markdown(), elem_id=f"model-info-{name}")
-        inputs = {"type": "filepath", "sources": ["upload", "webcam", "clipboard"]}
+        for predictor in dict.fromkeys(p for p in tabs.values() if p is not None):  # each serving model once
+            names = [name for name, served_by in tabs.items() if served_by is predictor]
+            gr.Markdown(f"**{' · '.join(TABS[name][0] for name in names)}**  \n" + predictor.info_markdown(),
+                        elem_id=f"model-info-{names[0]}")
         with gr.Tabs():
-            with gr.Tab("Classify", visible=classifier is not None):
-                with gr.Row():
-                    with gr.Column():
-                        image = gr.Image(label="Image", elem_id="classify-image", **inputs)
-                        text = gr.Textbox(label="Text", lines=2, placeholder="a red circle on the left",
-                                          elem_id="classify-text")
-                        button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-                    with gr.Column():
-                        label = gr.Label(num_top_classes=5, label="Prediction", elem_id="prediction")
-                        expected = gr.Textbox(label="Expected (the example's label in the data)", interactive=False,
-                                              visible=bool(examples))
-                button.click(classify, [image, text], label, api_name="classify", **endpoint(classifier is not None))
-                if examples and classifier is not None:
-                    gr.Examples(examples, [image, text, expected], label="Examples from the shapes data's eval and "
-                                "held-out splits, with their expected answer")
-            with gr.Tab("Explain", visible=classifier is not None):
-                with gr.Row():
-                    with gr.Column():
-                        ex_image = gr.Image(label="Image", elem_id="explain-image", **inputs)
-                        ex_text = gr.Textbox(label="Text", lines=2, elem_id="explain-text")
-                        ex_button = gr.Button("Explain", variant="primary", elem_id="explain-button")
-                    with gr.Column():
-                        heatmap = gr.Image(label="Where the text looked in the image (colour scale: blue = least, "
-                                           "red = most attention)", elem_id="heatmap")
-                        words = gr.HighlightedText(label="Word importance (value per word; red raises the predicted "
-                                                   "label, blue lowers it)", combine_adjacent=False,
-                                                   color_map=None, show_legend=True, elem_id="words")
-                summary = gr.Markdown(label="Summary", elem_id="summary")
-                ablation = gr.Dataframe(headers=["label", *ABLATIONS], label="Modality ablation", interactive=False)
-                gr.Markdown(NEUTRAL_INPUTS)
-                ex_button.click(explain, [ex_image, ex_text], [heatmap, words, ablation, summary], api_name="explain",
-                                **endpoint(classifier is not None))
-                if examples and classifier is not None:
-                    gr.Examples([row[:2] for row in examples], [ex_image, ex_text])
-            with gr.Tab("Describe", visible=writer is not None):
-                room = getattr(writer.config, "decoder_max_positions", 64) - 2 if writer is not None else 62
-                with gr.Row():
-                    with gr.Column():
-                        describe_image = gr.Image(label="Image", elem_id="describe-image", **inputs)
-                        question = gr.Textbox(label="Question (leave empty for a caption)", lines=1,
-                                              placeholder="what colour is the circle?")
-                        new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens")
-                        describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
-                    written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
-                describe_button.click(describe, [describe_image, question, new_tokens], written, api_name="describe",
-                                      **endpoint(writer is not None))
-                if examples and writer is not None:
-                    gr.Examples([[row[0], ""] for row in examples], [describe_image, question])
-            with gr.Tab("Search", visible=searcher is not None):
-                k = gr.Slider(1, 20, value=6, step=1, label="Results")
-                with gr.Row():
-                    with gr.Column():
-                        query = gr.Textbox(label="Text query -> images", placeholder="a red circle", elem_id="search-query")
-                        query_button = gr.Button("Search images", variant="primary", elem_id="search-button")
-                        gallery = gr.Gallery(label="Images", columns=3, elem_id="search-gallery")
-                        scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False,
-                                              wrap=True, column_widths=["20%", "80%"])
-                    with gr.Column():
-                        query_image = gr.Image(label="Image query -> texts", **inputs)
-                        image_button = gr.Button("Search texts", variant="primary", elem_id="search-texts-button")
-                        texts = gr.Dataframe(headers=["score", "text"], label="Texts", interactive=False, wrap=True,
-                                             column_widths=["20%", "80%"])
-                    with gr.Column():
-                        zs_image = gr.Image(label="Label an image by candidate captions", elem_id="zero-shot-image",
-                                            **inputs)
-                        candidates = gr.Textbox(label="Candidate captions, one per line", lines=3,
-                                                value="a red circle\na blue square\na green triangle")
-                        zs_button = gr.Button("Label", variant="primary", elem_id="zero-shot-button")
-                        zs_label = gr.Label(label="Which caption fits", elem_id="zero-shot")
-                query_button.click(search_text, [query, k], [gallery, scores], api_name="search",
-                                   **endpoint(can_search))
-                image_button.click(search_image, [query_image, k], texts, api_name="search_image",
-                                   **endpoint(can_search))
-                zs_button.click(zero_shot, [zs_image, candidates], zs_label, api_name="zero_shot",
-                                **endpoint(searcher is not None))
-                if examples and searcher is not None:
-                    gr.Examples([[row[0]] for row in examples], [query_image], label="Example images")
-            with gr.Tab("Recommend", visible=can_search):
-                choices = searcher.catalogue() if can_search else []
-                with gr.Row():
-                    with gr.Column():
-                        item = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Pick an item",
-                                           elem_id="recommend-item")
-                        item_image = gr.Image(label="The item", interactive=False, height=192)
-                        mention = gr.Textbox(label="Only items whose captions mention (optional)",
-                                             placeholder="triangle")
-                        rec_k = gr.Slider(1, 20, value=6, step=1, label="Results")
-                        rec_button = gr.Button("Recommend", variant="primary", elem_id="recommend-button")
-                    with gr.Column():
-                        rec_gallery = gr.Gallery(label="Most similar items (picture and text together)", columns=3,
-                                                 elem_id="recommend-gallery")
-                        rec_scores = gr.Dataframe(headers=["score", "caption"], label="Scores", interactive=False,
-                                                  wrap=True, column_widths=["15%", "85%"])
-                item.change(show_item, item, item_image, api_visibility="private", queue=False)
-                rec_button.click(recommend, [item, mention, rec_k], [rec_gallery, rec_scores], api_name="recommend",
-                                 **endpoint(can_search))
-        if can_search and choices:
-            demo.load(show_item, item, item_image, api_visibility="private", queue=False)
+            for name, (title, build) in TABS.items():
+                with gr.Tab(title, visible=tabs[name] is not None):
+                    build(TabContext(tabs[name], examples, shared, demo))
     return demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
 
 
@@ -387,17 +422,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Load the models and serve the app until interrupted; a model that cannot be loaded exits with one message."""
+    """Load the models and serve the app until interrupted. Raises `ModelLoadError` for a model that cannot be loaded
+    and `InputError` for a dataset that cannot be indexed (``python app.py`` makes either one line: `mm_hub.cli`)."""
     args = parse_args(argv)
     handler = logging.StreamHandler()  # mm_hub's own log lines (one per refused request), not every library's
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger("mm_hub").addHandler(handler)
     logging.getLogger("mm_hub").setLevel(logging.INFO)
-    try:
-        app = create_demo(args.model, args.revision, args.dataset)
-    except (ModelLoadError, InputError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    app = create_demo(args.model, args.revision, args.dataset)
     launch(app, server_name=args.host, server_port=args.port, share=args.share)
 
 
@@ -410,4 +442,4 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)  # a model that cannot be loaded, a dataset that cannot be indexed: one line, exit status 2

@@ -406,10 +406,9 @@ def summary() -> str:
 
 
 def fusion_choices() -> str:
-    """The README's `fusion_type` table: what each fusion does (`mm_hub.cards.FUSION_PROSE`) and, once
+    """The README's `fusion_type` table: what each fusion does (its class's `description`) and, once
     `results_fusion_table.json` exists, its accuracy on both tasks beside the unimodal baselines."""
     from mm_hub import FUSION_REGISTRY
-    from mm_hub.cards import FUSION_PROSE
 
     results = _load("results_fusion_table.json")
     table = results["table"] if results else {}
@@ -418,8 +417,7 @@ def fusion_choices() -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(columns)]
     baselines = {"image only": "baseline: `concat` with every text blanked",
                  "text only": "baseline: `concat` with every image blanked"}
-    fusions = {name: FUSION_PROSE.get(name) or (cls.__doc__ or name).splitlines()[0]
-               for name, cls in FUSION_REGISTRY.items()}
+    fusions = {name: cls.description for name, cls in FUSION_REGISTRY.items()}
     for row, prose in ({**baselines, **fusions} if table else fusions).items():
         name = f"({row})" if row in baselines else f"`{row}`"
         scores = [table[task]["rows"].get(row) for task, _ in columns]

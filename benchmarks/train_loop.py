@@ -50,7 +50,7 @@ def _premade_steps(config: Any, steps: int) -> tuple[list[float], float]:
 
     recipe = Recipe(config)
     trainer = recipe.trainer(config.train.output_dir)
-    size, collate_times = config.train.batch_size, []
+    size, collate_times = config.train.per_device_train_batch_size, []
     for first in range(0, 3 * size, size):  # three batches: the first read also warms the dataset up
         started = time.perf_counter()
         batch = recipe.train_collator([recipe.train[i] for i in range(first, first + size)])

@@ -10,32 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ._files import read_regular
-from .model.configuration_mm_hub import CLASSIFICATION_TASK, GENERATION_TASK, RETRIEVAL_TASK, infer_problem_type
+from .model.fusion_mm_hub import FUSION_REGISTRY
+from .tasks import Task, task_of
 from .paths import MINILM_HUB_ID, minilm_path
 
-CLASSIFICATION = "MMHubForImageTextClassification"
-RETRIEVAL = "MMHubForImageTextRetrieval"
-ENSEMBLE = "MMHubEnsembleForImageTextClassification"
-GENERATION = "MMHubForConditionalGeneration"
-# The Hub has no "image + text -> label" pipeline tag: "other" is the honest one; dual encoders are listed with
-# the CLIP family; generators are transformers' image-text-to-text task.
-PIPELINE_TAGS = {CLASSIFICATION: "other", ENSEMBLE: "other", RETRIEVAL: "zero-shot-image-classification",
-                 GENERATION: GENERATION_TASK}
-TASKS = {CLASSIFICATION: CLASSIFICATION_TASK, ENSEMBLE: CLASSIFICATION_TASK, RETRIEVAL: RETRIEVAL_TASK,
-         GENERATION: GENERATION_TASK}
-FUSION_PROSE = {
-    "concat": "late fusion: mean-pool each modality, concatenate, MLP",
-    "gated": "gated multimodal unit: a learned per-feature gate mixes image and text",
-    "attention": "cross-attention both ways between text tokens and image grid cells",
-    "sequence": "early fusion: `[CLS]` + image cells + text tokens through transformer layers",
-    "bilinear": "the text reads out the image cells it is about; fused = their element-wise product",
-}
 # Trainer bookkeeping that is not a quality metric.
 NON_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,6 +34,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except ValueError:
         return None
     return None if data is None else json.loads(data)
+
+
+def fusion_description(fusion_type: str) -> str:
+    """What a fusion does, in its class's words (`Fusion.description`)."""
+    fusion = FUSION_REGISTRY.get(fusion_type)
+    return fusion.description if fusion is not None else "a custom fusion"
 
 
 def _hub_id(reference: str | None) -> str | None:
@@ -97,25 +88,17 @@ def split_metrics(eval_results: dict[str, Any] | None, eval_split: str = "eval")
     return splits
 
 
-# The metrics that say in one line how good a model is, by what it does; fractions are shown as percentages.
-HEADLINE_METRICS = {
-    "single_label_classification": ("accuracy",),
-    "multi_label_classification": ("micro_f1", "subset_accuracy"),
-    "regression": ("mae",),
-    "retrieval": ("text_to_image_recall@1", "image_to_text_recall@1"),
-    "generation": ("structural_f1", "cider"),
-}
-FRACTIONS = ("accuracy", "f1", "recall", "precision", "exact_match")
+FRACTIONS = ("accuracy", "f1", "recall", "precision", "exact_match")  # shown as percentages
 
 
-def headline(eval_results: dict[str, Any] | None, kind: str, eval_split: str = "eval") -> str | None:
-    """How good the model is, in one line, from its ``eval_results.json``: the `HEADLINE_METRICS` of ``kind`` (a
-    problem type, ``"retrieval"`` or ``"generation"``) on each split, e.g. ``accuracy 99.75 % (eval), 98.25 %
-    (heldout)``; None when none was measured."""
-    metrics = split_metrics(eval_results, eval_split)
+def headline(eval_results: dict[str, Any] | None, metrics: Sequence[str], eval_split: str = "eval") -> str | None:
+    """How good the model is, in one line, from its ``eval_results.json``: ``metrics`` (its task's
+    `mm_hub.tasks.Scoring.metrics`) on each split, e.g. ``accuracy 99.75 % (eval), 98.25 % (heldout)``; None when
+    none was measured."""
+    measured = split_metrics(eval_results, eval_split)
     parts = []
-    for name in HEADLINE_METRICS.get(kind, ()):
-        values = [(split, m[name]) for split, m in metrics.items() if name in m]
+    for name in metrics:
+        values = [(split, m[name]) for split, m in measured.items() if name in m]
         if values:
             fraction = any(word in name for word in FRACTIONS)
             shown = [f"{100 * v:.2f} %" if fraction else f"{v:.3f}" for _, v in values]
@@ -148,7 +131,7 @@ def _encoders(config: dict[str, Any]) -> tuple[str, str]:
     return vision_text, text_text
 
 
-def _usage(repo_id: str, architecture: str) -> str:
+def _usage(repo_id: str, task: Task | None) -> str:
     load = f"""Without mm_hub installed, `trust_remote_code=True` loads the model code stored in this repo:
 
 ```python
@@ -161,45 +144,7 @@ processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
 With mm_hub installed, leave `trust_remote_code` out: `import mm_hub` registers its classes, and no code from the
 repo runs (`AutoModel.from_pretrained("{repo_id}")`).
 """
-    if architecture == GENERATION:
-        return load + f"""
-Describe an image, or answer a question about it, with transformers' own pipeline (add `trust_remote_code=True`
-without mm_hub; `text=""` asks for a caption):
-
-```python
-from transformers import pipeline
-
-describe = pipeline("{GENERATION_TASK}", model="{repo_id}")
-describe(images="photo.jpg", text="", max_new_tokens=32)
-describe(images="photo.jpg", text="what colour is the circle?", return_full_text=False)
-```
-"""
-    if architecture == RETRIEVAL:
-        return load + f"""
-Label an image by candidate captions, or embed images and texts into one space (unit-length vectors: their dot
-product is the cosine similarity), with transformers' own pipelines (add `trust_remote_code=True` without mm_hub):
-
-```python
-from transformers import pipeline
-
-label = pipeline("zero-shot-image-classification", model="{repo_id}")
-print(label("photo.jpg", candidate_labels=["a red circle", "a blue square"], hypothesis_template="{{}}"))
-image_embeds = pipeline("image-feature-extraction", model="{repo_id}")("photo.jpg", return_tensors=True)
-text_embeds = pipeline("feature-extraction", model="{repo_id}")("a red circle", return_tensors=True)
-print(image_embeds @ text_embeds.T)  # (1, 1) cosine similarity
-```
-"""
-    return load + f"""
-Or as a pipeline (the `image-text-classification` task ships with the repo; with mm_hub installed, leave
-`trust_remote_code` out and mm_hub's own pipeline serves it):
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("{CLASSIFICATION_TASK}", model="{repo_id}", trust_remote_code=True)
-classifier({{"image": "photo.jpg", "text": "a red circle above a blue square"}})
-```
-"""
+    return load + (task.usage.format(repo_id=repo_id, pipeline_task=task.pipeline_task) if task else "")
 
 
 def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.0") -> ModelCard:
@@ -217,8 +162,9 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
     metrics = split_metrics(_read_json(folder / "eval_results.json") or training.get("metrics"),
                             training.get("eval_split") or "eval")
     fusion = config.get("fusion_type", "concat")
-    task = TASKS.get(architecture, "feature-extraction")
-    pipeline_tag = PIPELINE_TAGS.get(architecture, "feature-extraction")
+    declared = task_of([architecture])
+    task = declared.pipeline_task if declared else "feature-extraction"
+    pipeline_tag = declared.hub_tag if declared else "feature-extraction"
     dataset = training.get("dataset")
     dataset_id = _hub_id(dataset)
     base_models = [b for b in dict.fromkeys(_hub_id(m) for m in training.get("base_models") or []) if b]
@@ -237,25 +183,21 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
         datasets=[dataset_id] if dataset_id else None, base_model=base_models or None,
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
-    body = _body(folder, repo_id, config, architecture, training, metrics)
+    body = _body(folder, repo_id, config, architecture, declared, training, metrics)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
-def _body(folder: Path, repo_id: str, config: dict, architecture: str, training: dict, metrics: dict) -> str:
+def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Task | None, training: dict,
+          metrics: dict) -> str:
     fusion = config.get("fusion_type", "concat")
     vision, text = _encoders(config)
     params = count_parameters(folder)
-    head = {RETRIEVAL: "a retrieval dual encoder (contrastive loss)",
-            GENERATION: "a text decoder that writes captions and answers"}.get(architecture, "a classification head")
-    intro = f"An mm_hub image + text model with {head}:"
-    if architecture == ENSEMBLE:
-        intro = (f"An mm_hub ensemble of {config.get('ensemble_size')} image + text classifiers trained apart, whose"
-                 " probabilities are averaged. Each has")
+    intro = task.describe(config) if task else "An mm_hub image + text model:"
     lines = [
         f"# {repo_id.split('/')[-1]}",
         "",
         f"{intro} a {vision} image encoder and"
-        f" a {text} text encoder joined by **`{fusion}` fusion** ({FUSION_PROSE.get(fusion, 'custom fusion')}).",
+        f" a {text} text encoder joined by **`{fusion}` fusion** ({fusion_description(fusion)}).",
         "",
         "## Model details",
         "",
@@ -268,18 +210,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
     ]
     if params is not None:
         lines.append(f"| Parameters | {params:,} |")
-    if architecture in (CLASSIFICATION, ENSEMBLE):
-        labels = [config.get("id2label", {}).get(str(i), str(i)) for i in range(len(config.get("id2label", {})))]
-        problem = infer_problem_type(config.get("problem_type"), len(config.get("id2label") or {}))
-        lines.append(f"| Problem type | {problem} |")
-        lines.append(f"| Labels | {', '.join(f'`{label}`' for label in labels)} |")
-    elif architecture == GENERATION:
-        written = config.get("decoder_vocab")
-        vocab = f"{len(written)} tokens (those of its training targets)" if written else "the tokenizer's vocabulary"
-        lines.append(f"| Decoder | {config.get('decoder_num_layers')} layers, width {config.get('decoder_hidden_size')},"
-                     f" writes {vocab}, at most {config.get('decoder_max_positions')} tokens |")
-    else:
-        lines.append(f"| Embedding size | {config.get('projection_dim')} |")
+    lines += task.details(config) if task else []
     lines += ["", "## Training", ""]
     if training:
         config_name = f" (config `{training['dataset_config']}`)" if training.get("dataset_config") else ""
@@ -303,7 +234,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, training:
         lines += ["Metrics per evaluation split:", ""] + _metrics_table(metrics)
     else:
         lines.append("No evaluation results were saved with this model.")
-    lines += ["", "## How to use", "", _usage(repo_id, architecture)]
+    lines += ["", "## How to use", "", _usage(repo_id, task)]
     lines += [
         "## Limitations",
         "",

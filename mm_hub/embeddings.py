@@ -33,6 +33,7 @@ from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bar
 from tqdm.auto import tqdm
 
 from ._files import folder_written_whole, write_json
+from .rows import EMPTY_TEXT, UNREADABLE_IMAGE, cell_texts, image_source
 
 EMBEDDING_COLUMNS = {"image": "image_embeds", "text": "text_embeds", "item": "item_embeds"}
 # Fixed inputs whose embeddings identify a model's weights (and its processor) beyond its config.
@@ -41,8 +42,6 @@ PROBE_TEXTS = ["a red circle above a blue square", "mm_hub index probe"]
 _VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype"}
 _MANIFEST = "manifest.json"
 _SKIPPED = "skipped.json"  # in each chunk folder: {reason: row numbers left out}
-UNREADABLE_IMAGE = "unreadable image"
-MISSING_TEXT = "missing text"
 
 
 def probe_image() -> np.ndarray:
@@ -107,7 +106,8 @@ def model_fingerprint(model: Any, processor: Any, model_id: str | None = None, r
         revision: revision to record (e.g. the branch or commit the model was loaded from).
     """
     check_retrieval_model(model)
-    config = _stable_config(model.config.to_dict())
+    # Only the values that differ from the defaults: a field a later mm_hub adds (at its default) changes nothing.
+    config = _stable_config(model.config.to_diff_dict())
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {
         "model_id": model_id or getattr(model, "name_or_path", None) or None,
@@ -142,33 +142,6 @@ def _check_columns(dataset: Dataset | IterableDataset, image_column: str | None,
         raise ValueError(f"The dataset already has column(s) {clashes}; mm_hub writes its embeddings there.")
 
 
-def caption_list(value: Any, where: int | str) -> list[str]:
-    """A text cell (a string or a list of captions) as a non-empty list of strings.
-
-    Args:
-        value: the cell.
-        where: its row number, or words naming it (for the error message).
-    """
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
-        place = f"Row {where}" if isinstance(where, int) else where
-        raise TypeError(
-            f"{place}: a text cell must be a string or a non-empty list of strings, got {type(value).__name__} "
-            f"{str(value)[:80]!r}."
-        )
-    return list(texts)
-
-
-def _image_source(value: Any) -> Any:
-    """What the processor opens for one image cell: the bytes or path of an undecoded `datasets.Image` cell, or the
-    cell itself (a PIL image, an array, a path); ValueError for an empty cell."""
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if value is None:
-        raise ValueError("the row has no image")
-    return value
-
-
 def _embed_chunk(
     model: Any,
     processor: Any,
@@ -179,8 +152,10 @@ def _embed_chunk(
     dim: int,
     strict: bool,
     bar: tqdm,
+    base_dir: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], list[int], dict[str, list[int]]]:
-    """Embed one chunk of rows in batches, leaving out rows whose image cannot be read or whose text is missing.
+    """Embed one chunk of rows in batches, leaving out rows whose image cannot be read or whose text is empty (the
+    reasons of `mm_hub.rows`, as training names them).
 
     Returns:
         ``({embedding column: (kept rows, D)}, offsets of the kept rows in the chunk, {reason: skipped row numbers})``.
@@ -193,18 +168,19 @@ def _embed_chunk(
         batch = rows[offset : offset + batch_size]
         images, per_row = [], []
         for i in range(len(next(iter(batch.values())))):
-            row, reason = start + offset + i, None
+            row, reason, texts = start + offset + i, None, None
             try:
                 if image_column is not None:
-                    reason = UNREADABLE_IMAGE
-                    image = processor.load_image(_image_source(batch[image_column][i]))
-                if text_column is not None:
-                    reason = MISSING_TEXT
-                    texts = caption_list(batch[text_column][i], row)
+                    image = processor.load_image(image_source(batch[image_column][i], base_dir))
             except (ValueError, TypeError) as error:
+                reason = f"{UNREADABLE_IMAGE} ({error})"
+            if reason is None and text_column is not None:
+                texts = cell_texts(batch[text_column][i], lists=True)
+                reason = f"{EMPTY_TEXT} ({str(batch[text_column][i])[:80]!r})" if texts is None else None
+            if reason is not None:
                 if strict:
-                    raise ValueError(f"Row {row}: {reason} ({error}); strict=True stops at the first bad row.") from None
-                skipped.setdefault(reason, []).append(row)
+                    raise ValueError(f"Row {row}: {reason}; strict=True stops at the first bad row.")
+                skipped.setdefault(reason.split(" (")[0], []).append(row)
                 continue
             kept.append(offset + i)
             if image_column is not None:
@@ -329,11 +305,12 @@ def embed_dataset(
     fingerprint: dict | None = None,
     strict: bool = False,
     shard: tuple[int, int] = (0, 1),
+    base_dir: str | os.PathLike | None = None,
 ) -> tuple[Dataset, dict[str, list[int]]] | None:
     """Embed every row's image and/or text; resumable through the chunks kept in ``work_dir``.
 
-    A row whose image cannot be read (missing, corrupt, over the processor's size limits) or whose text is missing
-    is left out and reported, unless ``strict``.
+    A row whose image cannot be read (missing, corrupt, over the processor's size limits) or whose text is empty is
+    left out and reported (`mm_hub.rows.SKIP_REASONS`, as training counts them), unless ``strict``.
 
     Args:
         model: an `MMHubForImageTextRetrieval` (or any model with ``get_image_features``/``get_text_features``).
@@ -349,6 +326,7 @@ def embed_dataset(
         progress: show a tqdm progress bar.
         fingerprint: `model_fingerprint(model, processor)` when the caller has it already.
         strict: raise on the first unusable row (naming it) instead of leaving it out.
+        base_dir: the folder a relative image path is taken from (`mm_hub.rows.load_split` gives it).
         shard: ``(rank, world)``: with ``world`` > 1 (one call per process, e.g. under ``torchrun``, all with the
             same ``work_dir``), this process embeds only chunks ``rank``, ``rank + world``, ... of a map-style
             dataset and returns None; one call with the default ``(0, 1)`` afterwards finds every chunk done and
@@ -402,7 +380,8 @@ def embed_dataset(
     with bar, quiet_datasets():
         for number, rows in _pending_chunks(dataset, work_dir, chunk_size, shard):
             vectors, kept, skipped = _embed_chunk(
-                model, processor, rows, number * chunk_size, (image_column, text_column), batch_size, dim, strict, bar
+                model, processor, rows, number * chunk_size, (image_column, text_column), batch_size, dim, strict, bar,
+                None if base_dir is None else Path(base_dir),
             )
             features = Features({name: List(Value("float32"), length=dim) for name in vectors})
             embeds = Dataset.from_dict(vectors, features=features)
@@ -427,7 +406,6 @@ def embed_dataset(
 
 __all__ = [
     "EMBEDDING_COLUMNS",
-    "caption_list",
     "check_retrieval_model",
     "embed_dataset",
     "embed_images",

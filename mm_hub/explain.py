@@ -2,16 +2,12 @@
 
 Pure tensor / image helpers; `mm_hub.predictor.Predictor.explain` runs the model and calls them.
 
-- ``attention`` fusion: the heatmap is the text -> image cross-attention (mean over layers, heads and the
-  caption's word tokens); word importance is the image -> text attention each token receives (mean over layers,
-  heads and image cells).
-- ``sequence`` fusion: the heatmap is the attention from the [CLS] row and the caption's word rows to the image
-  columns of the joint sequence; word importance is the [CLS] row's attention to each text column.
-- ``bilinear`` fusion: the heatmap is the text's read-out attention over the image cells; it has no per-word
-  attention, so words are scored by leave-one-out.
+- the image heatmap and, where it has them, the words' attention come from the fusion itself
+  (`Fusion.explain_attention` of the fusion's class: ``attention`` reads its cross-attention both ways, ``sequence``
+  the [CLS] and word rows of its joint self-attention, ``bilinear`` its read-out weights);
 - every fusion: word importance by leave-one-out (the drop in the predicted score when a token is deleted) when the
-  fusion has no attention to read, and the modality ablation with the neutral inputs of `neutral_pixel_values`
-  and `EMPTY_TEXT`.
+  fusion has no attention over words to read, and the modality ablation with the neutral inputs of
+  `neutral_pixel_values` and `EMPTY_TEXT`.
 """
 
 from __future__ import annotations
@@ -22,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Fusions whose attention weights give an image heatmap; the others (and `bilinear`'s words) use leave-one-out.
-HEATMAP_FUSIONS = ("attention", "sequence", "bilinear")
+from .model.fusion_mm_hub import FUSION_REGISTRY
+
 # The neutral text of the "image only" ablation: the tokenizer turns it into just [CLS] [SEP].
 EMPTY_TEXT = ""
 
@@ -70,53 +66,25 @@ def merge_word_pieces(tokens: list[str], scores: list[float]) -> list[tuple[str,
     return words
 
 
-def _mean_over_layers(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Mean over layers and heads of per-layer (1, heads, Q, K) attention -> (Q, K)."""
-    return torch.stack([layer[0].float() for layer in layers]).mean(dim=(0, 1))
-
-
-def image_token_count(fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_text_tokens: int) -> int:
-    """N, the number of image tokens, read from the attention maps of a fusion in ``HEATMAP_FUSIONS``."""
-    if fusion_type == "attention":
-        return attentions["text_to_image"][0].shape[-1]
-    if fusion_type == "sequence":
-        return attentions["self"][0].shape[-1] - 1 - num_text_tokens
-    return attentions["pooling"][0].shape[-1]
-
-
 def attention_explanation(
-    fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]], num_image_tokens: int, words: list[int]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Image-cell and word scores from the fusion attention of ONE example.
+    fusion_type: str, attentions: dict[str, tuple[torch.Tensor, ...]] | None, num_text_tokens: int, words: list[int]
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Image-cell and word scores of ONE example from its fusion's attention maps (`Fusion.explain_attention` of the
+    registered fusion ``fusion_type``), each summing to 1 (or all zero when empty); the word scores are None where
+    the maps say nothing of words. None for a fusion without such maps, or no maps.
 
     Args:
-        fusion_type: one of ``HEATMAP_FUSIONS``.
+        fusion_type: the model's ``config.fusion_type``.
         attentions: the model output's ``fusion_attentions`` (batch of one).
-        num_image_tokens: N, the number of image tokens.
+        num_text_tokens: T, the text's length in tokens.
         words: positions (in the text sequence) of the caption's word pieces; [CLS]-like positions excluded.
-
-    Returns:
-        ``(image_scores (N,), word_scores (len(words),))``, each summing to 1 (or all zero when empty); the word
-        scores are None for ``bilinear``, which has no per-word attention.
     """
-    if fusion_type == "attention":
-        text_to_image = _mean_over_layers(attentions["text_to_image"])  # (T, N)
-        image_to_text = _mean_over_layers(attentions["image_to_text"])  # (N, T)
-        rows = words or list(range(text_to_image.shape[0]))
-        image_scores = text_to_image[rows].mean(dim=0)  # (N,)
-        word_scores = image_to_text[:, words].mean(dim=0) if words else torch.zeros(0)
-    elif fusion_type == "sequence":
-        joint = _mean_over_layers(attentions["self"])  # (S, S), S = 1 + N + T
-        first_text = 1 + num_image_tokens
-        rows = [0] + [first_text + w for w in words]  # [CLS] and the caption's words
-        image_scores = joint[rows, 1:first_text].mean(dim=0)  # (N,)
-        word_scores = joint[0, [first_text + w for w in words]] if words else torch.zeros(0)
-    elif fusion_type == "bilinear":
-        image_scores, word_scores = attentions["pooling"][0][0], None  # (N,)
-    else:
-        raise ValueError(f"Attention explanations need fusion_type in {HEATMAP_FUSIONS}, got {fusion_type!r}.")
-    words_out = None if word_scores is None else _normalise(word_scores.float().numpy())
-    return _normalise(image_scores.float().numpy()), words_out
+    fusion = FUSION_REGISTRY.get(fusion_type)
+    maps = fusion.explain_attention(attentions, num_text_tokens, words) if fusion and attentions else None
+    if maps is None:
+        return None
+    cells, word_scores = maps
+    return _normalise(cells.float().numpy()), None if word_scores is None else _normalise(word_scores.float().numpy())
 
 
 def _normalise(scores: np.ndarray) -> np.ndarray:

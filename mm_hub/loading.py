@@ -20,25 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import EntryNotFoundError, StrictDataclassError
 from transformers import AutoConfig
 
-from .model.generation_mm_hub import MMHubForConditionalGeneration
-from .model.modeling_mm_hub import (
-    MMHubEnsembleForImageTextClassification,
-    MMHubForImageTextClassification,
-    MMHubForImageTextRetrieval,
-)
+from .model.modeling_mm_hub import MMHubForImageTextClassification, MMHubPreTrainedModel
 from .model.processing_mm_hub import MMHubProcessor
+from .tasks import all_heads
 
 logger = logging.getLogger(__name__)
 
 # The app manifest: written by the Space command beside app.py, read by the app (see `read_manifest`).
 SPACE_CONFIG = "space_config.json"
-# The heads a saved config's `architectures` can name; anything else loads as the classifier.
-HEADS = {
-    cls.__name__: cls
-    for cls in (MMHubForImageTextRetrieval, MMHubEnsembleForImageTextClassification, MMHubForConditionalGeneration)
-}
+
+
+# What loading a model can raise that is no bug: a file or repo that is missing, unreachable or refused (OSError:
+# the Hub's HTTP errors too), a config or file that is not what it should be (ValueError, a strict config field).
+LOAD_ERRORS = (OSError, ValueError, StrictDataclassError)
 
 
 class ModelLoadError(OSError):
@@ -190,13 +187,7 @@ def load_model(
     revision: str | None = None,
     token: str | None = None,
     head: type | tuple[type, ...] | None = None,
-) -> tuple[
-    MMHubForImageTextClassification
-    | MMHubEnsembleForImageTextClassification
-    | MMHubForImageTextRetrieval
-    | MMHubForConditionalGeneration,
-    MMHubProcessor,
-]:
+) -> tuple[MMHubPreTrainedModel, MMHubProcessor]:
     """Load a saved or pushed mm_hub model, in eval mode, and its processor: the one loader of the library, the app,
     the index and the ensemble command. mm_hub's own classes load (no code from the repo runs) and weights come from
     safetensors only.
@@ -205,7 +196,8 @@ def load_model(
         model_id: a Hub id (``org/name``) or a local folder.
         revision: branch, tag or commit of a Hub model.
         token: for private repos (default: the saved / ``HF_TOKEN`` one).
-        head: the class (or classes) the caller needs; default: the head named in the config's ``architectures``.
+        head: the class (or classes) the caller needs; default: the head named in the config's ``architectures``
+            (any head of `mm_hub.tasks.TASKS`; the classifier when it names none).
 
     Raises:
         ModelLoadError: the id/folder does not exist, cannot be reached, is not an mm_hub model, or holds another
@@ -215,13 +207,14 @@ def load_model(
     hub_kwargs = {"revision": revision, "token": token, "local_files_only": _offline_fallback(model_id, revision)}
     try:
         config = AutoConfig.from_pretrained(model_id, **hub_kwargs)
-    except Exception as error:  # hub, network and file errors come in many types; the user needs one message
+    except LOAD_ERRORS as error:  # hub, network, file and config errors: the person starting the app needs one message
         raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
     if config.model_type != "mm_hub":
         raise ModelLoadError(
             f"{model_id!r} is a {config.model_type!r} model; mm_hub loads image+text models of model_type 'mm_hub'."
         )
-    saved = next((HEADS[name] for name in config.architectures or [] if name in HEADS), MMHubForImageTextClassification)
+    heads = all_heads()
+    saved = next((heads[name] for name in config.architectures or [] if name in heads), MMHubForImageTextClassification)
     wanted = head if isinstance(head, tuple) else (head,) if head is not None else (saved,)
     if saved not in wanted:
         raise ModelLoadError(
@@ -230,7 +223,7 @@ def load_model(
     try:
         model = saved.from_pretrained(model_id, use_safetensors=True, **hub_kwargs)
         processor = MMHubProcessor.from_pretrained(model_id, **hub_kwargs)
-    except Exception as error:
+    except LOAD_ERRORS as error:
         raise ModelLoadError(_load_error_message(model_id, revision, error)) from error
     return model.eval(), processor
 
@@ -264,7 +257,7 @@ def load_reports(model_id: str | os.PathLike, revision: str | None = None, token
             report = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
             if not isinstance(report, dict):
                 raise ValueError(f"a JSON {type(report).__name__}, not an object")
-        except Exception as error:  # EntryNotFound, network, permissions, bad JSON: the model works without it
+        except (*LOAD_ERRORS, EntryNotFoundError) as error:  # absent, unreachable, not JSON: the model works without it
             if "EntryNotFound" not in type(error).__name__:
                 logger.warning("Not reading %s of %s: %s", name, model_id, error)
             continue

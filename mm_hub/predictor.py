@@ -24,11 +24,9 @@ from PIL import Image
 from .cards import headline
 from .explain import (
     EMPTY_TEXT,
-    HEATMAP_FUSIONS,
     attention_explanation,
     grid_shape,
     heatmap_overlay,
-    image_token_count,
     merge_word_pieces,
     neutral_pixel_values,
     pixels_to_image,
@@ -45,6 +43,7 @@ from .inputs import (
 )
 from .loading import ModelLoadError, ModelSource, load_model, load_reports, resolved_commit
 from .model.configuration_mm_hub import infer_problem_type
+from .tasks import Task, scoring_of, task_of
 
 _LOO_CHUNK = 16
 ABLATIONS = ("image + text", "image only", "text only")
@@ -186,35 +185,44 @@ class Predictor:
         """The model's `MMHubConfig`."""
         return self.model.config
 
+    @functools.cached_property
+    def task(self) -> Task | None:
+        """The model's task (`mm_hub.tasks.task_of`); None for a head no task declares."""
+        return task_of(self.model)
+
+    def serves(self, tab: str) -> bool:
+        """Whether the model's task lists the app tab ``tab`` (see `mm_hub.tasks.Task.tabs`)."""
+        return self.task is not None and tab in self.task.tabs
+
     @property
     def can_classify(self) -> bool:
-        """True for classification heads: anything with a ``classifier``, or an ensemble of such ``members``."""
-        return hasattr(self.model, "classifier") or hasattr(self.model, "members")
+        """True for models whose task serves the Classify tab (labels or values for a pair)."""
+        return self.serves("classify")
 
     @property
     def can_embed(self) -> bool:
-        """True for retrieval heads (image and text embeddings in one space)."""
-        return hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")
+        """True for models whose task serves the Search tab (image and text embeddings in one space)."""
+        return self.serves("search")
+
+    @property
+    def can_generate(self) -> bool:
+        """True for models whose task serves the Describe tab (they write text: captions, answers)."""
+        return self.serves("describe")
 
     @property
     def local(self) -> bool:
         """True when the model was loaded from a local folder (or built in memory): it has no Hub revision."""
         return self.model_id == "(in memory)" or Path(self.model_id).is_dir()
 
-    @property
-    def can_generate(self) -> bool:
-        """True for generation heads (they write text: captions, answers)."""
-        return bool(getattr(self.config, "is_encoder_decoder", False)) and hasattr(self.model, "generate")
-
-    @property
-    def kind(self) -> str:
-        """What the model does, as `cards.HEADLINE_METRICS` names it: a problem type, retrieval or generation."""
-        return "generation" if self.can_generate else "retrieval" if self.can_embed else self.problem_type
-
     def measured_quality(self) -> str | None:
-        """How good the model is, in one line, from the ``eval_results.json`` saved with it (None when absent)."""
+        """How good the model is, in one line, from the ``eval_results.json`` saved with it (None when absent): its
+        task's headline metrics (`mm_hub.tasks.Scoring.metrics`)."""
+        scoring = scoring_of(self.model)
         split = self.reports.get("training_info.json", {}).get("eval_split") or "eval"
-        return headline(self.reports.get("eval_results.json"), self.kind, split if isinstance(split, str) else "eval")
+        if scoring is None:
+            return None
+        return headline(self.reports.get("eval_results.json"), scoring.metrics,
+                        split if isinstance(split, str) else "eval")
 
     @functools.cached_property
     def text_vocabulary(self) -> frozenset[int] | None:
@@ -268,7 +276,7 @@ class Predictor:
             "model": self.model_id,
             "revision": None if self.local else self.revision or "main",
             "commit": self.commit,
-            "head": "generation" if self.can_generate else "retrieval" if self.can_embed else "classification",
+            "head": self.task.name if self.task else type(self.model).__name__,
             "ensemble_size": getattr(config, "ensemble_size", 1),
             "problem_type": self.problem_type if self.can_classify else None,
             "fusion_type": "none (dual encoder)" if self.can_embed else config.fusion_type,
@@ -339,7 +347,8 @@ class Predictor:
         """
         from .embeddings import model_fingerprint
         from .paths import cache_dir
-        from .search import METADATA_FILE, MultimodalIndex, is_saved_index, load_split
+        from .rows import load_split
+        from .search import METADATA_FILE, MultimodalIndex, is_saved_index
 
         if not self.can_embed:
             raise InputError("Only retrieval (dual-encoder) models can search; this model is a classifier.")
@@ -361,10 +370,10 @@ class Predictor:
         dataset_id = str(dataset) if dataset is not None else "mm_hub shapes (retrieval, eval split)"
         try:
             if dataset is None:
-                rows = load_split("shapes", "num_train=0,num_eval=200,num_heldout=0", split or "eval")
+                rows, base_dir = load_split("shapes", "num_train=0,num_eval=200,num_heldout=0", split or "eval")
             else:
-                rows = load_split(str(dataset), None, split or "train")
-        except Exception as error:  # missing / unreachable / unreadable: one message for the person starting the app
+                rows, base_dir = load_split(str(dataset), None, split or "train")
+        except (OSError, ValueError) as error:  # missing, unreachable, unreadable: one message for the person
             raise InputError(f"Cannot load the dataset {dataset_id!r} to index: {error}") from error
         if max_rows is not None:
             rows = rows.select(range(min(max_rows, len(rows))))
@@ -384,6 +393,7 @@ class Predictor:
             model_revision=self.revision,
             dataset_id=dataset_id,
             progress=progress,
+            base_dir=base_dir,
         )
         if cache:
             self.index.save(folder)
@@ -586,11 +596,10 @@ class Predictor:
         words = word_positions(tokens, set(tokenizer.all_special_tokens))
 
         heatmap, word_scores = None, None
-        fusion = self.config.fusion_type
-        if fusion in HEATMAP_FUSIONS and output.fusion_attentions:
-            attentions = output.fusion_attentions
-            num_image = image_token_count(fusion, attentions, ids.shape[0])
-            cells, word_scores = attention_explanation(fusion, attentions, num_image, words)
+        explained = attention_explanation(self.config.fusion_type, output.fusion_attentions, ids.shape[0], words)
+        if explained is not None:
+            cells, word_scores = explained
+            num_image = len(cells)
             pixel_values = inputs["pixel_values"]
             skip, rows, cols = grid_shape(num_image, pixel_values.shape[-2], pixel_values.shape[-1])
             view = pixels_to_image(

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .embeddings import caption_list, embed_images, embed_texts, normalize
+from .embeddings import embed_images, embed_texts, normalize
+from .rows import cell_texts
 from .search import MultimodalIndex
 
 ITEM_COLUMN = "item_embeds"
@@ -79,7 +80,10 @@ def _item_embedding(index: MultimodalIndex, item: Any) -> tuple[np.ndarray, list
         image, text = item
         if image is None:
             raise ValueError("The item's image is None; an (image, text) item needs both.")
-        captions = caption_list(text, "the query item")  # several captions: their mean, as in the index
+        captions = cell_texts(text, lists=True)  # several captions: their mean, as in the index
+        if captions is None:
+            raise TypeError(f"The query item's text must be a string or a non-empty list of strings, got "
+                            f"{type(text).__name__} {str(text)[:80]!r}.")
         index._require_model()
         text_embed = normalize(embed_texts(index.model, index.processor, captions).mean(0, keepdims=True))[0]
         image_embed = embed_images(index.model, index.processor, [image])[0]

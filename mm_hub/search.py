@@ -122,6 +122,7 @@ class MultimodalIndex:
         num_rows: int | None = None,
         progress: bool = True,
         strict: bool = False,
+        base_dir: str | os.PathLike | None = None,
         **index_kwargs: Any,
     ) -> MultimodalIndex:
         """Embed a dataset (see `mm_hub.embeddings.embed_dataset`) and index every embedding column.
@@ -140,8 +141,9 @@ class MultimodalIndex:
             model_id, model_revision: recorded in the metadata (default ``model.name_or_path``); `load` uses them
                 to reload the model.
             dataset_id: name of the data, recorded in the metadata and the card.
-            strict: fail on the first row whose image cannot be read or whose text is missing; by default such rows
+            strict: fail on the first row whose image cannot be read or whose text is empty; by default such rows
                 are left out of the index and listed in ``metadata["skipped_rows"]`` (rows of ``dataset``).
+            base_dir: the folder relative image paths are taken from (`mm_hub.rows.load_split` gives it).
             **index_kwargs: ``nlist``, ``nprobe`` (IVF), ``hnsw_m``, ``ef_construction``, ``ef_search`` (HNSW).
 
         Raises:
@@ -170,6 +172,7 @@ class MultimodalIndex:
             progress=progress,
             fingerprint=fingerprint,
             strict=strict,
+            base_dir=base_dir,
         )
         faiss_indexes = {}
         for column in (name for name in EMBEDDING_COLUMNS.values() if name in rows.column_names):
@@ -247,14 +250,13 @@ class MultimodalIndex:
         stored = self.metadata["model"]
         if not stored.get("model_id"):
             raise ValueError("This index has no query model: call attach_model(model, processor) first.")
-        from . import AutoModelForImageTextRetrieval, MMHubProcessor
+        from .loading import load_model
+        from .tasks import TASKS
 
-        try:
-            model = AutoModelForImageTextRetrieval.from_pretrained(
-                stored["model_id"], revision=stored["revision"], use_safetensors=True
-            )
-            processor = MMHubProcessor.from_pretrained(stored["model_id"], revision=stored["revision"])
-        except (OSError, ValueError) as error:
+        try:  # the one loader: safetensors only, one message for every failure
+            model, processor = load_model(stored["model_id"], revision=stored["revision"],
+                                          head=TASKS["retrieval"].heads)
+        except OSError as error:
             raise ValueError(
                 f"Cannot load the index's model {stored['model_id']!r} (revision {stored['revision']!r}): {error}. "
                 "Call attach_model(model, processor) with it."
@@ -559,47 +561,12 @@ def is_saved_index(path_or_repo_id: str) -> bool:
     if Path(path_or_repo_id).is_dir():
         return (Path(path_or_repo_id) / METADATA_FILE).exists()
     from huggingface_hub import file_exists
+    from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
 
     try:
         return file_exists(path_or_repo_id, METADATA_FILE, repo_type="dataset")
-    except Exception:  # not a Hub id, unreachable Hub, ...: then it is treated as a plain dataset
-        return False
+    except (HFValidationError, OfflineModeIsEnabled):  # not a Hub id, or offline: a plain dataset (a refused token,
+        return False  # an unreachable Hub or a server error are not hidden: they say so)
 
 
-def load_split(source: str, config: str | None = None, split: str = "train", streaming: bool = False) -> Any:
-    """One split of a dataset to index, as a `Dataset` or (``streaming``) an `IterableDataset`.
-
-    Args:
-        source: ``"shapes"`` (the built-in generated data, its retrieval variant; ``config`` is ``key=value,...``,
-            see `mm_hub.shapes.parse_shapes_config`), a `save_to_disk` folder (a single saved split counts as
-            ``train``), or anything `datasets.load_dataset` reads (a Hub id, a folder of data files).
-        config: the dataset configuration (load_dataset's ``name``).
-        split: the split to read.
-        streaming: stream instead of downloading.
-
-    Raises:
-        ValueError: a split the dataset does not have.
-    """
-    import datasets
-
-    if source == "shapes":
-        from .shapes import load_shapes
-
-        data = load_shapes(config, task="retrieval")
-    elif Path(source).is_dir() and any((Path(source) / name).exists() for name in ("dataset_dict.json", "state.json")):
-        data = datasets.load_from_disk(source)
-        if isinstance(data, datasets.Dataset):
-            data = datasets.DatasetDict({"train": data})
-    else:
-        try:
-            return datasets.load_dataset(source, config, split=split, streaming=streaming)
-        except ValueError as error:
-            if "Unknown split" in str(error) or "Bad split" in str(error):
-                raise ValueError(f"{source} has no split {split!r}: {error}") from error
-            raise
-    if split not in data:
-        raise ValueError(f"{source} has no split {split!r}; its splits are {sorted(data)}.")
-    return data[split].to_iterable_dataset() if streaming else data[split]
-
-
-__all__ = ["METADATA_FILE", "MultimodalIndex", "is_saved_index", "load_split"]
+__all__ = ["METADATA_FILE", "MultimodalIndex", "is_saved_index"]

@@ -20,6 +20,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 
 import app
+from mm_hub.cli import run
 from mm_hub.inputs import MAX_TEXT_CHARS
 from mm_hub.predictor import Predictor
 from mm_hub.shapes import render_scene
@@ -200,7 +201,7 @@ def test_startup_error_is_one_message(target, tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
         model = "someone/model"
     with pytest.raises(SystemExit) as exited:
-        app.main(["--model", model])
+        run(app.main, ["--model", model])
     stderr = capsys.readouterr().err
     assert exited.value.code == 2 and stderr.startswith(f"error: Could not load the model {model!r}")
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 2  # what failed and what to check
@@ -294,7 +295,8 @@ def test_the_default_app_serves_every_endpoint_of_the_demo(default_app):
     assert "(the built-in demo model)" in classifier and "**Measured** accuracy" in classifier
     assert "retrieval head" in searcher and "**Measured** text to image recall@1" in searcher
     assert "generation head" in _markdown(demo, "model-info-describe")
-    assert "**Measured** structural f1" in _markdown(demo, "model-info-describe")
+    assert "**Measured** cider" in _markdown(demo, "model-info-describe")  # its task's metrics, best-model one first
+    assert "structural f1" in _markdown(demo, "model-info-describe")
     # The examples are the demo data's eval / held-out rows with their expected answer, as the Classify tab lists.
     examples = next(c["props"] for c in demo.config["components"] if c["type"] == "dataset")
     image, text, expected = examples["samples"][0]

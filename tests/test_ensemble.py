@@ -17,6 +17,7 @@ from mm_hub import (
     MMHubProcessor,
 )
 from mm_hub.cards import build_model_card
+from mm_hub.cli import run
 from mm_hub.loading import load_model
 from mm_hub.predictor import Predictor
 from tests.conftest import (
@@ -181,6 +182,6 @@ def test_the_cli_averages_trained_folders_and_scores_them_on_the_first_recipe(tm
         ([str(folders[0]), str(data), "--output-dir", str(tmp_path / "x")], "is not a saved MMHubForImageTextClassif"),
     ]:
         with pytest.raises(SystemExit):
-            ensemble.main(argv)
+            run(ensemble.main, argv)
         assert message in capsys.readouterr().err
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"

@@ -189,3 +189,33 @@ def test_generate_writes_no_further_than_the_decoder_reaches(model, processor, c
     long["attention_mask"] = torch.ones_like(long["input_ids"])
     with pytest.raises(ValueError, match="shorten the question"):
         model.generate(**long)
+
+
+def test_the_decoder_is_a_transformers_citizen(processor, tmp_path):
+    from tests.conftest import tiny_config
+
+    config = tiny_config("concat", decoder_hidden_size=16, decoder_num_heads=2, decoder_num_layers=1,
+                         decoder_max_positions=32, **MMHubForConditionalGeneration._pretrained_config_defaults(
+                             tokenizer()))
+    model = MMHubForConditionalGeneration(config).eval()
+    assert not config.is_encoder_decoder and model.config.is_encoder_decoder  # the caller's config is untouched
+    decoder = model.config.get_text_config(decoder=True)  # what `generate` sizes its cache from
+    assert (decoder.num_hidden_layers, decoder.hidden_size, decoder.vocab_size) == (1, 16, len(tokenizer()))
+    assert model.config.get_text_config() is model.config.text_config  # the text encoder's
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied
+    encoder_vocab = model.config.text_config.vocab_size
+    inputs = processor(images=random_images(1), text=["what colour?"])
+    before = model.generate(**inputs, max_new_tokens=4)
+    model.resize_token_embeddings(len(tokenizer()) + 8)
+    assert model.get_output_embeddings().weight.shape[0] == len(tokenizer()) + 8  # the output layer too
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert model.config.decoder_vocab_size == len(tokenizer()) + 8
+    assert model.config.text_config.vocab_size == encoder_vocab  # the text encoder keeps its table
+    with torch.no_grad():
+        assert model(**processor(images=random_images(1), text=["what colour?"], text_target=["red"])).logits.shape[-1] \
+            == len(tokenizer()) + 8
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert reloaded.get_output_embeddings().weight.shape[0] == len(tokenizer()) + 8
+    assert torch.equal(reloaded.generate(**inputs, max_new_tokens=4), model.generate(**inputs, max_new_tokens=4))
+    assert before.shape == model.generate(**inputs, max_new_tokens=4).shape

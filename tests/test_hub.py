@@ -19,6 +19,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModel, AutoProcessor
 
 from mm_hub import ImageTextClassificationPipeline, MMHubForImageTextClassification, MMHubForImageTextRetrieval
+from mm_hub.cli import run
 from mm_hub.hub import HubAuthError, check_model_folder, model_files, push_to_hub
 from mm_hub.loading import load_model
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
@@ -249,8 +250,9 @@ def test_push_cli(trained, hub_repo_id, hub_server, capsys, tmp_path):
     last = hub_server.commits(hub_repo_id)[0]
     assert (last.title, last.sha) == ("from the CLI", commit)
     assert hub_server.repo(hub_repo_id).private
-    with pytest.raises(SystemExit, match="error: .*holds no config.json"):
-        push_cli.main(["--model-dir", str(tmp_path), "--repo-id", hub_repo_id])
+    with pytest.raises(SystemExit) as exited:  # the command line's boundary: one line, exit status 2
+        run(push_cli.main, ["--model-dir", str(tmp_path), "--repo-id", hub_repo_id])
+    assert exited.value.code == 2 and re.match(r"error: .*holds no config.json", capsys.readouterr().err)
 
 
 def test_retrieval_model_card_and_stale_weights(hub_repo_id, hub_server, tmp_path):

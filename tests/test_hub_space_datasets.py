@@ -3,6 +3,8 @@ project's shapes datasets round-trip through `DatasetDict.push_to_hub` / `load_d
 
 from __future__ import annotations
 
+import re
+
 import ast
 import json
 from importlib.metadata import version
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mm_hub.cli import run
 import torch
 from datasets import load_dataset
 from huggingface_hub import HfApi, SpaceCard, snapshot_download
@@ -114,9 +118,10 @@ def test_a_space_serves_several_models_side_by_side(tmp_path):
         space_cli.create_space(["a/b", "c/d"], "e/f", revision="v1")
 
 
-def test_space_needs_a_pushed_model_and_a_token(pushed_model, hub_repo_id, hub_server, monkeypatch):
-    with pytest.raises(SystemExit, match="error: model .* is not on the Hub: push it first"):
-        space_cli.main(["--model", f"{hub_server.user}/never-pushed", "--space-id", hub_repo_id])
+def test_space_needs_a_pushed_model_and_a_token(pushed_model, hub_repo_id, hub_server, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run(space_cli.main, ["--model", f"{hub_server.user}/never-pushed", "--space-id", hub_repo_id])
+    assert re.match("error: model .* is not on the Hub: push it first", capsys.readouterr().err)
     with pytest.raises(HubAuthError, match="refused the request.*HTTP 401"):
         space_cli.create_space(pushed_model["repo_id"], hub_repo_id, token="hf_wrong")
     monkeypatch.delenv("HF_TOKEN")

@@ -139,3 +139,18 @@ def _model(folder: Path):
     from mm_hub.loading import load_model
 
     return load_model(folder, head=MMHubForImageTextRetrieval)
+
+
+def test_training_and_indexing_read_a_dataset_the_same_way(model_dir, tmp_path):
+    # A csv with relative image paths (taken from the csv's folder, as training takes them) and rows that training
+    # would skip: the index leaves out the same rows, under the same reasons.
+    from tests.data import csv_folder
+
+    table_file = csv_folder(tmp_path / "csv", count=6)
+    table = table_file.read_text().splitlines()
+    table[2] = table[2].replace(table[2].split(",")[0], "images/missing.png", 1)  # row 1: no such image
+    table[4] = ",".join(table[4].split(",")[:1] + [""] + table[4].split(",")[2:])  # row 3: an empty caption
+    table_file.write_text("\n".join(table) + "\n")
+    index = main(["--model", str(model_dir), "--dataset", str(table_file), "--image-column", "Picture Path",
+                  "--text-column", "Caption Text", "--out", str(tmp_path / "index"), "--no-progress"])
+    assert len(index) == 4 and index.metadata["skipped_rows"] == {"unreadable image": [1], "empty text": [3]}

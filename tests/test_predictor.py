@@ -18,11 +18,11 @@ from huggingface_hub import HfApi, constants
 from PIL import Image
 
 from mm_hub import FUSION_REGISTRY, ImageTextClassificationPipeline
+from mm_hub.model.fusion_mm_hub import Fusion
 from mm_hub import MMHubForImageTextClassification as Classifier
 from mm_hub import MMHubForImageTextRetrieval as Retrieval
 from mm_hub.examples import EXAMPLE_ROWS, HELDOUT_NOTE, shapes_examples
 from mm_hub.explain import (
-    HEATMAP_FUSIONS,
     attention_explanation,
     grid_shape,
     heatmap_overlay,
@@ -210,7 +210,8 @@ def test_explain_every_fusion(processor, image, fusion, encoder):
     model = _classifier(fusion, encoder)
     result = Predictor(model, processor).explain(image, CAPTION)
     # Attention fusions draw a heatmap over the model's view of the image; the others cannot.
-    assert (result.heatmap is not None) == (fusion in HEATMAP_FUSIONS)
+    attends = FUSION_REGISTRY[fusion].explain_attention is not Fusion.explain_attention
+    assert (result.heatmap is not None) == attends == (fusion in ("attention", "sequence", "bilinear"))
     assert result.word_method == ("attention" if fusion in ("attention", "sequence") else "leave-one-out")
     if result.heatmap is not None:
         assert min(result.heatmap.size) >= 320 and result.heatmap.mode == "RGB"
@@ -249,19 +250,19 @@ def test_attention_explanation_finds_the_attended_cell_and_word():
     image_to_text = torch.full((1, 2, num_image, num_text), 0.1)
     image_to_text[0, :, :, 2] = 3.0  # every cell attends to word 2
     cells, word_scores = attention_explanation(
-        "attention", {"text_to_image": (text_to_image,), "image_to_text": (image_to_text,)}, num_image, words
+        "attention", {"text_to_image": (text_to_image,), "image_to_text": (image_to_text,)}, num_text, words
     )
     assert int(cells.argmax()) == 4 and int(word_scores.argmax()) == 1 and cells.sum() == pytest.approx(1.0)
     joint = torch.full((1, 2, 1 + num_image + num_text, 1 + num_image + num_text), 0.1)
     joint[0, :, 0, 1 + 2] = 4.0  # [CLS] looks at image cell 2
     joint[0, :, 0, 1 + num_image + 3] = 2.0  # and at word 3
-    cells, word_scores = attention_explanation("sequence", {"self": (joint,)}, num_image, words)
-    assert int(cells.argmax()) == 2 and int(word_scores.argmax()) == 2
+    cells, word_scores = attention_explanation("sequence", {"self": (joint,)}, num_text, words)
+    assert len(cells) == num_image and int(cells.argmax()) == 2 and int(word_scores.argmax()) == 2
     pooling = torch.tensor([[0.1, 0.1, 0.1, 0.1, 0.5, 0.1]])  # the caption reads out cell 4
-    cells, word_scores = attention_explanation("bilinear", {"pooling": (pooling,)}, num_image, words)
+    cells, word_scores = attention_explanation("bilinear", {"pooling": (pooling,)}, num_text, words)
     assert int(cells.argmax()) == 4 and word_scores is None  # bilinear scores words by leave-one-out
-    with pytest.raises(ValueError, match="concat"):
-        attention_explanation("concat", {}, num_image, words)
+    assert attention_explanation("concat", {}, num_text, words) is None  # no maps: words by leave-one-out
+    assert attention_explanation("gated", {"gate": (torch.ones(1, 4),)}, num_text, words) is None
 
 
 def test_grid_heatmap_and_word_pieces():

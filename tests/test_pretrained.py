@@ -93,3 +93,39 @@ def test_mismatched_lstm_embedding_size_is_a_clear_error(vision_folder):
         MMHubForImageTextClassification.from_vision_text_pretrained(
             vision_folder, minilm_path(), text_encoder_type="lstm", lstm_embedding_size=64
         )
+
+
+def test_pretrained_weights_that_do_not_fit_their_tower_are_an_error_naming_the_keys(vision_folder, tmp_path):
+    # transformers itself would quietly start the missing weights at random: the tower would train from scratch
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken-resnet"
+    ResNetModel.from_pretrained(vision_folder).save_pretrained(broken)
+    weights = load_file(str(broken / "model.safetensors"))
+    missing = sorted(name for name in weights if name.endswith("convolution.weight"))[0]
+    save_file({name: value for name, value in weights.items() if name != missing}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(broken)
+    with pytest.raises(ValueError, match=rf"pretrained vision weights of .*broken-resnet do not fit the vision "
+                                         rf"encoder: missing \['{missing}'\]"):
+        MMHubForImageTextClassification.from_vision_text_pretrained(broken, minilm_path())
+
+
+def test_training_builds_through_the_library_builder(vision_folder, tmp_path, monkeypatch):
+    from training.config import TrainConfig
+    from training.train import build_model
+
+    built = []
+    original = MMHubForImageTextClassification.from_vision_text_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        built.append(cls)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(MMHubForImageTextClassification, "from_vision_text_pretrained", classmethod(spy))
+    config = TrainConfig().replace(vision_model=str(vision_folder), fusion_type="gated")
+    model, processor = build_model(config, {"num_labels": 3})
+    assert built == [MMHubForImageTextClassification] and model.config.fusion_type == "gated"
+    vision = ResNetModel.from_pretrained(vision_folder)
+    assert all(torch.equal(model.mm_hub.vision_encoder.model.state_dict()[name], value)
+               for name, value in vision.state_dict().items())

@@ -26,6 +26,7 @@ from huggingface_hub import HfApi
 from PIL import Image
 from safetensors.torch import load_file
 
+from mm_hub.cli import run
 from mm_hub.inputs import REFUSED_FILE
 from mm_hub.loading import ModelLoadError, load_model
 from mm_hub.search import MultimodalIndex
@@ -339,9 +340,11 @@ def test_push_reads_nothing_through_a_link_and_refuses_a_folder_it_would_leave_i
     commits = len(hub_server.commits(hub_repo_id))
 
     def refused(message: str) -> None:
+        capsys.readouterr()  # what earlier steps printed
         with pytest.raises(SystemExit) as exit_info:
-            push_cli.main(["--model-dir", str(folder), "--repo-id", hub_repo_id])
-        assert re.search(f"^error: .*{message}", str(exit_info.value)) and "\n" not in str(exit_info.value)
+            run(push_cli.main, ["--model-dir", str(folder), "--repo-id", hub_repo_id])
+        line = capsys.readouterr().err
+        assert exit_info.value.code == 2 and re.search(f"^error: .*{message}", line) and line.count("\n") == 1
 
     config = (folder / "config.json").read_bytes()
     (outside / "config.json").write_bytes(config)

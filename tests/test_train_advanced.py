@@ -18,7 +18,7 @@ from tests.data import csv_folder, disk_dataset, tiny_flags, torchrun_train
 from training.config import resolve_config
 from training.data import close_process_group
 from training.demo_model import DEMO_PRESET, demo_models, ensure_demo_model
-from training.train import Recipe, evaluate_retrieval, main
+from training.train import Recipe, evaluate_split, main
 
 pytestmark = pytest.mark.slow  # see pyproject.toml: `pytest -m 'not slow'` leaves these out
 
@@ -90,7 +90,7 @@ def test_ddp_retrieval_eval_shards_the_split_and_scores_all_of_it(ddp_runs):
     gathered = json.loads((out / "eval_results.json").read_text())
     run = Recipe(resolve_config(flags))
     model = AutoModelForImageTextRetrieval.from_pretrained(out)
-    alone = evaluate_retrieval(model, run.eval, run.eval_collator, batch_size=9)
+    alone = evaluate_split(model, run.eval, run.eval_collator, run.task.evaluation, batch_size=9)
     assert gathered == pytest.approx({f"eval_{key}": value for key, value in alone.items()})
     assert alone["text_to_image_mean_rank"] > 1.0  # a random-ish model: ranks vary, so a lost or doubled shard shows
 

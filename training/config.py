@@ -4,14 +4,20 @@ A preset has one key per section (see `SECTIONS`), each a mapping of its fields,
 
     task: classification
     data: {dataset: your-name/shapes, image_column: image}
-    model: {fusion_type: attention, dropout: 0.1}        # MMHubConfig fields, passed to it as they are
+    model: {fusion_type: concat, dropout: 0.1}           # MMHubConfig fields, passed to it as they are
     encoders: {vision_model: microsoft/resnet-18}
-    train: {learning_rate: 0.0005, num_train_epochs: 5}
+    train: {learning_rate: 0.0005, num_train_epochs: 5}  # TrainingArguments fields, passed to it as they are
     hub: {push_to_hub: false}
 
+Two sections are derived, not copied: ``model`` holds `MMHubConfig`'s fields with its defaults and its docstring's
+words (`MODEL_SET_BY_BUILDER` are filled from the tokenizer and the data instead), ``train`` holds
+`transformers.TrainingArguments`' fields with their help (`RECIPE_SETS` follow from others; `TRAINING_DEFAULTS`
+lists where mm_hub's defaults differ) plus mm_hub's own options (`TrainingOptions`). The names of earlier versions
+(`ALIASES`: ``batch_size``, ``mixed_precision``, ...) are still read, in presets and as flags.
+
 Every field is also a CLI flag named after it (``learning_rate`` -> ``--learning-rate``; names are unique across
-sections), and its ``help`` is the flag's ``--help`` text, so the three cannot drift apart. A flat mapping of field
-names (what older runs saved) is read too. The resolved config is written beside the model as ``train_config.yaml``.
+sections), its ``help`` the flag's ``--help`` text. A flat mapping of field names (what older runs saved) is read too.
+The resolved config is written beside the model as ``train_config.yaml``.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import enum
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,15 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers import TrainingArguments
 
-from mm_hub import FUSION_REGISTRY
+from mm_hub import FUSION_REGISTRY, MMHubConfig
 from mm_hub._files import write_text
-from mm_hub.model.configuration_mm_hub import PROBLEM_TYPES
+from mm_hub.model.configuration_mm_hub import PROBLEM_TYPES, TEXT_ENCODER_TYPES
+from mm_hub.tasks import TASKS, task_named
 
-TASKS = ("classification", "retrieval", "generation")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-STRATEGIES = ("epoch", "steps", "no")
-OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -91,38 +97,51 @@ class DataConfig:
     )
 
 
-@dataclass
-class ModelConfig:
-    """The architecture: `MMHubConfig` fields, passed to it as they are (``model:`` in a preset)."""
+def _documented_args(cls: type) -> dict[str, str]:
+    """Each argument's description in the ``Args:`` section of a Google/transformers-style class docstring, as one
+    line (the words `MMHubConfig` documents its fields with)."""
+    described: dict[str, str] = {}
+    names: list[str] = []
+    for line in (cls.__doc__ or "").split("Args:", 1)[-1].split("Example:", 1)[0].splitlines():
+        entry = re.match(r"^\s{8}(\w+(?:, \w+)*) \(", line)
+        if entry:
+            names = entry.group(1).split(", ")
+        elif names and line.strip():
+            for name in names:
+                described[name] = f"{described.get(name, '')} {line.strip()}".strip()
+    return described
 
-    vision_config: dict | str | None = _opt(
-        None, "Train a randomly initialised vision tower from this config (JSON string or .json/.yaml file; "
-        "model_type defaults to resnet) instead of --vision-model."
-    )
-    text_config: dict | str | None = _opt(
-        None, "Train a randomly initialised transformer text tower from this config (JSON or file) instead of the "
-        "pretrained weights; the tokenizer still comes from --text-model."
-    )
-    text_encoder_type: str = _opt("transformer", "Text encoder: the pretrained transformer, or a BiLSTM over its "
-                                  "tokenizer initialised from its input embeddings.", ("transformer", "lstm"))
-    fusion_type: str = _opt("attention", "Fusion strategy (mm_hub.FUSION_REGISTRY).")
-    fusion_hidden_size: int = _opt(256, "Width of the fusion module.")
-    fusion_num_layers: int = _opt(1, "Attention blocks of the attention/sequence fusions.")
-    fusion_num_heads: int = _opt(4, "Attention heads of the fusion blocks.")
-    lstm_hidden_size: int = _opt(256, "Hidden size per direction of the BiLSTM text encoder.")
-    lstm_num_layers: int = _opt(2, "Stacked layers of the BiLSTM text encoder.")
-    projection_dim: int = _opt(256, "Shared embedding size of the retrieval head.")
-    dropout: float = _opt(0.1, "Dropout of the fusion module and head.")
-    initializer_range: float = _opt(
-        0.02, "Std of the normal init of new layers; small models trained from scratch learn cross-modal "
-        "interactions much sooner with a larger one (the demo uses 0.1)."
-    )
-    decoder_hidden_size: int = _opt(256, "Width of the text decoder (generation only).")
-    decoder_num_layers: int = _opt(2, "Layers of the text decoder (generation only).")
-    decoder_num_heads: int = _opt(4, "Attention heads of the text decoder (generation only).")
-    decoder_max_positions: int = _opt(64, "Longest text the decoder reads and writes, prompt included, in tokens.")
-    freeze_vision_encoder: bool = _opt(False, "Freeze the vision encoder.")
-    freeze_text_encoder: bool = _opt(False, "Freeze the text encoder.")
+
+# MMHubConfig fields the builder fills from the tokenizer, the pretrained text model and the data, not flags.
+MODEL_SET_BY_BUILDER = ("vocab_size", "pad_token_id", "lstm_embedding_size", "ensemble_size", "decoder_vocab",
+                        "decoder_vocab_size", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+# Where the recipe reads a model field its own way: a new tower from a config, instead of the pretrained one.
+MODEL_TOWER_HELP = {
+    "vision_config": "Train a randomly initialised vision tower from this config (JSON string or .json/.yaml file; "
+                     "model_type defaults to resnet) instead of --vision-model.",
+    "text_config": "Train a randomly initialised transformer text tower from this config (JSON or file) instead of "
+                   "the pretrained weights; the tokenizer still comes from --text-model.",
+}
+MODEL_CHOICES = {"text_encoder_type": TEXT_ENCODER_TYPES}
+
+
+def _model_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """The ``model:`` section: `MMHubConfig`'s own fields, its defaults and descriptions, less `MODEL_SET_BY_BUILDER`."""
+    described, defaults = _documented_args(MMHubConfig), MMHubConfig.__dataclass_fields__
+    fields = []
+    for name, annotation in MMHubConfig.__annotations__.items():
+        if name in MODEL_SET_BY_BUILDER:
+            continue
+        if name in MODEL_TOWER_HELP:
+            fields.append((name, dict | str | None, _opt(None, MODEL_TOWER_HELP[name])))
+        else:
+            fields.append((name, annotation, _opt(defaults[name].default, described.get(name, name),
+                                                  MODEL_CHOICES.get(name))))
+    return fields
+
+
+ModelConfig = dataclasses.make_dataclass("ModelConfig", _model_fields())
+ModelConfig.__doc__ = "The architecture: `MMHubConfig` fields, passed to it as they are (``model:`` in a preset)."
 
 
 @dataclass
@@ -150,29 +169,13 @@ class EncoderConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """Optimisation, evaluation, checkpoints and search (``train:`` in a preset)."""
+class TrainingOptions:
+    """mm_hub's own training options, beside `TrainingArguments`' in the ``train:`` section."""
 
-    learning_rate: float = _opt(5e-4, "Learning rate of the new layers (projections, fusion, head).")
     encoder_learning_rate: float | None = _opt(
         None, "Learning rate of pretrained encoder weights; default: learning_rate / 10 for pretrained towers, "
         "learning_rate for randomly initialised ones."
     )
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and norms).")
-    label_smoothing: float = _opt(0.0, "Label smoothing of the single-label cross-entropy.")
-    num_train_epochs: float = _opt(3.0, "Epochs to train (ignored when --max-steps is set).")
-    max_steps: int = _opt(-1, "Optimizer steps to train; -1: use --num-train-epochs.")
-    batch_size: int = _opt(32, "Training batch size per device.")
-    eval_batch_size: int = _opt(64, "Evaluation batch size per device.")
-    gradient_accumulation_steps: int = _opt(1, "Batches accumulated per optimizer step.")
-    warmup_ratio: float = _opt(0.05, "Share of steps with linear learning-rate warm-up.")
-    lr_scheduler_type: str = _opt("cosine", "Learning-rate schedule (transformers SchedulerType).")
-    mixed_precision: str = _opt("no", "Mixed precision (needs a GPU for fp16).", MIXED_PRECISION)
-    optim: str = _opt(
-        "adamw_torch_fused", "AdamW's implementation: torch's fused kernel (transformers' default, and the faster: "
-        "`python -m benchmarks.speed`), or the for-each one.", OPTIMIZERS
-    )
-    seed: int = _opt(42, "Seed of model init, data order, splits and augmentation.")
     torch_threads: int | None = _opt(
         None, "CPU threads torch uses (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
     )
@@ -182,27 +185,67 @@ class TrainingConfig:
         "for every row's image and text tokens. Needs frozen encoders, no augmentation or word dropout, a map-style "
         "classification dataset and no search."
     )
-    output_dir: str = _opt("outputs/mm_hub", "Folder of checkpoints and the final model.")
-    eval_strategy: str = _opt("epoch", "When to evaluate and checkpoint.", STRATEGIES)
-    eval_steps: int = _opt(500, "Steps between evaluations with --eval-strategy steps.")
-    save_total_limit: int = _opt(2, "Checkpoints kept.")
-    metric_for_best_model: str | None = _opt(
-        None, "Metric that picks the best checkpoint and drives early stopping; default accuracy / micro_f1 / mse / "
-        "text_to_image_recall@1 by task."
-    )
     early_stopping_patience: int | None = _opt(None, "Stop after this many evaluations without improvement.")
-    logging_steps: int = _opt(10, "Steps between loss logs.")
-    dataloader_num_workers: int = _opt(0, "DataLoader worker processes that decode and collate batches.")
-    resume_from_checkpoint: str | None = _opt(
-        None, "Resume from a checkpoint folder, or 'latest' for the newest one in --output-dir."
-    )
-    progress: bool = _opt(True, "Show progress bars.")
-    report_to: str = _opt("none", "Experiment trackers (transformers report_to), e.g. tensorboard.")
     generation_max_new_tokens: int = _opt(32, "Tokens the model may write per row when evaluating generation.")
     generation_num_beams: int = _opt(1, "Beams of the search when evaluating generation (1: greedy).")
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "
                            "retrain the best configuration.")
     hpo_fusion_types: list[str] = _opt(list(FUSION_REGISTRY), "Fusion types the search tries (default: all).")
+
+
+# Where mm_hub's defaults differ from `TrainingArguments`' (every other field keeps transformers' default).
+TRAINING_DEFAULTS = {
+    "output_dir": "outputs/mm_hub", "learning_rate": 5e-4, "weight_decay": 0.01, "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 64, "warmup_steps": 0.05, "lr_scheduler_type": "cosine", "eval_strategy": "epoch",
+    "eval_steps": 500, "save_total_limit": 2, "logging_steps": 10, "disable_tqdm": False, "report_to": "none",
+}
+# `TrainingArguments` fields the recipe sets (see `training.train.training_arguments`), not options: checkpoints
+# follow evaluation (the best one is kept and loaded at the end), the data order follows the seed, the DataLoader
+# keeps the raw image and text columns, the CPU is used where no accelerator is, and the push is mm_hub's own (the
+# ``hub:`` section: safetensors only, a generated card).
+RECIPE_SETS = ("save_strategy", "save_steps", "load_best_model_at_end", "greater_is_better", "data_seed",
+               "remove_unused_columns", "use_cpu", "dataloader_pin_memory", "accelerator_config", "push_to_hub",
+               "hub_token", "hub_private_repo", "hub_model_id", "hub_strategy", "hub_always_push", "hub_revision",
+               "do_train", "do_eval", "do_predict", "local_rank")
+# Names of earlier versions, still read in presets and as flags: name -> the field it sets.
+ALIASES = {"batch_size": "per_device_train_batch_size", "eval_batch_size": "per_device_eval_batch_size",
+           "label_smoothing": "label_smoothing_factor", "warmup_ratio": "warmup_steps"}
+# ... and the two that set a field to a value of another kind.
+MIXED_PRECISION = ("no", "fp16", "bf16")
+VALUE_ALIASES = {
+    "mixed_precision": lambda value: {"fp16": value == "fp16", "bf16": value == "bf16"},
+    "progress": lambda value: {"disable_tqdm": not value},
+}
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # mm_hub's optimizer (encoder and new-layer groups) is AdamW
+
+
+def _plain(value: Any) -> Any:
+    """A default as YAML holds it (enums by their value)."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _training_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """The ``train:`` section: `TrainingArguments`' fields (their help, mm_hub's `TRAINING_DEFAULTS`) less
+    `RECIPE_SETS`, then `TrainingOptions`."""
+    hints = typing.get_type_hints(TrainingArguments)
+    fields = []
+    for f in dataclasses.fields(TrainingArguments):
+        if not f.init or f.name in RECIPE_SETS:
+            continue
+        default = TRAINING_DEFAULTS.get(f.name, f.default)
+        if default is dataclasses.MISSING:
+            default = f.default_factory()
+        fields.append((f.name, hints[f.name], _opt(_plain(default), f.metadata.get("help") or f.name,
+                                                   f.metadata.get("choices"))))
+    return fields + [(f.name, f.type, f) for f in dataclasses.fields(TrainingOptions)]
+
+
+TrainingConfig = dataclasses.make_dataclass("TrainingConfig", _training_fields())
+# The ``train:`` fields that are `TrainingArguments`' own (passed to it as they are).
+TRAINING_ARGUMENTS = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name not in
+                           TrainingOptions.__dataclass_fields__)
+TrainingConfig.__doc__ = ("Optimisation, evaluation, checkpoints and search (``train:`` in a preset): "
+                          "`TrainingArguments` fields, passed to it as they are, and mm_hub's options.")
 
 
 @dataclass
@@ -229,8 +272,8 @@ class TrainConfig:
 
     task: str = _opt(
         "classification",
-        "What to train: an (image, text) classifier, an image-text dual encoder, or a text generator (captions, answers).",
-        TASKS,
+        "What to train, by the name of its task (mm_hub.tasks.TASKS): an (image, text) classifier, an image-text dual "
+        "encoder, or a text generator (captions, answers).",
     )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -245,8 +288,9 @@ class TrainConfig:
         return cls().replace(**_flatten(values))
 
     def replace(self, **values: Any) -> TrainConfig:
-        """A copy with fields changed by name, whatever their section (``replace(learning_rate=1e-3)``); the optional
-        columns take ``"none"`` for None."""
+        """A copy with fields changed by name, whatever their section (``replace(learning_rate=1e-3)``), earlier
+        names included (`ALIASES`, `VALUE_ALIASES`); the optional columns take ``"none"`` for None."""
+        values = _canonical(values)
         for name in ("text_column", "text_pair_column"):
             if isinstance(values.get(name), str) and values[name].lower() in ("none", ""):
                 values[name] = None
@@ -280,10 +324,9 @@ class TrainConfig:
         data, model, train = self.data, self.model, self.train
         if not data.dataset:
             raise ValueError("No dataset given: pass --dataset (a Hub id, a local folder/file, or 'shapes').")
-        for section, name in (("", "task"), ("data", "problem_type"), ("train", "mixed_precision"),
-                              ("train", "optim"), ("train", "eval_strategy"), ("model", "text_encoder_type")):
-            owner = getattr(self, section) if section else self
-            choices = type(owner).__dataclass_fields__[name].metadata["choices"]
+        task = task_named(self.task)
+        for owner, name, choices in ((data, "problem_type", PROBLEM_TYPES), (train, "optim", OPTIMIZERS),
+                                     (model, "text_encoder_type", TEXT_ENCODER_TYPES)):
             value = getattr(owner, name)
             if value is not None and value not in choices:
                 raise ValueError(f"{name}={value!r} is not one of {list(choices)}.")
@@ -308,8 +351,9 @@ class TrainConfig:
             if unmet:
                 raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "
                                  f"encoders and rows must not change between epochs; it needs {', '.join(unmet)}.")
-        if self.task != "generation" and data.text_column is None:
-            raise ValueError(f"--task {self.task} needs a --text-column; only generation may go without one.")
+        if task.text_required and data.text_column is None:
+            raise ValueError(f"--task {self.task} needs a --text-column; only tasks that write text may go without "
+                             "one.")
         if train.generation_max_new_tokens < 1 or train.generation_num_beams < 1:
             raise ValueError("--generation-max-new-tokens and --generation-num-beams must be at least 1.")
         if train.early_stopping_patience is not None and train.eval_strategy == "no":
@@ -320,6 +364,16 @@ class TrainConfig:
         write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def _canonical(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the names of earlier versions (`ALIASES`, `VALUE_ALIASES`) turned into the fields they set."""
+    canonical: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "mixed_precision" and value not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={value!r} is not one of {list(MIXED_PRECISION)}.")
+        canonical.update(VALUE_ALIASES[name](value) if name in VALUE_ALIASES else {ALIASES.get(name, name): value})
+    return canonical
+
+
 def _flatten(values: dict[str, Any]) -> dict[str, Any]:
     """Field name -> value from a nested, flat or mixed mapping; ValueError for a section that is not a mapping."""
     flat: dict[str, Any] = {}
@@ -327,7 +381,7 @@ def _flatten(values: dict[str, Any]) -> dict[str, Any]:
         if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ValueError(f"Section {key!r} must be a mapping of its options, got {type(value).__name__}.")
-            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(SECTIONS[key])})
+            unknown = sorted(set(_canonical(value)) - {f.name for f in dataclasses.fields(SECTIONS[key])})
             if unknown:
                 raise ValueError(f"Unknown keys {unknown} in section {key!r}; valid keys: "
                                  f"{sorted(f.name for f in dataclasses.fields(SECTIONS[key]))}.")
@@ -356,34 +410,41 @@ def load_json_or_file(value: dict | str | None, name: str) -> dict | None:
     return loaded
 
 
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """The non-None type of an annotation like ``int | None`` and whether it is a list."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing), {})  # noqa: S307 - our own annotations only
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        if any(typing.get_origin(a) is dict or a is dict for a in args):
-            return str, False
-        annotation = args[0]
-    if typing.get_origin(annotation) is list:
-        return typing.get_args(annotation)[0], True
-    return annotation, False
+def _flag_type(annotation: Any) -> tuple[Any, bool, tuple[str, ...] | None]:
+    """``(argparse type, takes a list, choices)`` of a field's annotation: ``bool`` for switches, the one number type
+    of ``int | None``, the members of an enum or ``Literal``, ``str`` for anything a string can be (paths, JSON,
+    unions with ``str``)."""
+    union = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if union else [annotation]
+    if len(args) == 1 and typing.get_origin(args[0]) is list:
+        inner = (typing.get_args(args[0]) or (str,))[0]
+        return inner if inner in (int, float) else str, True, None
+    if len(args) == 1 and typing.get_origin(args[0]) is typing.Literal:
+        return str, False, tuple(str(value) for value in typing.get_args(args[0]))
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if enums:
+        return str, False, tuple(member.value for member in enums[0])
+    if len(args) == 1 and args[0] in (bool, int, float):
+        return args[0], False, None
+    return str, False, None
 
 
-def _add_flag(group: Any, f: dataclasses.Field) -> None:
-    """One CLI flag for a config field (its default is "not given", so presets are only overridden when set)."""
-    kind, is_list = _base_type(f.type)
+def _add_flag(group: Any, f: dataclasses.Field, hints: dict[str, Any], choices: tuple[str, ...] | None = None) -> None:
+    """One CLI flag for a config field, plus the earlier names of `ALIASES` (its default is "not given", so presets
+    are only overridden when set)."""
+    kind, is_list, own_choices = _flag_type(hints[f.name])
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-    kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{f.metadata['help']} (default: {default})"}
-    if f.metadata.get("choices"):
-        kwargs["choices"] = f.metadata["choices"]
-    flag = "--" + f.name.replace("_", "-")
+    help_text = " ".join(f.metadata["help"].split()).replace("%", "%%")
+    kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{help_text} (default: {default})"}
+    if choices or f.metadata.get("choices") or own_choices:
+        kwargs["choices"] = choices or f.metadata.get("choices") or own_choices
+    flags = ["--" + name.replace("_", "-") for name in (f.name, *(old for old, new in ALIASES.items() if new == f.name))]
     if kind is bool:
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kwargs)
     elif f.name == "resume_from_checkpoint":
-        group.add_argument(flag, nargs="?", const="latest", **kwargs)
+        group.add_argument(*flags, nargs="?", const="latest", **kwargs)
     else:
-        group.add_argument(flag, type=kind, nargs="*" if is_list else None, **kwargs)
+        group.add_argument(*flags, type=kind, nargs="*" if is_list else None, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,11 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Values come from the defaults, then the --config YAML preset, then these flags.",
     )
     parser.add_argument("--config", help="YAML preset (training/configs/*.yaml); flags override its values.")
-    _add_flag(parser, TrainConfig.__dataclass_fields__["task"])
+    _add_flag(parser, TrainConfig.__dataclass_fields__["task"], {"task": str}, choices=tuple(TASKS))
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section}", (cls.__doc__ or "").splitlines()[0])
+        hints = typing.get_type_hints(cls) if cls is not TrainingConfig else {
+            **typing.get_type_hints(TrainingArguments), **typing.get_type_hints(TrainingOptions)}
         for f in dataclasses.fields(cls):
-            _add_flag(group, f)
+            _add_flag(group, f, hints)
+        if section == "train":  # earlier names that set a field to a value of another kind (`VALUE_ALIASES`)
+            group.add_argument("--mixed-precision", dest="mixed_precision", choices=MIXED_PRECISION, default=None,
+                               help="Mixed precision: sets --fp16 or --bf16 (needs a GPU for fp16).")
+            group.add_argument("--progress", dest="progress", action=argparse.BooleanOptionalAction, default=None,
+                               help="Show progress bars (--no-progress: --disable-tqdm).")
     return parser
 
 

@@ -23,18 +23,24 @@ from PIL import Image
 
 from mm_hub import MMHubProcessor, load_rgb_image
 from mm_hub._files import write_json
-from mm_hub.shapes import load_shapes
+from mm_hub.rows import (
+    EMPTY_TARGET,
+    EMPTY_TEXT,
+    INVALID_LABEL,
+    SKIP_REASONS,
+    UNREADABLE_IMAGE,
+    cell_texts,
+    image_source,
+)
+from mm_hub.rows import load_source as read_source
+from mm_hub.tasks import Task, task_named
 
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
-FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 ROW = "__row__"
-SHAPES_VARIANTS = {"classification": "classification", "retrieval": "retrieval", "generation": "captioning"}
-EMPTY_TEXT, EMPTY_TARGET = "empty text", "empty target"
-INVALID_LABEL = "invalid label"  # a skip reason: a missing, NaN, infinite or out-of-range label
 # Labels are trained in float32 and regression squares its errors: a value larger than this overflows the loss to
 # infinity (1e308 passed the finiteness check, and every weight became NaN), so it is no label a model can learn.
 MAX_LABEL_MAGNITUDE = 1e18
@@ -79,28 +85,13 @@ class LabelInfo:
 
 
 def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, Path | None]:
-    """Load every split of ``config.data.dataset``; also return the folder relative image paths are resolved against."""
-    source = config.data.dataset
-    if source == "shapes":
-        return load_shapes(config.data.dataset_config, SHAPES_VARIANTS[config.task]), None
-    path = Path(source).expanduser()
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.Dataset):
-            loaded = datasets.DatasetDict({config.data.train_split: loaded})
-        if config.data.streaming:
-            loaded = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
-        return loaded, path
-    if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"Cannot load {path}: expected one of {sorted(FILE_BUILDERS)} or a folder.")
-        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        data = datasets.load_dataset(builder, data_files={config.data.train_split: str(path)}, streaming=config.data.streaming, **kwargs)
-        return data, path.parent
-    # A Hub id or a local folder of data files: the same `load_dataset` path.
-    data = datasets.load_dataset(source, config.data.dataset_config, streaming=config.data.streaming)
-    return data, path if path.is_dir() else None
+    """Every split of ``config.data.dataset`` (`mm_hub.rows.load_source`: the task's variant of the shapes data),
+    and the folder relative image paths are resolved against."""
+    variant = task_named(config.task).shapes_variant
+    if config.data.dataset == "shapes" and variant is None:
+        raise ValueError(f"The built-in shapes data has no variant for the {config.task} task; give --dataset.")
+    return read_source(config.data.dataset, config.data.dataset_config, shapes_variant=variant or "",
+                       streaming=config.data.streaming, single_split=config.data.train_split)
 
 
 def _columns(config: TrainConfig) -> dict[str, str]:
@@ -108,8 +99,7 @@ def _columns(config: TrainConfig) -> dict[str, str]:
     ``target``)."""
     data = config.data
     kinds = {"image": data.image_column, "text": data.text_column, "text_pair": data.text_pair_column,
-             "label": data.label_column if config.task == "classification" else None,
-             "target": data.target_column if config.task == "generation" else None}
+             **{kind: getattr(data, option) for kind, option in task_named(config.task).columns.items()}}
     return {kind: column for kind, column in kinds.items() if column is not None}
 
 
@@ -265,11 +255,7 @@ class RowTransform:
 
     def _open(self, value: Any) -> Image.Image:
         """One row's image, decoded (with mm_hub's size limits) and in RGB; ValueError / TypeError if it cannot be."""
-        if isinstance(value, dict):  # undecoded datasets Image: {"bytes": ..., "path": ...}
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, str) and self.base_dir is not None and "://" not in value and not os.path.isabs(value):
-            value = str(self.base_dir / value)
-        return load_rgb_image(value)
+        return load_rgb_image(image_source(value, self.base_dir))
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         images, errors = [], []
@@ -280,7 +266,7 @@ class RowTransform:
                 errors.append(None)
             except (ValueError, TypeError) as error:  # load_rgb_image's errors for any unreadable image
                 images.append(None)
-                errors.append(f"unreadable image ({type(error).__name__}: {str(error)[:120]})")
+                errors.append(f"{UNREADABLE_IMAGE} ({type(error).__name__}: {str(error)[:120]})")
         out = dict(batch, image=images, error=errors)
         if self.sample_caption:
             out["text"] = [random.choice(t) if isinstance(t, list) and t else t for t in batch["text"]]
@@ -290,13 +276,13 @@ class RowTransform:
 
 
 class Collator:
-    """Drops rows with unreadable images or empty texts (counting them; ``strict`` raises instead), runs the
-    processor and encodes labels. For retrieval it adds ``return_loss=True``."""
+    """Drops rows with unreadable images or empty texts (counting them; ``strict`` raises instead), turns the others
+    into model inputs (``task.encode``) and encodes their labels."""
 
     def __init__(
         self,
         processor: MMHubProcessor,
-        task: str,
+        task: Task,
         labels: LabelInfo | None,
         strict: bool = False,
         split: str = "train",
@@ -314,13 +300,11 @@ class Collator:
         """Why a row cannot be used (unreadable image, empty text), or None."""
         if row.get("error"):
             return row["error"]
-        if "text" in row:
-            texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
-            if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-                return EMPTY_TEXT
-        if "text_pair" in row and (not isinstance(row["text_pair"], str) or not row["text_pair"].strip()):
+        if "text" in row and cell_texts(row["text"], lists=self.task.caption_lists) is None:
             return EMPTY_TEXT
-        if "target" in row and (not isinstance(row["target"], str) or not row["target"].strip()):
+        if "text_pair" in row and cell_texts(row["text_pair"]) is None:
+            return EMPTY_TEXT
+        if "target" in row and cell_texts(row["target"]) is None:
             return EMPTY_TARGET
         if self.labels is not None and "label" in row and not _usable_label(row["label"]):
             return INVALID_LABEL
@@ -341,7 +325,7 @@ class Collator:
             where = row.get(ROW, "?")
             if self.strict:
                 raise ValueError(f"Row {where} of the {self.split} split: {reason} (--strict is set).")
-            skipped.append((reason if reason in (EMPTY_TEXT, EMPTY_TARGET, INVALID_LABEL) else "unreadable image", where))
+            skipped.append((reason if reason in SKIP_REASONS else UNREADABLE_IMAGE, where))
         return good, skipped
 
     def record(self, skipped: list[tuple[str, Any]]) -> None:
@@ -363,25 +347,9 @@ class Collator:
         return {**self.encode(good), SKIPPED: skipped}
 
     def encode(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Processor outputs (and labels) for rows that are known to be usable."""
-        images = [row["image"] for row in rows]
-        texts = [row["text"] for row in rows] if "text" in rows[0] else None
-        if self.task == "generation":
-            targets = [row["target"] for row in rows]
-            return dict(self.processor(images=images, text=texts, text_target=targets, return_tensors="pt"))
-        if "text_pair" in rows[0]:
-            inputs = dict(self.processor(images=images, return_tensors="pt"))
-            inputs.update(
-                self.processor.tokenizer(
-                    texts, [row["text_pair"] for row in rows], padding=True, truncation=True,
-                    max_length=self.processor.max_length, return_token_type_ids=False, return_tensors="pt",
-                )
-            )
-        else:
-            inputs = dict(self.processor(images=images, text=texts, return_tensors="pt"))
-        if self.task == "retrieval":
-            inputs["return_loss"] = True
-        elif self.labels is not None:
+        """Model inputs (the task's `encode`) and labels for rows that are known to be usable."""
+        inputs = self.task.encode(self.processor, rows)
+        if self.labels is not None:
             encoded = [self.labels.encode(row["label"], f"{row.get(ROW, '?')} of the {self.split} split") for row in rows]
             dtype = torch.long if self.labels.problem_type == "single_label_classification" else torch.float
             inputs["labels"] = torch.tensor(encoded, dtype=dtype)

@@ -152,7 +152,7 @@ def run_side_by_side(chains: list[list[TrainConfig]]) -> None:
             recipes.append(Path(config.train.output_dir).with_name(Path(config.train.output_dir).name + ".yaml"))
             config.save(recipes[-1])
         with tempfile.TemporaryFile() as log:
-            output = None if chain[0].train.progress else log
+            output = None if not chain[0].train.disable_tqdm else log
             command = [sys.executable, "-c", script, *map(str, recipes)]
             if subprocess.run(command, env=env, stdout=output, stderr=output, check=False).returncode != 0:
                 failed = next((recipe for recipe, config in zip(recipes, chain)

@@ -116,7 +116,7 @@ def train_on_encoded_split(trainer: Trainer, split: Any, collator: Collator, pro
 def train_on_cached_features(recipe: Recipe, trainer: Trainer) -> None:
     """The trainer hook: with ``--cache-frozen-features``, train on the encoders' stored outputs."""
     if recipe.config.train.cache_frozen_features:
-        train_on_encoded_split(trainer, recipe.train, recipe.train_collator, recipe.config.train.progress)
+        train_on_encoded_split(trainer, recipe.train, recipe.train_collator, not recipe.config.train.disable_tqdm)
 
 
 TRAINER_HOOKS.append(train_on_cached_features)

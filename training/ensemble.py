@@ -147,23 +147,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id ORG/NAME.")
-    try:
-        metrics = build_ensemble(args.members, args.output_dir, evaluate=not args.no_eval,
-                                 progress=not args.no_progress)
-    except ValueError as error:
-        parser.error(str(error))
+    metrics = build_ensemble(args.members, args.output_dir, evaluate=not args.no_eval, progress=not args.no_progress)
     print(f"Saved the ensemble of {len(args.members)} to {args.output_dir}; eval metrics: "
           + (", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "none"))
     if args.push_to_hub:
-        from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
+        from mm_hub.hub import push_to_hub
 
-        try:
-            commit = push_to_hub(args.output_dir, args.hub_model_id, commit_message="Ensemble of trained mm_hub models")
-        except (ValueError, HubAuthError, HubUnavailableError) as error:
-            raise SystemExit(f"error: {error}") from None
+        commit = push_to_hub(args.output_dir, args.hub_model_id, commit_message="Ensemble of trained mm_hub models")
         print(f"Pushed {args.output_dir} to {args.hub_model_id} (commit {commit}).")
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    from mm_hub.cli import run
+
+    run(main)

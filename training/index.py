@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +29,9 @@ from mm_hub.embeddings import embed_dataset
 from mm_hub.faiss_index import AUTO, FLAT_MAX_VECTORS, INDEX_TYPES
 from mm_hub.hub import hub_errors
 from mm_hub.loading import load_model
-from mm_hub.search import MultimodalIndex, load_split
+from mm_hub.cli import run
+from mm_hub.rows import load_split
+from mm_hub.search import MultimodalIndex
 
 from .data import close_process_group
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
     args = parse_args(argv)
     started = time.perf_counter()
     model, processor = load_model(args.model, args.revision, head=MMHubForImageTextRetrieval)
-    data = load_split(args.dataset, args.dataset_config, args.split, args.streaming)
+    data, base_dir = load_split(args.dataset, args.dataset_config, args.split, args.streaming)
     num_rows = None
     if args.max_rows is not None:
         if args.max_rows < 1:
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
 
         embed_dataset(model, processor, data, work_dir, image_column=args.image_column, text_column=args.text_column,
                       batch_size=args.batch_size, chunk_size=args.chunk_size, dataset_id=dataset_id,
-                      progress=not args.no_progress and rank == 0, strict=args.strict, shard=(rank, world))
+                      progress=not args.no_progress and rank == 0, strict=args.strict, shard=(rank, world),
+                      base_dir=base_dir)
         dist.barrier()  # every chunk is written: the first process builds the index from them
         if rank != 0:
             close_process_group()
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
         num_rows=num_rows,
         progress=not args.no_progress,
         strict=args.strict,
+        base_dir=base_dir,
         **index_kwargs,
     )
     folder = index.save(args.out)
@@ -158,7 +161,4 @@ def main(argv: list[str] | None = None) -> MultimodalIndex | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, TypeError, OSError) as error:  # the Hub's errors included: a message, not a traceback
-        sys.exit(f"error: {error}")
+    run(main)

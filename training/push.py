@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
+from mm_hub.cli import run
+from mm_hub.hub import push_to_hub
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,23 +28,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Run the push; returns the commit id. Invalid input or a refused token exits with the message (status 1)."""
+    """Run the push; returns the commit id. Raises what `push_to_hub` raises (run as a program, `mm_hub.cli.run`
+    makes a user error one line)."""
     args = parse_args(argv)
-    try:
-        commit = push_to_hub(
-            args.model_dir,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
-    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as err:  # a message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    commit = push_to_hub(
+        args.model_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+    )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"pushed {args.model_dir} to {endpoint}/{args.repo_id} (revision {args.revision or 'main'}) commit {commit}")
     return commit
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

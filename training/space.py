@@ -24,7 +24,8 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData
 from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-from mm_hub.hub import HubAuthError, HubUnavailableError, check_repo_id, hub_errors, resolve_token
+from mm_hub.cli import run
+from mm_hub.hub import HubAuthError, check_repo_id, hub_errors, resolve_token
 from mm_hub.loading import SPACE_CONFIG, parse_model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,14 +178,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """Run the Space command; prints the Space URL and returns the commit id. Invalid input or a refused token
-    exits with the message (status 1)."""
+    """Run the Space command; prints the Space URL and returns the commit id. Raises what `create_space` raises (run
+    as a program, `mm_hub.cli.run` makes a user error one line)."""
     args = parse_args(argv)
-    try:
-        commit = create_space(args.model, args.space_id, revision=args.revision, private=args.private,
-                              commit_message=args.commit_message)
-    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as err:  # a message, not a traceback
-        raise SystemExit(f"error: {err}") from None
+    commit = create_space(args.model, args.space_id, revision=args.revision, private=args.private,
+                          commit_message=args.commit_message)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"Space {endpoint}/spaces/{args.space_id} serves {', '.join(args.model)} (commit {commit})")
     return commit
@@ -193,4 +191,4 @@ def main(argv: list[str] | None = None) -> str:
 __all__ = ["HubAuthError", "app_modules", "create_space", "space_card", "space_files", "main"]
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,7 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
-    AutoConfig,
-    AutoModel,
     AutoTokenizer,
-    ConvNextImageProcessor,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -32,28 +28,14 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from mm_hub import (
-    CLASSIFICATION_TASK,
-    GENERATION_TASK,
-    RETRIEVAL_TASK,
-    MMHubConfig,
-    MMHubForConditionalGeneration,
-    MMHubForImageTextClassification,
-    MMHubForImageTextRetrieval,
-    MMHubProcessor,
-)
+from mm_hub import MMHubProcessor
 from mm_hub._files import write_json
-from mm_hub.hub import HubAuthError, HubUnavailableError, push_to_hub
-from mm_hub.metrics import (
-    classification_metrics,
-    generation_metrics,
-    multilabel_metrics,
-    regression_metrics,
-    retrieval_metrics,
-)
+from mm_hub.cli import run
+from mm_hub.hub import push_to_hub
 from mm_hub.paths import minilm_path
+from mm_hub.tasks import Scoring, SplitEvaluation, task_named
 
-from .config import TrainConfig, load_json_or_file, resolve_config
+from .config import TRAINING_ARGUMENTS, TrainConfig, load_json_or_file, resolve_config
 from .data import (
     SKIPPED,
     Collator,
@@ -70,28 +52,11 @@ from .data import (
 from .hooks import RECIPE_HOOKS, TRAINER_HOOKS
 
 logger = logging.getLogger("training.train")
-HEADS = {"classification": MMHubForImageTextClassification, "retrieval": MMHubForImageTextRetrieval,
-         "generation": MMHubForConditionalGeneration}
-TASK_NAMES = {"classification": CLASSIFICATION_TASK, "retrieval": RETRIEVAL_TASK, "generation": GENERATION_TASK}
-DEFAULT_METRIC = {
-    "single_label_classification": "accuracy",
-    "multi_label_classification": "micro_f1",
-    "regression": "mse",
-    "retrieval": "text_to_image_recall@1",
-    "generation": "cider",
-}
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def build_processor(config: TrainConfig) -> MMHubProcessor:
-    """Processor for random vision towers: the text model's tokenizer and a square ResNet-style image processor."""
-    tokenizer = AutoTokenizer.from_pretrained(config.encoders.text_model or minilm_path())
-    image_processor = ConvNextImageProcessor(size={"shortest_edge": config.encoders.image_size}, crop_pct=1.0)
-    return MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=config.encoders.max_length)
 
 
 def data_kwargs(config: TrainConfig, labels: LabelInfo | None, train: Any) -> dict[str, Any]:
@@ -103,7 +68,10 @@ def data_kwargs(config: TrainConfig, labels: LabelInfo | None, train: Any) -> di
         if labels.names:
             kwargs["id2label"] = dict(enumerate(labels.names))
             kwargs["label2id"] = {name: i for i, name in enumerate(labels.names)}
-    if config.task == "generation" and config.encoders.decoder_vocab == "targets":
+    if config.encoders.decoder_vocab == "targets":
+        if "target" not in task_named(config.task).columns:
+            raise ValueError(f"--decoder-vocab targets keeps the words of the training targets; the {config.task} "
+                             "task writes no text.")
         if not hasattr(train, "__len__"):
             raise ValueError("--decoder-vocab targets reads every training target first: it needs a map-style dataset, "
                              "not --streaming.")
@@ -131,57 +99,16 @@ def text_vocabulary(train: Any, tokenizer: Any) -> list[int] | None:
 
 
 def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, MMHubProcessor]:
-    """The head for ``config.task`` and its processor, from pretrained towers where given, random ones otherwise;
-    ``extra``: the config fields the data decides (`data_kwargs`)."""
-    head = HEADS[config.task]
-    text_model = config.encoders.text_model or minilm_path()
+    """The first head of ``config.task`` and its processor, built by the library's one builder
+    (`from_vision_text_pretrained`: pretrained towers where given, new ones from ``--vision-config`` /
+    ``--text-config``); ``extra``: the config fields the data decides (`data_kwargs`)."""
     kwargs = {**config.model_kwargs(), **(extra or {})}  # the `model:` section, as MMHubConfig takes it
-    vision_config, text_config = kwargs.pop("vision_config"), kwargs.pop("text_config")
-    if vision_config is None and text_config is None:
-        model, processor = head.from_vision_text_pretrained(
-            config.encoders.vision_model, text_model, max_length=config.encoders.max_length, **kwargs
-        )
-        return _freeze_embeddings(model, config), processor
-    processor = build_processor(config)
-    if vision_config is None:  # pretrained vision weights, random text tower
-        vision = AutoModel.from_pretrained(config.encoders.vision_model)
-        vision_cfg = vision.config
-        from transformers import AutoImageProcessor
-
-        processor.image_processor = AutoImageProcessor.from_pretrained(config.encoders.vision_model)
-    else:
-        vision = None
-        vision_cfg = AutoConfig.for_model(**{"model_type": "resnet", **vision_config})
-    tokenizer = processor.tokenizer
-    for key, value in head._pretrained_config_defaults(tokenizer).items():  # the generator's vocabulary and tokens
-        kwargs.setdefault(key, value)
-    embeddings, pretrained_text = None, None
-    if config.model.text_encoder_type == "lstm":
-        pretrained_text = AutoModel.from_pretrained(text_model)
-        embeddings = pretrained_text.get_input_embeddings().weight.detach()
-        kwargs.update(vocab_size=embeddings.shape[0], lstm_embedding_size=embeddings.shape[1])
-        text_cfg = None
-    elif text_config is not None:
-        text_cfg = AutoConfig.for_model(**{"model_type": "bert", "vocab_size": len(tokenizer), **text_config})
-    else:
-        text_cfg = AutoConfig.from_pretrained(text_model)
-    model = head(
-        MMHubConfig(
-            vision_config=vision_cfg, text_config=text_cfg, vocab_size=kwargs.pop("vocab_size", len(tokenizer)),
-            pad_token_id=kwargs.pop("pad_token_id", tokenizer.pad_token_id or 0), **kwargs,
-        )
+    vision_config = kwargs.pop("vision_config")
+    model, processor = task_named(config.task).heads[0].from_vision_text_pretrained(
+        config.encoders.vision_model if vision_config is None else None, config.encoders.text_model or minilm_path(),
+        max_length=config.encoders.max_length, vision_config=vision_config, image_size=config.encoders.image_size,
+        **kwargs,
     )
-    base = model.mm_hub
-    with torch.no_grad():
-        if vision is not None:
-            base.vision_encoder.model.load_state_dict(vision.state_dict(), strict=False)
-        if embeddings is not None:
-            base.text_encoder.embeddings.weight.copy_(embeddings)
-        elif text_config is None:
-            pretrained_text = AutoModel.from_pretrained(text_model)
-            base.text_encoder.model.load_state_dict(pretrained_text.state_dict(), strict=False)
-    if pretrained_text is not None:
-        model._pretrained_text_setup(tokenizer, pretrained_text)
     return _freeze_embeddings(model, config), processor
 
 
@@ -338,7 +265,8 @@ class MMHubTrainer(Trainer):
             self.data_collator = train_collator
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
-        """Classification: the Trainer's loop. Retrieval: embed every image and caption of the split, then recall@K.
+        """The Trainer's loop, or, for a task scored over a whole split (`mm_hub.tasks.SplitEvaluation`: recall over
+        every image, corpus BLEU), `evaluate_split`.
 
         Under DDP every process first takes process 0's buffers (BatchNorm statistics, which each process updated on
         its own batches since the last forward), so each shard is scored by the model that process 0 saves.
@@ -346,16 +274,16 @@ class MMHubTrainer(Trainer):
         if self.args.world_size > 1:
             for buffer in getattr(self.model, "module", self.model).buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        if self.recipe.task == "classification":
+        task = task_named(self.recipe.task)
+        if task.evaluation is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
-        shard = {"rank": self.args.process_index, "world_size": self.args.world_size}
-        if self.recipe.task == "retrieval":
-            scores = evaluate_retrieval(self.model, dataset, self.eval_collator, self.args.eval_batch_size, **shard)
-        else:
-            train = self.recipe.train
-            scores = evaluate_generation(self.model, dataset, self.eval_collator, self.args.eval_batch_size,
-                                         train.generation_max_new_tokens, train.generation_num_beams, **shard)
+        train = self.recipe.train
+        scores = evaluate_split(
+            self.model, self.eval_dataset if eval_dataset is None else eval_dataset, self.eval_collator,
+            task.evaluation, self.args.eval_batch_size, rank=self.args.process_index,
+            world_size=self.args.world_size, progress=not self.args.disable_tqdm,
+            max_new_tokens=train.generation_max_new_tokens, num_beams=train.generation_num_beams,
+        )
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -363,133 +291,77 @@ class MMHubTrainer(Trainer):
 
 
 @torch.no_grad()
-def evaluate_retrieval(
-    model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int, rank: int = 0, world_size: int = 1
+def evaluate_split(
+    model: torch.nn.Module, dataset: Any, collator: Collator, evaluation: SplitEvaluation, batch_size: int,
+    rank: int = 0, world_size: int = 1, progress: bool = True, **options: Any,
 ) -> dict[str, float]:
-    """Embed all images and all their captions (bad rows skipped and counted), then `retrieval_metrics`.
+    """Score ``model`` on a whole split with a task's `SplitEvaluation`: its ``predict`` on every batch of usable rows
+    (bad rows skipped and counted), its ``score`` on all of them; ``options`` go to ``predict``.
 
-    With ``world_size`` > 1 (DDP: every process must call it, as it is a collective) process ``rank`` embeds only its
-    shard of the split and the embeddings of all shards are gathered, so each process returns the metrics of the
+    With ``world_size`` > 1 (DDP: every process must call it, as it is a collective) process ``rank`` predicts only
+    its shard of the split and the parts of all shards are gathered, so each process returns the metrics of the
     whole split.
     """
     model = getattr(model, "module", model)  # unwrap DDP
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     if world_size > 1:
         dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list)
-    image_embeds, text_embeds, owners = [], [], []
-    for rows in tqdm(loader, desc="retrieval eval", leave=False, disable=not sys.stderr.isatty()):
+    parts = []
+    for rows in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=list), desc=f"{collator.split} evaluation",
+                     leave=False, disable=not progress):
         good, skipped = collator.usable(rows)
         collator.record(skipped)
-        if not good:
-            continue
-        pixels = collator.processor(images=[row["image"] for row in good], return_tensors="pt")["pixel_values"]
-        image_embeds.append(model.get_image_features(pixels.to(device)).float().cpu())
-        captions = []
-        for row in good:
-            texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
-            captions.extend(texts)
-            owners.append(len(texts))  # captions of this image, in order
-        tokens = collator.processor(text=captions, return_tensors="pt")
-        text_embeds.append(model.get_text_features(tokens["input_ids"].to(device), tokens["attention_mask"].to(device)).float().cpu())
+        if good:
+            parts.append(evaluation.predict(model, collator.processor, good, **options))
     model.train(was_training)
-    shard = (image_embeds, text_embeds, owners)
     # Gathered before any error, so that no process waits on one that raised.
-    shards = gather_objects(shard) if world_size > 1 else [shard]
-    image_embeds, text_embeds, owners = ([item for part in shards for item in part[i]] for i in range(3))
-    if not image_embeds:
-        raise ValueError(f"No usable rows in the {collator.split} split to evaluate retrieval on.")
-    text_to_image = np.repeat(np.arange(len(owners)), owners)
-    return retrieval_metrics(torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), text_to_image)
+    parts = [part for shard in gather_objects(parts) for part in shard] if world_size > 1 else parts
+    if not parts:
+        raise ValueError(f"No usable rows in the {collator.split} split to evaluate on.")
+    return evaluation.score(parts)
 
 
-@torch.no_grad()
-def evaluate_generation(
-    model: torch.nn.Module, dataset: Any, collator: Collator, batch_size: int, max_new_tokens: int, num_beams: int = 1,
-    rank: int = 0, world_size: int = 1,
-) -> dict[str, float]:
-    """Write a text for every usable row (bad rows skipped and counted) and score it against the row's target with
-    `generation_metrics`; sharded over DDP processes like `evaluate_retrieval` (a collective there)."""
-    model = getattr(model, "module", model)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    if world_size > 1:
-        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
-    tokenizer = collator.processor.tokenizer
-    predictions, references = [], []
-    for rows in tqdm(DataLoader(dataset, batch_size=batch_size, collate_fn=list), desc="generation eval", leave=False,
-                     disable=not sys.stderr.isatty()):
-        good, skipped = collator.usable(rows)
-        collator.record(skipped)
-        if not good:
-            continue
-        prompts = [row["text"] for row in good] if "text" in good[0] else None
-        inputs = collator.processor(images=[row["image"] for row in good], text=prompts, return_tensors="pt")
-        sequences = model.generate(**{k: v.to(device) for k, v in inputs.items()}, max_new_tokens=max_new_tokens,
-                                   num_beams=num_beams, do_sample=False)
-        written = sequences[:, inputs["input_ids"].shape[1] if prompts else 2:]  # after the (empty) prompt
-        predictions += tokenizer.batch_decode(written, skip_special_tokens=True)
-        references += [row["target"] for row in good]
-    model.train(was_training)
-    shards = gather_objects((predictions, references)) if world_size > 1 else [(predictions, references)]
-    predictions, references = ([item for part in shards for item in part[i]] for i in range(2))
-    if not predictions:
-        raise ValueError(f"No usable rows in the {collator.split} split to evaluate generation on.")
-    return generation_metrics(predictions, references)
-
-
-def compute_metrics_for(labels: LabelInfo):
-    """The Trainer's ``compute_metrics`` for a classification problem type."""
+def compute_metrics_for(scoring: Scoring) -> Any:
+    """The Trainer's ``compute_metrics``: ``scoring.compute`` on the model's first output (its logits)."""
 
     def compute(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        if labels.problem_type == "single_label_classification":
-            return classification_metrics(logits, prediction.label_ids)
-        if labels.problem_type == "multi_label_classification":
-            return multilabel_metrics(logits, prediction.label_ids)
-        return regression_metrics(logits, prediction.label_ids)
+        return scoring.compute(logits, prediction.label_ids)
 
     return compute
 
 
+def scoring_of(config: TrainConfig, labels: LabelInfo | None) -> Scoring:
+    """How the recipe's model is scored: its task's `Scoring` (for classification, that of the labels' problem
+    type)."""
+    return task_named(config.task).scoring_for(labels.problem_type if labels is not None else None)
+
+
 def training_arguments(config: TrainConfig, labels: LabelInfo | None, output_dir: str, **overrides: Any) -> TrainingArguments:
-    """`TrainingArguments` from the recipe (best-checkpoint selection needs matching eval and save strategies)."""
-    metric = config.train.metric_for_best_model or DEFAULT_METRIC[config.task if labels is None else labels.problem_type]
-    evaluates = config.train.eval_strategy != "no"
-    kwargs = dict(
+    """`TrainingArguments` of the recipe: the ``train:`` section's `TrainingArguments` fields as they are, and those
+    the recipe sets (`training.config.RECIPE_SETS`): checkpoints follow evaluation and the best one (by the task's
+    first metric, unless ``metric_for_best_model``) is loaded at the end; the data order follows the seed; the
+    DataLoader keeps the raw columns the collator reads; label smoothing applies to single-label problems only."""
+    train = config.train
+    scoring = scoring_of(config, labels)
+    metric = train.metric_for_best_model or scoring.metrics[0]
+    lower = scoring.lower_is_better if metric == scoring.metrics[0] else any(
+        word in metric for word in ("mse", "mae", "rank", "loss"))
+    evaluates = train.eval_strategy != "no"
+    kwargs = {name: getattr(train, name) for name in TRAINING_ARGUMENTS}
+    kwargs.update(
         output_dir=output_dir,
-        learning_rate=config.train.learning_rate,
-        weight_decay=config.train.weight_decay,
-        num_train_epochs=config.train.num_train_epochs,
-        max_steps=config.train.max_steps,
-        per_device_train_batch_size=config.train.batch_size,
-        per_device_eval_batch_size=config.train.eval_batch_size,
-        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
-        warmup_steps=config.train.warmup_ratio,
-        lr_scheduler_type=config.train.lr_scheduler_type,
-        label_smoothing_factor=config.train.label_smoothing if labels and labels.problem_type.startswith("single") else 0.0,
-        optim=config.train.optim,
-        fp16=config.train.mixed_precision == "fp16",
-        bf16=config.train.mixed_precision == "bf16",
-        seed=config.train.seed,
-        data_seed=config.train.seed,
-        eval_strategy=config.train.eval_strategy,
-        save_strategy=config.train.eval_strategy if evaluates else "steps",
-        eval_steps=config.train.eval_steps,
-        save_steps=config.train.eval_steps,
-        save_total_limit=config.train.save_total_limit,
+        label_smoothing_factor=train.label_smoothing_factor if labels and labels.problem_type.startswith("single")
+        else 0.0,
+        data_seed=train.seed,
+        save_strategy=train.eval_strategy if evaluates else "steps",
+        save_steps=train.eval_steps,
         load_best_model_at_end=evaluates,
         metric_for_best_model=metric,
-        greater_is_better=not (metric.endswith("mse") or metric.endswith("mae") or "rank" in metric or "loss" in metric),
-        logging_steps=config.train.logging_steps,
-        dataloader_num_workers=config.train.dataloader_num_workers,
+        greater_is_better=not lower,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
-        report_to=config.train.report_to,
-        disable_tqdm=not config.train.progress,
         # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU; on a machine without an
         # accelerator, torchrun would otherwise start independent single-process runs that race on the output folder
         use_cpu=not torch.accelerator.is_available(),
@@ -512,20 +384,22 @@ class Recipe:
     def __init__(self, config: TrainConfig, built: tuple[torch.nn.Module, MMHubProcessor] | None = None):
         """``built``: a trained model and its processor to evaluate on this recipe's data, instead of a new model."""
         self.config = config
+        self.task = task = task_named(config.task)
         set_seed(config.train.seed)
         self.train, self.eval, self.extra, base_dir, self.eval_split = load_splits(config)
-        self.labels = infer_labels(self.train, self.eval, config) if config.task == "classification" else None
+        self.labels = infer_labels(self.train, self.eval, config) if "label" in task.columns else None
+        self.scoring = scoring_of(config, self.labels)
         self.model_extra = data_kwargs(config, self.labels, self.train)
         model, self.processor = built or build_model(config, self.model_extra)
         self.first_model = model  # reused by the first trainer, so the towers are not loaded twice
         streamed = not hasattr(self.train, "__len__")
-        retrieval = config.task == "retrieval"
         augmentation = build_augmentation(config, image_size_of(self.processor))
-        train_rows = RowTransform(base_dir, augmentation, sample_caption=retrieval, word_dropout=config.data.word_dropout)
+        train_rows = RowTransform(base_dir, augmentation, sample_caption=task.caption_lists,
+                                  word_dropout=config.data.word_dropout)
         eval_rows = RowTransform(base_dir)
-        self.train_collator = Collator(self.processor, config.task, self.labels, config.data.strict, "train",
+        self.train_collator = Collator(self.processor, task, self.labels, config.data.strict, "train",
                                        train_rows if streamed else None)
-        self.eval_collator = Collator(self.processor, config.task, self.labels, config.data.strict, "eval",
+        self.eval_collator = Collator(self.processor, task, self.labels, config.data.strict, "eval",
                                       eval_rows if streamed else None)
         self.text_vocabulary = text_vocabulary(self.train, self.processor.tokenizer)
         self.train = attach_transform(self.train, train_rows)
@@ -557,7 +431,7 @@ class Recipe:
             train_dataset=self.train,
             eval_dataset=self.eval,
             processing_class=self.processor,
-            compute_metrics=None if self.labels is None else compute_metrics_for(self.labels),
+            compute_metrics=compute_metrics_for(self.scoring) if self.scoring.compute else None,
             callbacks=callbacks,
             recipe=config,
             eval_collator=self.eval_collator,
@@ -626,10 +500,10 @@ def train_and_save(recipe: Recipe) -> dict[str, float]:
 
 # What the model card lists as a run's hyper-parameters.
 HYPERPARAMETERS = (
-    "learning_rate", "encoder_learning_rate", "batch_size", "gradient_accumulation_steps", "num_train_epochs",
-    "max_steps", "weight_decay", "label_smoothing", "warmup_ratio", "lr_scheduler_type", "fusion_type", "dropout",
-    "freeze_vision_encoder", "freeze_text_encoder", "freeze_text_embeddings", "text_encoder_type", "max_length",
-    "augment", "word_dropout", "seed", "mixed_precision", "optim",
+    "learning_rate", "encoder_learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "num_train_epochs", "max_steps", "weight_decay", "label_smoothing_factor", "warmup_steps", "lr_scheduler_type",
+    "fusion_type", "dropout", "freeze_vision_encoder", "freeze_text_encoder", "freeze_text_embeddings",
+    "text_encoder_type", "max_length", "augment", "word_dropout", "seed", "fp16", "bf16", "optim",
 )
 
 
@@ -640,9 +514,9 @@ def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict
     values = config.flat()
     vision_config = load_json_or_file(config.model.vision_config, "vision_config")
     vision = config.encoders.vision_model if vision_config is None else f"random init: {vision_config}"
-    streamed_rows = config.train.max_steps * config.train.batch_size
+    streamed_rows = config.train.max_steps * config.train.per_device_train_batch_size
     return {
-        "task": TASK_NAMES[config.task],
+        "task": task_named(config.task).pipeline_task,
         "dataset": config.data.dataset,
         "dataset_config": config.data.dataset_config,
         "train_split": config.data.train_split,
@@ -676,11 +550,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def cli() -> None:
-    """``python -m training.train``: `main`, with a one-line message instead of a traceback for bad input."""
-    try:
-        main()
-    except (ValueError, TypeError, HubAuthError, HubUnavailableError) as error:
-        sys.exit(f"error: {error}")
+    """``python -m training.train``: `main` inside mm_hub's error boundary (`mm_hub.cli.run`: a user error is one
+    line and exit status 2), then out of the torchrun process group."""
+    run(main)
     close_process_group()  # after success only: a failed process may leave the others inside a collective
 
 

@@ -86,6 +86,35 @@ def infer_problem_type(problem_type: str | None, num_labels: int, integer_labels
 
 
 @strict
+class MMHubDecoderConfig(PreTrainedConfig):
+    r"""The text decoder of `MMHubForConditionalGeneration`, as transformers asks about it (its key/value cache,
+    `generate`): made from an `MMHubConfig`'s ``decoder_*`` fields (`MMHubConfig.decoder_config`), not saved on its
+    own.
+
+    Args:
+        vocab_size (`int`): rows of its token embeddings and output layer.
+        hidden_size (`int`): width of its layers. num_hidden_layers (`int`): its layers.
+        num_attention_heads (`int`): heads of its self- and cross-attention.
+        max_position_embeddings (`int`): the longest text it reads and writes, prompt included.
+        dropout (`float`): dropout of its layers.
+        tie_word_embeddings (`bool`): whether its output layer is its token embeddings.
+    """
+
+    model_type = "mm_hub_decoder"
+
+    vocab_size: int = 30522
+    hidden_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 64
+    dropout: float = 0.1
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    tie_word_embeddings: bool = True
+
+
+@strict
 class MMHubConfig(PreTrainedConfig):
     r"""Configuration of an mm_hub model: an image encoder and a text encoder joined by a fusion module.
 
@@ -149,9 +178,17 @@ class MMHubConfig(PreTrainedConfig):
             The token ids the decoder may write (its output layer is the token embeddings of these rows); None: the
             whole vocabulary. Built from a training set's targets it makes each step far cheaper, the way captioning
             models keep the words of their training captions.
+        decoder_vocab_size (`int`, *optional*):
+            Rows of the decoder's token embeddings (and of its tied output layer); None: ``vocab_size``. Set by
+            `MMHubForConditionalGeneration.resize_token_embeddings`, which resizes the decoder's table only.
         bos_token_id, eos_token_id, decoder_start_token_id (`int`, *optional*):
             The tokenizer's ids the decoder starts from and stops at (``[CLS]`` and ``[SEP]`` for BERT tokenizers);
             set by `MMHubForConditionalGeneration.from_vision_text_pretrained` and the training command.
+        tie_word_embeddings (`bool`, *optional*, defaults to `True`):
+            Whether the decoder's output layer is its token embeddings (one table, as in BERT and GPT-2).
+
+    The decoder is described to transformers by its own config, `decoder_config` (an `MMHubDecoderConfig` made from
+    the ``decoder_*`` fields), which ``get_text_config(decoder=True)`` returns, as `generate` asks.
 
     Example:
 
@@ -195,9 +232,11 @@ class MMHubConfig(PreTrainedConfig):
     decoder_num_heads: int = 4
     decoder_max_positions: int = 64
     decoder_vocab: list[int] | None = None
+    decoder_vocab_size: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     decoder_start_token_id: int | None = None
+    tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
         # before `PreTrainedConfig` builds an id2label entry per label
@@ -222,6 +261,30 @@ class MMHubConfig(PreTrainedConfig):
         # Checked here rather than in `validate_*` hooks so that users get a plain ValueError.
         self._check_sizes()
         self._use_installed_pipelines()
+
+    @property
+    def decoder_config(self) -> MMHubDecoderConfig:
+        """The text decoder's config (of `MMHubForConditionalGeneration`), from the ``decoder_*`` fields."""
+        return MMHubDecoderConfig(
+            vocab_size=self.decoder_vocab_size or self.vocab_size or 0,
+            hidden_size=self.decoder_hidden_size,
+            num_hidden_layers=self.decoder_num_layers,
+            num_attention_heads=self.decoder_num_heads,
+            max_position_embeddings=self.decoder_max_positions,
+            dropout=self.dropout,
+            pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            tie_word_embeddings=self.tie_word_embeddings,
+        )
+
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
+        """The text side transformers asks about: with ``decoder=True``, the decoder of a generation model
+        (`decoder_config`: `generate` sizes its cache from it); otherwise the text encoder's ``text_config``, or this
+        config itself for the BiLSTM (whose vocabulary is ``vocab_size``)."""
+        if decoder and not encoder and self.is_encoder_decoder:
+            return self.decoder_config
+        return self.text_config if self.text_config is not None else self
 
     def _use_installed_pipelines(self) -> None:
         """Drop from ``custom_pipelines`` the tasks an installed package has registered (mm_hub registers its own on
@@ -267,6 +330,7 @@ __all__ = [
     "RETRIEVAL_TASK",
     "SIZE_LIMITS",
     "MMHubConfig",
+    "MMHubDecoderConfig",
     "check_size_fields",
     "infer_problem_type",
 ]

@@ -1,6 +1,8 @@
 """mm_hub fusion modules: (image tokens, text tokens, text mask) -> one fused vector per example, and their registry.
 
-A new strategy is one `nn.Module` here plus one entry in `FUSION_REGISTRY`; the tests loop over the registry.
+A new strategy is one `Fusion` subclass here plus one entry in `FUSION_REGISTRY`: the class carries what the card
+and the README say of it (``description``) and, if it attends, how its attention maps become an explanation
+(``explain_attention``); the tests loop over the registry.
 """
 
 from __future__ import annotations
@@ -26,6 +28,38 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 # --------------------------------------------------------------------------------------------------------------
 
 FusionResult = tuple[torch.Tensor, dict[str, tuple[torch.Tensor, ...]] | None]
+Attentions = dict[str, tuple[torch.Tensor, ...]]
+
+
+def _mean_over_layers(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean over layers and heads of per-layer (1, heads, Q, K) attention -> (Q, K)."""
+    return torch.stack([layer[0].float() for layer in layers]).mean(dim=(0, 1))
+
+
+class Fusion(nn.Module):
+    """What every fusion strategy is: an `nn.Module` from ``(image tokens (B, N, D), text tokens (B, T, D), text mask
+    (B, T), output_attentions)`` to ``(fused (B, D), attention maps or None)``, which says what it does in one line
+    (``description``: the model card and the README's table) and, if it attends, how its maps explain a prediction
+    (``explain_attention``)."""
+
+    description: str = "a custom fusion"
+
+    @staticmethod
+    def explain_attention(attentions: Attentions, num_text_tokens: int,
+                          words: list[int]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """How much ONE example's text looked at each image cell, and each word's share, from the maps this fusion
+        returned with ``output_attentions`` (a batch of one).
+
+        Args:
+            attentions: the maps (`MMHubModelOutput.fusion_attentions`).
+            num_text_tokens: T, the text's length in tokens.
+            words: positions (in the text) of its word pieces, special tokens left out.
+
+        Returns:
+            ``(cell scores (N,), word scores (len(words),) or None where the maps say nothing of words)``, or None
+            for a fusion without such maps (explanations then score words by leaving each out).
+        """
+        return None
 
 
 def position_embeddings(table: nn.Embedding, length: int, what: str) -> torch.Tensor:
@@ -100,8 +134,10 @@ class FusionBlock(nn.Module):
         return x, weights
 
 
-class ConcatFusion(nn.Module):
+class ConcatFusion(Fusion):
     """Late (parallel) fusion: mean-pool each modality, concatenate, and mix with an MLP."""
+
+    description = "late fusion: mean-pool each modality, concatenate, MLP"
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
@@ -120,11 +156,13 @@ class ConcatFusion(nn.Module):
         return self.mlp(pooled), None  # (B, D)
 
 
-class GatedFusion(nn.Module):
+class GatedFusion(Fusion):
     """Gated Multimodal Unit (Arevalo et al., 2017): a learned per-feature gate z mixes the two modalities.
 
     ``attentions["gate"]`` is z (B, D): the share of each fused feature taken from the image.
     """
+
+    description = "gated multimodal unit: a learned per-feature gate mixes image and text"
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
@@ -150,7 +188,7 @@ class GatedFusion(nn.Module):
         return self.norm(self.dropout(fused)), ({"gate": (gate,)} if output_attentions else None)
 
 
-class CrossAttentionFusion(nn.Module):
+class CrossAttentionFusion(Fusion):
     """Cross-attention both ways: text tokens attend to image grid cells (which carry learned position embeddings)
     and image cells attend to text tokens; then the pooled text reads out the cells it is about, and the fused
     vector is ``[text, read-out, text * read-out]`` through an MLP.
@@ -158,6 +196,18 @@ class CrossAttentionFusion(nn.Module):
     ``attentions["text_to_image"]`` holds one (B, heads, T, N) tensor per layer, ``attentions["image_to_text"]``
     one (B, heads, N, T) tensor per layer, and ``attentions["pooling"]`` the read-out weights (B, N).
     """
+
+    description = "cross-attention both ways between text tokens and image grid cells"
+
+    @staticmethod
+    def explain_attention(attentions: Attentions, num_text_tokens: int,
+                          words: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells: the text -> image attention (mean over layers, heads and the caption's words); words: the image ->
+        text attention each receives (mean over layers, heads and image cells)."""
+        text_to_image = _mean_over_layers(attentions["text_to_image"])  # (T, N)
+        image_to_text = _mean_over_layers(attentions["image_to_text"])  # (N, T)
+        rows = words or list(range(text_to_image.shape[0]))
+        return text_to_image[rows].mean(dim=0), image_to_text[:, words].mean(dim=0) if words else torch.zeros(0)
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
@@ -201,12 +251,25 @@ class CrossAttentionFusion(nn.Module):
         return self.output(pooled), (attentions if output_attentions else None)
 
 
-class SequenceFusion(nn.Module):
+class SequenceFusion(Fusion):
     """Early fusion: ``[CLS] + image tokens + text tokens`` with modality and position embeddings through
     transformer layers; the fused vector is the final ``[CLS]`` state.
 
     ``attentions["self"]`` holds one (B, heads, S, S) tensor per layer, S = 1 + N + T, in that order.
     """
+
+    description = "early fusion: `[CLS]` + image cells + text tokens through transformer layers"
+
+    @staticmethod
+    def explain_attention(attentions: Attentions, num_text_tokens: int,
+                          words: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells: the attention of the [CLS] row and the caption's word rows to the image columns of the joint
+        sequence; words: the [CLS] row's attention to each word column."""
+        joint = _mean_over_layers(attentions["self"])  # (S, S), S = 1 + N + T
+        first_text = joint.shape[-1] - num_text_tokens
+        rows = [0] + [first_text + w for w in words]  # [CLS] and the caption's words
+        cells = joint[rows, 1:first_text].mean(dim=0)  # (N,)
+        return cells, joint[0, [first_text + w for w in words]] if words else torch.zeros(0)
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
@@ -244,7 +307,7 @@ class SequenceFusion(nn.Module):
         return self.norm(x[:, 0]), ({"self": tuple(attentions)} if output_attentions else None)
 
 
-class BilinearFusion(nn.Module):
+class BilinearFusion(Fusion):
     """Attention read-out + low-rank bilinear (Hadamard) fusion, as in MLB (Kim et al., 2017): the pooled text picks
     the image cells it is about (one attention over cells with learned position embeddings), and the fused vector
     is the element-wise product of the text and that read-out, each through its own linear map.
@@ -253,6 +316,14 @@ class BilinearFusion(nn.Module):
     attribute: on the shapes data this generalises to colour+shape pairs never named in training far better than
     the ``attention`` fusion (README, "The demo model"). ``attentions["pooling"]`` holds the read-out weights (B, N).
     """
+
+    description = "the text reads out the image cells it is about; fused = their element-wise product"
+
+    @staticmethod
+    def explain_attention(attentions: Attentions, num_text_tokens: int,
+                          words: list[int]) -> tuple[torch.Tensor, None]:
+        """Cells: the text's read-out weights; it has no per-word attention (words are scored by leaving each out)."""
+        return attentions["pooling"][0][0].float(), None
 
     def __init__(self, config: MMHubConfig):
         super().__init__()
@@ -280,7 +351,7 @@ class BilinearFusion(nn.Module):
 
 
 # One entry per fusion strategy: a new strategy is one class plus one line here, and the tests loop over this dict.
-FUSION_REGISTRY: dict[str, type[nn.Module]] = {
+FUSION_REGISTRY: dict[str, type[Fusion]] = {
     "concat": ConcatFusion,
     "gated": GatedFusion,
     "attention": CrossAttentionFusion,

@@ -16,6 +16,7 @@ keys of past tokens and the memory's cross-attention keys are computed once.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils import ModelOutput, logging
 
-from .configuration_mm_hub import MMHubConfig
+from .configuration_mm_hub import MMHubConfig, MMHubDecoderConfig
 from .fusion_mm_hub import FeedForward
 from .modeling_mm_hub import MMHubModel, MMHubPreTrainedModel
 
@@ -76,10 +77,10 @@ class DecoderAttention(nn.Module):
     """Multi-head attention of the decoder, with its part of the key/value cache: self-attention appends the new
     tokens' keys, cross-attention computes the memory's keys once and reuses them."""
 
-    def __init__(self, config: MMHubConfig, layer_idx: int, cross: bool):
+    def __init__(self, config: MMHubDecoderConfig, layer_idx: int, cross: bool):
         super().__init__()
-        size = config.decoder_hidden_size
-        self.num_heads = config.decoder_num_heads
+        size = config.hidden_size
+        self.num_heads = config.num_attention_heads
         self.head_dim = size // self.num_heads
         self.layer_idx = layer_idx
         self.cross = cross
@@ -130,9 +131,9 @@ class DecoderAttention(nn.Module):
 class MMHubDecoderLayer(nn.Module):
     """Pre-LayerNorm decoder layer: causal self-attention, cross-attention to the memory, MLP."""
 
-    def __init__(self, config: MMHubConfig, layer_idx: int):
+    def __init__(self, config: MMHubDecoderConfig, layer_idx: int):
         super().__init__()
-        size = config.decoder_hidden_size
+        size = config.hidden_size
         self.self_norm = nn.LayerNorm(size)
         self.self_attention = DecoderAttention(config, layer_idx, cross=False)
         self.cross_norm = nn.LayerNorm(size)
@@ -159,16 +160,16 @@ class MMHubDecoderLayer(nn.Module):
 
 
 class MMHubTextDecoder(nn.Module):
-    """Token + position embeddings, decoder layers and a final norm; the token embeddings are the output layer."""
+    """Token + position embeddings, decoder layers and a final norm (its own config: `MMHubDecoderConfig`)."""
 
-    def __init__(self, config: MMHubConfig):
+    def __init__(self, config: MMHubDecoderConfig):
         super().__init__()
-        if config.vocab_size is None:
+        if config.vocab_size < 1:
             raise ValueError("MMHubForConditionalGeneration needs vocab_size (the tokenizer's vocabulary size).")
-        size = config.decoder_hidden_size
+        size = config.hidden_size
         self.embed_tokens = nn.Embedding(config.vocab_size, size, padding_idx=config.pad_token_id)
-        self.embed_positions = nn.Embedding(config.decoder_max_positions, size)
-        self.layers = nn.ModuleList(MMHubDecoderLayer(config, i) for i in range(config.decoder_num_layers))
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, size)
+        self.layers = nn.ModuleList(MMHubDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(size)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -236,18 +237,24 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
     transformers' ``image-text-to-text`` pipeline serves it."""
 
     auto_classes = ("AutoModelForImageTextToText",)
+    # The output layer is the decoder's token embeddings (`config.tie_word_embeddings`): one table, which
+    # `resize_token_embeddings` and PEFT see through `get_output_embeddings`.
+    _tied_weights_keys = {"lm_head.weight": "decoder.embed_tokens.weight"}
 
     def __init__(self, config: MMHubConfig):
+        config = copy.deepcopy(config)  # the caller's config is left as it was given
         config.is_encoder_decoder = True  # the memory is encoded once; `generate` then runs the decoder alone
         super().__init__(config)
         self.mm_hub = MMHubModel(config)
-        fusion_size, size = config.fusion_hidden_size, config.decoder_hidden_size
+        decoder = config.decoder_config
+        fusion_size, size = config.fusion_hidden_size, decoder.hidden_size
         # Where each memory token comes from (fused, image cell, prompt) and, for cells, where in the grid it lies:
         # captions say "on the left".
         self.memory_types = nn.Embedding(3, fusion_size)
         self.memory_positions = nn.Embedding(config.fusion_max_positions, fusion_size)
         self.memory_projection = nn.Sequential(nn.Linear(fusion_size, size), nn.LayerNorm(size))
-        self.decoder = MMHubTextDecoder(config)
+        self.decoder = MMHubTextDecoder(decoder)
+        self.lm_head = nn.Linear(size, decoder.vocab_size, bias=False)
         self.post_init()
 
     def _written_ids(self, device: torch.device) -> torch.Tensor | None:
@@ -264,8 +271,31 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         return _Encoder(self)
 
     def get_input_embeddings(self) -> nn.Embedding:
-        """The decoder's token embeddings (also its output layer)."""
+        """The decoder's token embeddings (the text encoder's are its own: ``model.mm_hub.text_encoder``)."""
         return self.decoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the decoder's token embeddings."""
+        self.decoder.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The output layer, tied to the decoder's token embeddings."""
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        """Replace the output layer."""
+        self.lm_head = new_embeddings
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """`PreTrainedModel.resize_token_embeddings` of the decoder: its token table and its tied output layer, with
+        ``config.decoder_vocab_size`` following; the text encoder keeps its own table (and its config its size)."""
+        encoder_side = self.config.get_text_config()
+        encoder_vocab = encoder_side.vocab_size
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        encoder_side.vocab_size = encoder_vocab  # transformers writes the new size into the encoder's config
+        self.config.decoder_vocab_size = embeddings.weight.shape[0]
+        return embeddings
 
     def empty_prompt(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
         """(B, 2) ``[CLS] [SEP]``: the prompt of a caption."""
@@ -357,8 +387,8 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             cache if use_cache or cache is not None else None, output_attentions,
         )
         vocab = self._written_ids(states.device)
-        embeddings = self.decoder.embed_tokens.weight  # tied output layer: (vocab, D)
-        scores = states @ (embeddings if vocab is None else embeddings[vocab]).t()  # (B, L, written tokens)
+        embeddings = self.lm_head.weight  # (vocab, D): the token embeddings, tied
+        scores = F.linear(states, embeddings if vocab is None else embeddings[vocab])  # (B, L, written tokens)
         loss = None
         if labels is not None:
             labels = labels.to(scores.device)
@@ -429,13 +459,6 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             logger.warning_once(f"Asked for {new} new tokens after a {prompt_length}-token prompt, but this decoder "
                                 f"writes at most {limit} tokens in all (decoder_max_positions): writing at most {room}.")
             kwargs["max_new_tokens"] = room
-
-    def _prepare_cache_for_generation(self, generation_config: Any, model_kwargs: dict, *args: Any, **kwargs: Any):
-        """`generate`'s cache: one that grows a layer at a time. transformers would size it from the config's
-        ``text_config``, which here describes the text *encoder*, not the decoder."""
-        if model_kwargs.get("cache") is None and generation_config.use_cache is not False:
-            model_kwargs["cache"] = new_cache()
-        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     def _pretrained_text_setup(self, tokenizer: Any, text_model: nn.Module) -> None:
         """After `from_vision_text_pretrained`: start the token embeddings from the text model's when their sizes

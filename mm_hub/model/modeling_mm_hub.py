@@ -280,55 +280,84 @@ class MMHubPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_vision_text_pretrained(
         cls,
-        vision_model_name_or_path: str | os.PathLike,
+        vision_model_name_or_path: str | os.PathLike | None,
         text_model_name_or_path: str | os.PathLike,
         text_encoder_type: str = "transformer",
         max_length: int = 64,
         hub_kwargs: dict[str, Any] | None = None,
+        *,
+        vision_config: PreTrainedConfig | dict | None = None,
+        text_config: PreTrainedConfig | dict | None = None,
+        image_size: int = 224,
         **config_kwargs: Any,
     ) -> tuple[MMHubPreTrainedModel, Any]:
-        """Compose a pretrained vision encoder and a pretrained text model (Hub ids or local folders).
+        """Build a model of this head from its two towers: the one builder of mm_hub (training builds through it).
+
+        Each tower is pretrained (a Hub id or local folder) or new, randomly initialised from a config.
 
         Args:
-            vision_model_name_or_path: e.g. ``"microsoft/resnet-18"``; its image processor is loaded too.
-            text_model_name_or_path: e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``; its tokenizer is loaded
-                too. With ``text_encoder_type="transformer"`` its weights become the text encoder; with ``"lstm"``
-                its input embeddings initialise the BiLSTM's embedding table.
+            vision_model_name_or_path: e.g. ``"microsoft/resnet-18"``: its weights and image processor. None with
+                ``vision_config``.
+            text_model_name_or_path: e.g. ``"sentence-transformers/all-MiniLM-L6-v2"``: its tokenizer always; with
+                ``text_encoder_type="transformer"`` its weights become the text encoder (unless ``text_config``),
+                with ``"lstm"`` its input embeddings start the BiLSTM's embedding table.
             text_encoder_type: ``"transformer"`` or ``"lstm"``.
             max_length: longest tokenised text the processor keeps (longer text is truncated).
             hub_kwargs: passed to every ``from_pretrained`` call (``revision``, ``token``, ``cache_dir``, ...).
+            vision_config: a new vision tower from this config (a dict: ``model_type`` defaults to ``resnet``),
+                with a square image processor of side ``image_size`` (ImageNet mean and std).
+            text_config: a new transformer text tower from this config (a dict: ``model_type`` defaults to
+                ``bert``) over the pretrained tokenizer's vocabulary.
+            image_size: the image side of a new vision tower's processor.
             **config_kwargs: any other [`MMHubConfig`] field (``fusion_type``, ``num_labels``, ``id2label``, ...).
 
         Returns:
             ``(model, processor)``, the model in eval mode as after ``from_pretrained``. After
             ``model.save_pretrained(d)`` and ``processor.save_pretrained(d)`` only ``d`` is needed.
+
+        Raises:
+            ValueError: pretrained weights that do not fit their tower (naming the missing and unexpected keys), or
+                neither ``vision_model_name_or_path`` nor ``vision_config``.
         """
-        from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers import AutoImageProcessor, AutoTokenizer, ConvNextImageProcessor
 
         from .processing_mm_hub import MMHubProcessor
 
         hub_kwargs = hub_kwargs or {}
-        vision = AutoModel.from_pretrained(vision_model_name_or_path, **hub_kwargs)
-        text = AutoModel.from_pretrained(text_model_name_or_path, **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **hub_kwargs)
-        image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path, **hub_kwargs)
-
         for key, value in cls._pretrained_config_defaults(tokenizer).items():
             config_kwargs.setdefault(key, value)
+        if vision_config is not None:
+            vision = None
+            vision_config = _as_config(vision_config, "resnet")
+            image_processor = ConvNextImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
+        elif vision_model_name_or_path is not None:
+            vision = _pretrained_tower(vision_model_name_or_path, "vision", hub_kwargs)
+            vision_config = vision.config
+            image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path, **hub_kwargs)
+        else:
+            raise ValueError("Give a pretrained vision model (vision_model_name_or_path) or a vision_config.")
+        text = None
+        if text_encoder_type == "lstm" or text_config is None:
+            text = _pretrained_tower(text_model_name_or_path, "text", hub_kwargs)
         if text_encoder_type == "lstm":
             embeddings = text.get_input_embeddings().weight
             config_kwargs.setdefault("vocab_size", embeddings.shape[0])
             config_kwargs.setdefault("lstm_embedding_size", embeddings.shape[1])
-            config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or 0)
             text_config = None
+        elif text_config is not None:
+            text_config = _as_config(text_config, "bert", vocab_size=len(tokenizer))
         else:
             text_config = text.config
+        config_kwargs.setdefault("vocab_size", len(tokenizer))
+        config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or 0)
         config = MMHubConfig(
-            vision_config=vision.config, text_config=text_config, text_encoder_type=text_encoder_type, **config_kwargs
+            vision_config=vision_config, text_config=text_config, text_encoder_type=text_encoder_type, **config_kwargs
         )
         model = cls(config)
         base = model.base_model
-        _load_tower(base.vision_encoder.model, vision.state_dict(), "vision")
+        if vision is not None:
+            _load_tower(base.vision_encoder.model, vision.state_dict(), "vision")
         if text_encoder_type == "lstm":
             if base.text_encoder.embeddings.weight.shape != embeddings.shape:
                 raise ValueError(
@@ -337,23 +366,48 @@ class MMHubPreTrainedModel(PreTrainedModel):
                 )
             with torch.no_grad():
                 base.text_encoder.embeddings.weight.copy_(embeddings)
-        else:
+        elif text is not None:
             _load_tower(base.text_encoder.model, text.state_dict(), "text")
-        model._pretrained_text_setup(tokenizer, text)
+        if text is not None:
+            model._pretrained_text_setup(tokenizer, text)
         model._apply_freezing()
         model.eval()  # like `from_pretrained`: ready for inference; the Trainer switches to train mode itself
         return model, MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
 
 
-def _load_tower(module: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:
-    """Copy pretrained weights into an encoder; only the dropped pooler may be left over."""
-    result = module.load_state_dict(state_dict, strict=False)
-    unexpected = [key for key in result.unexpected_keys if not key.startswith("pooler.")]
-    if result.missing_keys or unexpected:
+def _as_config(config: PreTrainedConfig | dict, model_type: str, **defaults: Any) -> PreTrainedConfig:
+    """A tower's config from a config or a dict (``model_type`` defaulting to ``model_type``)."""
+    from transformers import AutoConfig
+
+    if isinstance(config, PreTrainedConfig):
+        return config
+    return AutoConfig.for_model(**{"model_type": model_type, **defaults, **config})
+
+
+def _pretrained_tower(name_or_path: str | os.PathLike, name: str, hub_kwargs: dict[str, Any]) -> PreTrainedModel:
+    """A pretrained tower whose checkpoint holds every weight its config describes (transformers would quietly
+    initialise the missing ones at random); a ValueError names the keys that do not fit."""
+    tower, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True, **hub_kwargs)
+    _check_fit(name, name_or_path, info.get("missing_keys", []),
+               [key for key, *_ in info.get("mismatched_keys", [])], info.get("unexpected_keys", []))
+    return tower
+
+
+def _check_fit(name: str, source: Any, missing: Any, mismatched: Any, unexpected: Any) -> None:
+    """ValueError naming the keys when pretrained ``name`` weights do not fit (a dropped pooler may be left over)."""
+    unexpected = sorted(key for key in unexpected if not key.startswith("pooler."))
+    missing, mismatched = sorted(missing), sorted(mismatched)
+    if missing or mismatched or unexpected:
         raise ValueError(
-            f"The pretrained {name} weights do not fit the {name} encoder: missing {result.missing_keys[:5]}, "
-            f"unexpected {unexpected[:5]}."
+            f"The pretrained {name} weights of {source} do not fit the {name} encoder: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, of another shape {mismatched[:5]}."
         )
+
+
+def _load_tower(module: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:
+    """Copy a pretrained tower's weights into an encoder; only the dropped pooler may be left over."""
+    result = module.load_state_dict(state_dict, strict=False)
+    _check_fit(name, "the pretrained model", result.missing_keys, [], result.unexpected_keys)
 
 
 def _require_one(name: str, value: Any, alternative: str, other: Any) -> None:
