@@ -31,7 +31,8 @@ from mm_hub.cli import run
 from mm_hub.inputs import InputError
 from mm_hub.limits import MAX_BODY_BYTES, UPLOAD_MARGIN_BYTES, BodySizeLimit, releasing_memory
 from mm_hub.loading import resolve_model_sources
-from mm_hub.predictor import ABLATIONS, Predictor
+from mm_hub.predictor import Predictor
+from mm_hub.tasks.classification import ABLATIONS
 from mm_hub.shapes import LABELS
 from training.demo_model import demo_models
 

@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -569,4 +570,77 @@ def is_saved_index(path_or_repo_id: str) -> bool:
         return False  # an unreachable Hub or a server error are not hidden: they say so)
 
 
-__all__ = ["METADATA_FILE", "MultimodalIndex", "is_saved_index"]
+def cached_index(
+    model: Any,
+    processor: Any,
+    dataset: str | os.PathLike | None = None,
+    split: str | None = None,
+    image_column: str = "image",
+    text_column: str | None = None,
+    max_rows: int | None = None,
+    cache: bool = True,
+    progress: bool = True,
+    model_id: str | None = None,
+    revision: str | None = None,
+) -> MultimodalIndex:
+    """An index of a dataset for searching with ``model``, built once: it is saved under ``cache_dir() / "indexes"``
+    keyed by the model's fingerprint and the dataset, and reopened on later starts (the app's Search tab).
+
+    Args:
+        model, processor: a retrieval model and its processor.
+        dataset: a saved or pushed mm_hub index (folder or Hub dataset id with ``mm_hub_index.json``, used as
+            is), any Hub dataset id or local dataset folder (``datasets.load_dataset``), or None for the
+            built-in shapes retrieval data (200 generated scenes with 3 captions each).
+        split: split to index (default ``"train"``; ``"eval"`` for the shapes data).
+        image_column: the image column.
+        text_column: the text column (a string or a list of captions); default ``"text"``, ``"caption"`` or
+            ``"captions"``, whichever exists.
+        max_rows: index only the first rows.
+        cache: reuse / write the cached index.
+        progress: show the embedding progress bar.
+        model_id, revision: the model's id and revision, recorded in the index.
+
+    Raises:
+        ValueError: the dataset cannot be loaded, or has no image and text columns.
+    """
+    from .paths import cache_dir
+    from .rows import load_split
+
+    if dataset is not None and is_saved_index(str(dataset)):
+        return MultimodalIndex.load(str(dataset), model, processor)
+    fingerprint = model_fingerprint(model, processor)
+    spec = {"dataset": str(dataset), "split": split, "image": image_column, "text": text_column, "rows": max_rows}
+    key = hashlib.sha256(
+        json.dumps([spec, fingerprint["config_hash"], fingerprint["probe_image_embeds"]]).encode()
+    ).hexdigest()[:20]
+    folder = cache_dir() / "indexes" / key
+    if cache and (folder / METADATA_FILE).exists():
+        try:
+            return MultimodalIndex.load(folder, model, processor)
+        except ValueError as error:  # a stale or damaged cache entry is rebuilt rather than trusted
+            warnings.warn(f"Rebuilding the cached search index {folder}: {error}")
+    dataset_id = str(dataset) if dataset is not None else "mm_hub shapes (retrieval, eval split)"
+    try:
+        if dataset is None:
+            rows, base_dir = load_split("shapes", "num_train=0,num_eval=200,num_heldout=0", split or "eval")
+        else:
+            rows, base_dir = load_split(str(dataset), None, split or "train")
+    except (OSError, ValueError) as error:  # missing, unreachable, unreadable: one message for the person
+        raise ValueError(f"Cannot load the dataset {dataset_id!r} to index: {error}") from error
+    if max_rows is not None:
+        rows = rows.select(range(min(max_rows, len(rows))))
+    text_column = text_column or next((c for c in ("text", "caption", "captions") if c in rows.column_names), None)
+    if image_column not in rows.column_names or text_column not in rows.column_names:
+        raise ValueError(
+            f"Cannot search {dataset_id}: it needs an image column ({image_column!r}) and a text column (text, "
+            f"caption or captions); its columns are {rows.column_names}."
+        )
+    index = MultimodalIndex.build(model, processor, rows, image_column=image_column, text_column=text_column,
+                                  model_id=model_id, model_revision=revision, dataset_id=dataset_id,
+                                  progress=progress, base_dir=base_dir)
+    if cache:
+        index.save(folder)
+    return index
+
+
+__all__ = ["METADATA_FILE", "MultimodalIndex", "cached_index", "is_saved_index"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from transformers import AutoModelForImageTextToText
@@ -9,6 +10,7 @@ from transformers import AutoModelForImageTextToText
 from ..metrics import generation_metrics
 from ..model.configuration_mm_hub import GENERATION_TASK
 from ..model.generation_mm_hub import MMHubForConditionalGeneration
+from ..inputs import InputError, check_text, check_whole_number
 from . import Scoring, SplitEvaluation, Task, register_task
 
 
@@ -75,3 +77,63 @@ GENERATION = register_task(Task(
     text_required=False,
     evaluation=SplitEvaluation(write_batch, score),
 ))
+
+
+class Describing:
+    """The Describe tab's work: a caption, or the answer to a question, written token by token. A mixin of
+    `mm_hub.predictor.Predictor`, whose ``model``, ``processor``, ``config``, ``read_image`` and ``can_generate`` it
+    reads."""
+
+    def _generation_inputs(self, image: Any, question: Any, max_new_tokens: Any) -> dict[str, Any]:
+        """The checked arguments of `generate` for one image and an optional question."""
+        if not self.can_generate:
+            raise InputError("This model does not write text (it has no decoder); load a generation model to describe "
+                             "images.")
+        rgb = self.read_image(image)
+        prompt = None if question is None or (isinstance(question, str) and not question.strip()) else question
+        inputs = self.processor(images=[rgb], text=None if prompt is None else [check_text(prompt, "question")])
+        prompt_length = inputs["input_ids"].shape[1] if "input_ids" in inputs else 2
+        room = self.config.decoder_max_positions - prompt_length
+        what = f"number of new tokens (this model writes at most {self.config.decoder_max_positions}, question included)"
+        tokens = room if max_new_tokens is None else check_whole_number(max_new_tokens, what, 1, room)
+        return {**inputs, "max_new_tokens": tokens, "do_sample": False}
+
+    def describe(self, image: Any, question: Any = None, max_new_tokens: Any = None) -> str:
+        """What the model writes about ``image``: a caption, or the answer to ``question`` (greedy decoding, at most
+        ``max_new_tokens`` tokens; default: as many as the model may write).
+
+        Raises:
+            InputError: bad image or question, a ``max_new_tokens`` the model cannot write, or a model without a
+                decoder.
+        """
+        text = ""
+        for text in self.describe_stream(image, question, max_new_tokens):
+            pass
+        return text
+
+    def describe_stream(self, image: Any, question: Any = None, max_new_tokens: Any = None) -> Iterator[str]:
+        """`describe`, as the text so far after each new token (the model writes in a background thread)."""
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        kwargs = self._generation_inputs(image, question, max_new_tokens)
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self.model.generate(**kwargs, streamer=streamer)
+            except Exception as error:  # re-raised below, in the caller's thread
+                failure.append(error)
+                streamer.end()
+
+        worker = Thread(target=write, daemon=True)
+        worker.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text.strip()
+        worker.join()
+        if failure:
+            raise failure[0]
