@@ -219,3 +219,20 @@ def test_the_decoder_is_a_transformers_citizen(processor, tmp_path):
     assert reloaded.get_output_embeddings().weight.shape[0] == len(tokenizer()) + 8
     assert torch.equal(reloaded.generate(**inputs, max_new_tokens=4), model.generate(**inputs, max_new_tokens=4))
     assert before.shape == model.generate(**inputs, max_new_tokens=4).shape
+
+
+def test_a_generator_saved_before_the_decoder_had_its_own_config_loads_the_same(model, processor, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    model.save_pretrained(tmp_path)
+    assert "lm_head.weight" not in load_file(str(tmp_path / "model.safetensors"))  # tied: stored once, as before
+    config = json.loads((tmp_path / "config.json").read_text())
+    for added in ("decoder_vocab_size", "tie_word_embeddings"):  # what a folder of an earlier version lacks
+        config.pop(added)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    inputs = processor(images=random_images(2), text=["what colour?", "which shape is red?"])
+    reloaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
+    assert torch.equal(reloaded.generate(**inputs, max_new_tokens=5), model.generate(**inputs, max_new_tokens=5))
