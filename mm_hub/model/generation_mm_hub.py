@@ -254,7 +254,10 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         self.memory_positions = nn.Embedding(config.fusion_max_positions, fusion_size)
         self.memory_projection = nn.Sequential(nn.Linear(fusion_size, size), nn.LayerNorm(size))
         self.decoder = MMHubTextDecoder(decoder)
-        self.lm_head = nn.Linear(size, decoder.vocab_size, bias=False)
+        # Tied, its weight is the token table (post_init ties them): made without a weight of its own, so that
+        # building it draws no random numbers and the other layers start as they always did.
+        self.lm_head = nn.Linear(size, decoder.vocab_size, bias=False,
+                                 device="meta" if config.tie_word_embeddings else None)
         self.post_init()
 
     def _written_ids(self, device: torch.device) -> torch.Tensor | None:
