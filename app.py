@@ -33,6 +33,7 @@ from mm_hub.limits import MAX_BODY_BYTES, UPLOAD_MARGIN_BYTES, BodySizeLimit, re
 from mm_hub.loading import resolve_model_sources
 from mm_hub.predictor import Predictor
 from mm_hub.tasks.classification import ABLATIONS
+from mm_hub.tasks.generation import DECODING
 from mm_hub.shapes import LABELS
 from training.demo_model import demo_models
 
@@ -107,7 +108,7 @@ class TabContext:
     examples, and the settings every model call shares."""
 
     predictor: Predictor | None
-    examples: list[list[str]] | None
+    examples: list[list[str]] | None  # [[image_path, text, expected], ...] of this tab
     shared: dict[str, Any]
     demo: gr.Blocks
 
@@ -192,28 +193,43 @@ def explain_tab(tab: TabContext) -> None:
 
 
 def describe_tab(tab: TabContext) -> None:
-    """Describe: a caption, or the answer to a question, written token by token; ``/describe``."""
+    """Describe: a caption, or the answer to a question, written token by token, and how sure the model is;
+    ``/describe``. Greedy by default; beam search and sampling (`DECODING`) on request."""
 
     @_user_errors
-    def describe(image: Any, question: str, max_new_tokens: float) -> Iterator[str]:
-        """What the model writes about the image: a caption, or the answer to the question (streamed)."""
+    def describe(image: Any, question: str, max_new_tokens: float,
+                 decoding: str = "greedy") -> Iterator[tuple[str, float | None]]:
+        """What the model writes about the image (a caption, or the answer to the question, streamed) and, once
+        done, the mean probability of its words (near 1: it read them in the image; low: a guess)."""
         model = tab.model("Describing needs a generation model")
         if isinstance(question, str) and question.strip():
             _warn_about_text(model, question)
-        yield from model.describe_stream(image, question, max_new_tokens)
+        for step in model.describe_stream(image, question, max_new_tokens, decoding):
+            if step.done and step.note:
+                gr.Warning(step.note)
+            yield step.text, None if step.confidence is None else round(step.confidence, 4)
 
     room = getattr(tab.predictor.config, "decoder_max_positions", 64) - 2 if tab.predictor is not None else 62
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="Image", elem_id="describe-image", **IMAGE_INPUT)
             question = gr.Textbox(label="Question (leave empty for a caption)", lines=1,
-                                  placeholder="what colour is the circle?")
-            new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens")
+                                  placeholder="what colour is the circle?", elem_id="describe-question")
+            new_tokens = gr.Slider(1, room, value=room, step=1, label="At most this many new tokens (a question takes "
+                                   "some: the model writes what room it leaves)")
+            decoding = gr.Radio(list(DECODING), value="greedy", label="Decoding")
             button = gr.Button("Describe", variant="primary", elem_id="describe-button")
-        written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
-    button.click(describe, [image, question, new_tokens], written, api_name="describe", **tab.endpoint())
+        with gr.Column():
+            written = gr.Textbox(label="The model writes", lines=3, elem_id="description")
+            sure = gr.Number(label="How sure: the mean probability of the words it wrote (near 1: read in the image; "
+                             "low: a guess)", precision=4, elem_id="describe-confidence")
+            expected = gr.Textbox(label="Expected (the example's caption or answer in the data)", interactive=False,
+                                  visible=bool(tab.examples))
+    button.click(describe, [image, question, new_tokens, decoding], [written, sure], api_name="describe",
+                 **tab.endpoint())
     if tab.examples and tab.predictor is not None:
-        gr.Examples([[row[0], ""] for row in tab.examples], [image, question])
+        gr.Examples(tab.examples, [image, question, expected], label="Examples from the shapes data's eval and "
+                    "held-out splits: captions (no question) and questions, with what the data says")
 
 
 def _gallery_and_rows(hits: list[dict[str, Any]]) -> tuple[list[tuple[Any, str]], list[list[Any]]]:
@@ -326,20 +342,22 @@ def serving(predictors: Sequence[Predictor]) -> dict[str, Predictor | None]:
     return {name: next((predictor for predictor in predictors if predictor.serves(name)), None) for name in TABS}
 
 
-def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[str]] | None = None) -> gr.Blocks:
+def build_demo(predictors: Predictor | Sequence[Predictor],
+               examples: dict[str, list[list[str]]] | None = None) -> gr.Blocks:
     """Lay out `TABS` around one or several models (`serving` picks the model of each tab; a tab no model can serve
     is hidden and its endpoint unlisted) under a header naming each model; the queue limits concurrent model calls.
 
     Args:
         predictors: the models, loaded.
-        examples: ``[[image_path, text, expected], ...]`` rows (`mm_hub.examples.shapes_examples`), shown under the
-            tabs with their expected answer.
+        examples: by tab name, ``[[image_path, text, expected], ...]`` rows (`examples_for`), shown under the tabs
+            with their expected answer.
 
     A request can name any path, so each predictor is confined to files in Gradio's upload folder and the examples'
     folders (`Predictor.allowed_dirs`).
     """
     predictors = [predictors] if isinstance(predictors, Predictor) else list(predictors)
-    allowed = [gr.utils.get_upload_folder(), *{str(Path(row[0]).parent) for row in examples or []}]
+    examples = examples or {}
+    allowed = [gr.utils.get_upload_folder(), *{str(Path(row[0]).parent) for rows in examples.values() for row in rows}]
     for predictor in predictors:
         predictor.allowed_dirs = allowed
     tabs = serving(predictors)
@@ -354,23 +372,39 @@ def build_demo(predictors: Predictor | Sequence[Predictor], examples: list[list[
         with gr.Tabs():
             for name, (title, build) in TABS.items():
                 with gr.Tab(title, visible=tabs[name] is not None):
-                    build(TabContext(tabs[name], examples, shared, demo))
+                    build(TabContext(tabs[name], examples.get(name), shared, demo))
     return demo.queue(max_size=MAX_QUEUE, default_concurrency_limit=CONCURRENCY_LIMIT)
 
 
-def examples_for(predictors: Sequence[Predictor]) -> list[list[str]] | None:
-    """The app's examples (`shapes_examples`) when its classifier was trained on the shapes data with the labels
-    ``mismatch`` / ``match`` (made with the same dataset config, so they are rows it was scored on); else None."""
-    classifier = serving(predictors)["classify"]
-    info = classifier.reports.get("training_info.json", {}) if classifier is not None else {}
-    if classifier is None or info.get("dataset") != "shapes" or classifier.labels != LABELS:
+def _shapes_rows(predictor: Predictor | None, task: str) -> list[list[str]] | None:
+    """`shapes_examples` of ``task`` made with the shapes dataset config ``predictor`` was trained on (rows it was
+    scored on); None when it was not trained on the shapes data, or its config cannot be rendered."""
+    info = predictor.reports.get("training_info.json", {}) if predictor is not None else {}
+    if info.get("dataset") != "shapes":
         return None
     config = info.get("dataset_config")
     try:
-        return shapes_examples(config if isinstance(config, str) else None)
+        return shapes_examples(config if isinstance(config, str) else None, task=task)
     except ValueError as error:  # a config no examples can be made of: the app starts without them
         logger.warning("No examples: the model's shapes dataset_config %r cannot be rendered (%s).", config, error)
         return None
+
+
+def examples_for(predictors: Sequence[Predictor]) -> dict[str, list[list[str]]]:
+    """The app's examples by tab, from the shapes data the models serving the tabs were trained on (made with the
+    same dataset config, so they are rows they were scored on): the classifier's captions with their label (Classify,
+    Explain, and their images for Search) when its labels are ``mismatch`` / ``match``, and the generator's captions
+    and questions with their answer (Describe)."""
+    tabs = serving(predictors)
+    classifier = tabs["classify"]
+    examples = {}
+    if classifier is not None and classifier.labels == LABELS:
+        rows = _shapes_rows(classifier, "classification")
+        examples.update(dict.fromkeys(("classify", "explain", "search"), rows) if rows else {})
+    described = _shapes_rows(tabs["describe"], "captioning")
+    if described:
+        examples["describe"] = described
+    return examples
 
 
 def create_demo(

@@ -2,6 +2,8 @@
 
     python -m benchmarks.fusion_table --out benchmarks/results_fusion_table.json   # the full table (11 min on 2 cores)
     python -m benchmarks.fusion_table --quick                                        # tiny towers and data (the test)
+    python -m benchmarks.fusion_table --task generation --out benchmarks/results_generation_table.json  # captions and
+                                                      # answers: `benchmarks.generation_table`
 
 Rows: ``image only`` and ``text only`` (the `concat` model with the other modality blanked in every row: the text
 replaced by ``"."``, empty texts being skipped by the loader, or the image by one mean-grey picture), then one row per
@@ -241,11 +243,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="Tiny towers, data and budgets: checks the plumbing.")
     parser.add_argument("--work-dir", default=None, help="Where data and runs go (default: a temporary folder).")
     parser.add_argument("--out", default=None, help="Write the results JSON here.")
+    parser.add_argument("--task", choices=("classification", "generation"), default="classification",
+                        help="The classification table (shapes and digits), or the generation one (captions and "
+                        "answers: benchmarks.generation_table).")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mm_hub-fusions-") as scratch:
-        results = run(seeds, args.workers, args.quick, Path(args.work_dir or scratch))
+        if args.task == "generation":
+            from benchmarks import generation_table
+
+            results = generation_table.run(seeds, args.workers, args.quick, Path(args.work_dir or scratch))
+        else:
+            results = run(seeds, args.workers, args.quick, Path(args.work_dir or scratch))
     return finish({**conditions("fusion_table", argv, load_before), **results}, args.out)
 
 

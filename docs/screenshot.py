@@ -63,15 +63,17 @@ def chromium() -> Iterator[Any]:
 
 
 def drive_every_tab(
-    url: str, image_path: str, text: str, out_dir: str | os.PathLike = SCREENSHOTS, timeout: float = 90
+    url: str, image_path: str, text: str, out_dir: str | os.PathLike = SCREENSHOTS, timeout: float = 90,
+    question: str = "what colour is the circle?",
 ) -> dict[str, str]:
     """Open the app at ``url`` and use each visible tab as a person would: upload ``image_path``, type ``text``
-    (Classify, Explain), a query (Search), pick an item (Recommend), ask for a caption (Describe); wait for the
-    answer and save ``<tab>.png`` into ``out_dir``.
+    (Classify, Explain), a query (Search), pick an item (Recommend), ask for a caption, then ``question`` with the
+    default settings (Describe); wait for the answer and save ``<tab>.png`` into ``out_dir``.
 
     Returns:
         ``{tab: what the page shows}``: the predicted label, the explanation's summary, the first search caption,
-        the best candidate caption, the first recommendation's caption, the written text.
+        the best candidate caption, the first recommendation's caption, the written caption and, under
+        ``"Describe: question"``, the answer; under ``"errors"``, the text of any error the page showed.
     """
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -102,6 +104,9 @@ def drive_every_tab(
                 if now != last:
                     last, since = now, time.monotonic()
             return last
+
+        def value(element: Any) -> str:
+            return element.get_attribute("value").strip()
 
         def upload(elem_id: str) -> None:
             find(f"#{elem_id} input[type=file]").send_keys(image)
@@ -134,7 +139,12 @@ def drive_every_tab(
         if open_tab("Describe"):
             upload("describe-image")
             find("#describe-button").click()
-            seen["Describe"] = settled("#description textarea", lambda e: e.get_attribute("value").strip())
+            seen["Describe"] = settled("#description textarea", value)
+            type_into("describe-question", question)  # the default settings, as a person leaves them
+            find("#describe-button").click()
+            wait.until(lambda d: value(d.find_element(By.CSS_SELECTOR, "#description textarea")) != seen["Describe"]
+                       or d.find_elements(By.CSS_SELECTOR, ".toast-body.error"))  # an answer, or an error
+            seen["Describe: question"] = settled("#description textarea", value)
             driver.save_screenshot(str(out_dir / "describe.png"))
         if open_tab("Search"):
             type_into("search-query", text)
@@ -148,6 +158,9 @@ def drive_every_tab(
             find("#recommend-button").click()
             seen["Recommend"] = shown("#recommend-gallery img", lambda e: e.get_attribute("src") or "")
             driver.save_screenshot(str(out_dir / "recommend.png"))
+        errors = [e.text.strip() for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body.error")]
+        if errors:
+            seen["errors"] = " | ".join(errors)
     return seen
 
 

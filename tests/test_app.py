@@ -21,6 +21,7 @@ from PIL import Image
 
 import app
 from mm_hub.cli import run
+from mm_hub.examples import HELDOUT_NOTE
 from mm_hub.inputs import MAX_TEXT_CHARS
 from mm_hub.predictor import Predictor
 from mm_hub.shapes import render_scene
@@ -165,14 +166,21 @@ def test_a_generation_model_describes_images_through_the_api(tmp_path, image_pat
         assert set(_endpoints(client)) == {"/describe"}
         local = Predictor.from_pretrained(folder)
         for question in ("", "what colour is the circle?"):
-            written = client.predict(handle_file(image_path), question, 5, api_name="/describe")
-            assert written == local.describe(image_path, question, 5)
+            written, sure = client.predict(handle_file(image_path), question, 5, api_name="/describe")
+            assert written == local.describe(image_path, question, 5) and 0 <= sure <= 1
+        beams, _ = client.predict(handle_file(image_path), "", 5, "beam search", api_name="/describe")
+        assert beams == local.describe(image_path, "", 5, "beam search")
+        long_question = "what colour is the circle on the left of the square in the middle of this picture?"
+        written, _ = client.predict(handle_file(image_path), long_question, 30, api_name="/describe")  # capped
+        assert written == local.describe(image_path, long_question, 30)
         for question, tokens, message in (("", 0, "whole number from 1 to 30"), ("", 31, "from 1 to 30"),
                                           ("x" * (MAX_TEXT_CHARS + 1), 5, "limit is")):
             with pytest.raises(AppError, match=message):
                 client.predict(handle_file(image_path), question, tokens, api_name="/describe")
         with pytest.raises(AppError, match="only images uploaded to this app"):
             client.predict({"path": "/etc/hostname"}, "", 5, api_name="/describe")
+        with pytest.raises(AppError, match="decoding must be one of \\['greedy', 'beam search', 'sampling'\\]"):
+            client.predict(handle_file(image_path), "", 5, "top_k=100000", api_name="/describe")
     finally:
         demo.close()
 
@@ -307,7 +315,7 @@ def test_the_default_app_serves_every_endpoint_of_the_demo(default_app):
     assert prediction["label"] in ("match", "mismatch")
     heatmap, words, table, summary = client.predict(handle_file(path), text, api_name="/explain")
     assert [item["token"].split()[0] for item in words] == text.split() and summary.startswith("Prediction **")
-    written = client.predict(handle_file(path), "", 6, api_name="/describe")
+    written, sure = client.predict(handle_file(path), "", 6, api_name="/describe")
     assert isinstance(written, str) and len(written.split()) <= 6
     gallery, scores = client.predict("a red circle", 3, api_name="/search")
     assert len(gallery) == len(scores["data"]) == 3
@@ -348,7 +356,7 @@ def test_a_classifier_a_retrieval_model_and_a_generator_side_by_side(tmp_path, i
         result = client.predict(handle_file(image_path), "a red square", api_name="/classify")
         expected = local["classification"].classify(image_path, "a red square")
         assert {i["label"]: i["confidence"] for i in result["confidences"]} == pytest.approx(expected, abs=1e-5)
-        assert client.predict(handle_file(image_path), "", 4, api_name="/describe") == local["generation"].describe(
+        assert client.predict(handle_file(image_path), "", 4, api_name="/describe")[0] == local["generation"].describe(
             image_path, "", 4)
         assert len(client.predict("a red circle", 2, api_name="/search")[0]) == 2
         assert "generation head" in _markdown(demo, "model-info-describe")
@@ -363,9 +371,15 @@ def test_examples_come_only_from_a_renderable_shapes_config(caplog, tmp_path, mo
         return Predictor(tiny_model("classification", num_labels=2, id2label=LABELS), tiny_processor(),
                          reports={"training_info.json": info})
 
-    rows = app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=48"})])
-    assert rows and all(Image.open(path).size == (48, 48) for path, _, _ in rows)
-    assert app.examples_for([predictor({"dataset": "org/photos"})]) is None  # not the shapes data: no examples
+    examples = app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=48"})])
+    assert set(examples) == {"classify", "explain", "search"}  # no generator: no Describe examples
+    assert all(Image.open(path).size == (48, 48) for path, _, _ in examples["classify"])
+    assert app.examples_for([predictor({"dataset": "org/photos"})]) == {}  # not the shapes data: no examples
     with caplog.at_level("WARNING", logger="mm_hub.app"):  # a hostile training_info.json cannot make it render 10^10 px
-        assert app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=100000"})]) is None
+        assert app.examples_for([predictor({"dataset": "shapes", "dataset_config": "image_size=100000"})]) == {}
     assert "cannot be rendered" in caplog.text
+    writer = Predictor(tiny_model("generation"), tiny_processor(),
+                       reports={"training_info.json": {"dataset": "shapes", "dataset_config": "image_size=48"}})
+    described = app.examples_for([writer])["describe"]  # captions and questions, with what the data says
+    assert [bool(question) for _, question, _ in described] == [False, True, True, False, True]
+    assert described[0][2].startswith("a ") and described[-1][2].endswith(HELDOUT_NOTE)

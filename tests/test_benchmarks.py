@@ -37,7 +37,8 @@ def test_captioning_benchmark_runs_the_preset_quickly():
     from benchmarks.bench_captioning import main as bench_captioning
 
     results = bench_captioning(["--quick"])
-    assert results["train_rows"] == 16 and results["wall_s"] > results["train_runtime_s"] > 0
+    # 16 scenes, each read twice: a caption with no prompt, and a question -> answer (the preset's target_pairs)
+    assert results["train_rows"] == 32 and results["wall_s"] > results["train_runtime_s"] > 0
     assert {"eval_structural_f1", "heldout_structural_f1", "eval_bleu4", "eval_cider"} <= set(results["metrics"])
 
 
@@ -113,6 +114,18 @@ def test_fusion_table_quick_trains_every_row_on_both_tasks(tmp_path):
     assert {name: len(split) for name, split in digits.items()} == {"train": 64, "eval": 16, "test": 16}
     page = "\n".join(report.fusion_section(results))
     assert "| bilinear |" in page and "digits: unseen digits" in page
+
+
+def test_generation_table_quick_trains_every_fusion_and_lever_on_captions_and_answers(tmp_path):
+    from benchmarks.fusion_table import main as fusion_table
+    from benchmarks.generation_table import METRICS, rows
+
+    results = fusion_table(["--task", "generation", "--quick", "--work-dir", str(tmp_path)])
+    assert list(results["table"]) == list(rows()) and results["best_heldout_caption_row"] in results["table"]
+    for row in results["table"].values():
+        assert all(0.0 <= row[name][split]["mean"] <= 1.0 for name in METRICS for split in ("eval", "heldout"))
+    page = "\n".join(report.generation_section(results))
+    assert "| concat |" in page and "answer EM: held-out pairs" in page
 
 
 PARENT_DIES = """

@@ -236,3 +236,19 @@ def test_a_generator_saved_before_the_decoder_had_its_own_config_loads_the_same(
     reloaded = AutoModel.from_pretrained(tmp_path).eval()
     assert reloaded.get_output_embeddings().weight is reloaded.get_input_embeddings().weight
     assert torch.equal(reloaded.generate(**inputs, max_new_tokens=5), model.generate(**inputs, max_new_tokens=5))
+
+
+def test_describe_caps_the_new_tokens_a_question_leaves_and_says_how_sure_it_is(model, processor):
+    from mm_hub.predictor import Predictor
+
+    describer = Predictor(model, processor)
+    image = random_images(1)[0]
+    question = "what colour is the shape on the left of the picture?"
+    steps = list(describer.describe_stream(image, question, model.config.decoder_max_positions - 2))
+    assert [step.done for step in steps].count(True) == 1 and steps[-1].done  # the last one, with the confidence
+    assert 0.0 < steps[-1].confidence <= 1.0 and "wrote at most" in steps[-1].note  # capped with a note, no error
+    prompt_length = processor(text=[question])["input_ids"].shape[1]
+    assert len(tokenizer()(steps[-1].text, add_special_tokens=False)["input_ids"]) <= (
+        model.config.decoder_max_positions - prompt_length)
+    assert describer.describe(image, "", 4, "beam search") == tokenizer().decode(
+        model.generate(**processor(images=[image]), max_new_tokens=4, num_beams=4)[0, 2:], skip_special_tokens=True)

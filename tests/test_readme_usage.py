@@ -75,13 +75,15 @@ def test_generate_section_runs(readme_hub_models, tmp_path, monkeypatch, capsys)
 
     lines = readme_commands("generate")
     assert len(lines) == 2
-    for line in lines:  # the captioning preset, then the same recipe answering questions: tiny sizes, 16 scenes
+    for line in lines:  # the captioning preset (captions and answers), then captions alone: tiny sizes, 16 scenes
         argv = shlex.split(line)
         assert argv[:3] == ["python", "-m", "training.train"], line
         main([*argv[3:], *readme_line_flags(argv[3:]), "--decoder-hidden-size", "16", "--decoder-num-heads", "2"])
-    for folder, columns in (("outputs/captioning", [None, "caption"]), ("outputs/answers", ["question", "answer"])):
+    for folder, pairs, scores in (
+        ("outputs/captioning", ["none:caption", "question:answer"], {"eval_caption_structural_f1",
+                                                                     "heldout_answer_exact_match"}),
+        ("outputs/captions", ["none:caption"], {"eval_structural_f1", "heldout_structural_f1"}),
+    ):
         info = json.loads(Path(folder, "training_info.json").read_text())
-        recipe = read_preset(Path(folder, "train_config.yaml"))
-        assert info["task"] == "image-text-to-text" and [recipe.data.text_column, recipe.data.target_column] == columns
-        assert {"eval_bleu4", "eval_cider", "heldout_bleu4"} <= set(info["metrics"])
-    assert "eval_structural_f1" in json.loads(Path("outputs/captioning/eval_results.json").read_text())
+        assert info["task"] == "image-text-to-text" and read_preset(Path(folder, "train_config.yaml")).data.target_pairs == pairs
+        assert {"eval_bleu4", "eval_cider", "heldout_bleu4", *scores} <= set(info["metrics"])

@@ -12,7 +12,8 @@ import yaml
 from transformers import AutoModel
 
 from mm_hub import AutoModelForImageTextClassification, AutoModelForImageTextRetrieval
-from mm_hub.shapes import load_shapes, make_shapes_dataset, shapes_cache_folder
+from mm_hub.predictor import Predictor
+from mm_hub.shapes import caption_triples, load_shapes, make_shapes_dataset, shapes_cache_folder
 from tests.conftest import tokenizer
 from tests.data import csv_folder, disk_dataset, jsonl_multilabel, tiny_flags
 from training.config import TrainConfig, build_parser
@@ -219,3 +220,28 @@ def test_generation_trains_evaluates_by_writing_and_pushes_with_its_card(tmp_pat
     assert words < set(written) and tokenizer().sep_token_id in written
     with pytest.raises(ValueError, match="needs a --text-column"):
         main(["--dataset", str(data), *tiny_flags(tmp_path / "x"), "--text-column", "none"])
+
+
+def test_one_generator_learns_to_caption_and_to_answer_from_several_column_pairs(tmp_path, caplog):
+    shapes = make_shapes_dataset(num_train=8, num_eval=0, num_heldout=0, image_size=32, task="captioning")
+    datasets.DatasetDict(train=shapes["train"], validation=shapes["train"]).save_to_disk(str(tmp_path / "data"))
+    out = tmp_path / "describer"
+    metrics = main(["--dataset", str(tmp_path / "data"), *tiny_flags(out, text="lstm"), *GENERATION_FLAGS,
+                    "--decoder-hidden-size", "32", "--generation-max-new-tokens", "16", "--max-steps", "200",
+                    "--target-pairs", "none:caption", "question:answer", "--decoder-vocab", "targets",
+                    "--learning-rate", "0.01", "--warmup-steps", "0", "--batch-size", "16", "--no-augment"])
+    # every example and each pair scored: captions by their structure, answers by exact match
+    assert {"eval_cider", "eval_caption_structural_f1", "eval_answer_exact_match"} <= set(metrics)
+    assert read(out, "training_info.json")["num_train_examples"] == 16  # one example per pair of each row
+    describer = Predictor.from_pretrained(out)
+    row = shapes["train"][0]
+    assert describer.describe(row["image"], row["question"]) == row["answer"]  # a question gets its answer
+    assert caption_triples(describer.describe(row["image"], ""))  # an empty prompt gets a caption
+
+    # a caption dataset without a text column: captions, and the log says why
+    renamed = shapes["train"].remove_columns(["question", "answer"]).rename_column("image", "photo")
+    datasets.DatasetDict(train=renamed, validation=renamed).save_to_disk(str(tmp_path / "captions"))
+    with caplog.at_level("INFO", logger="training.data"):
+        main(["--dataset", str(tmp_path / "captions"), *tiny_flags(tmp_path / "c"), *GENERATION_FLAGS,
+              "--image-column", "photo", "--max-steps", "1"])
+    assert "has no 'text' column: training without a prompt (captions)" in caplog.text

@@ -78,6 +78,12 @@ class DataConfig:
         "e.g. a question, or 'none' to write captions without one)."
     )
     target_column: str = _opt("caption", "Column holding the text to write (generation only).")
+    target_pairs: list[str] | None = _opt(
+        None, "Generation: train one model on several (prompt, target) column pairs of each row, as PROMPT:TARGET with "
+        "PROMPT 'none' for no prompt (a caption), e.g. none:caption question:answer. Each row gives one example per "
+        "pair; evaluation scores all of them and each pair (metrics prefixed by its target column). Replaces "
+        "--text-column and --target-column."
+    )
     text_pair_column: str | None = _opt(None, "Optional second text column, encoded as a pair with the first.")
     label_column: str = _opt("label", "Column holding the label (classification only).")
     labels: list[str] | None = _opt(None, "Label names in id order; default: read from the dataset.")
@@ -351,6 +357,12 @@ class TrainConfig:
             if unmet:
                 raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "
                                  f"encoders and rows must not change between epochs; it needs {', '.join(unmet)}.")
+        if data.target_pairs and "target" not in task.columns:
+            raise ValueError(f"--target-pairs trains a model that writes text; the {self.task} task does not.")
+        for spec in data.target_pairs or []:
+            prompt, colon, target = spec.partition(":")
+            if not colon or not prompt or not target:
+                raise ValueError(f"--target-pairs takes PROMPT:TARGET pairs (PROMPT 'none' for a caption), got {spec!r}.")
         if task.text_required and data.text_column is None:
             raise ValueError(f"--task {self.task} needs a --text-column; only tasks that write text may go without "
                              "one.")

@@ -34,6 +34,7 @@ from mm_hub.rows import (
 )
 from mm_hub.rows import load_source as read_source
 from mm_hub.tasks import Task, task_named
+from mm_hub.tasks.generation import PAIR  # with --target-pairs: the "PROMPT:TARGET" pair of an example
 
 from .config import TrainConfig
 
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 EVAL_SPLIT_NAMES = ("validation", "eval", "valid", "test")
 ROW = "__row__"
+NO_PROMPT = "none"  # the prompt of a --target-pairs pair without one (a caption)
 # Labels are trained in float32 and regression squares its errors: a value larger than this overflows the loss to
 # infinity (1e308 passed the finiteness check, and every weight became NaN), so it is no label a model can learn.
 MAX_LABEL_MAGNITUDE = 1e18
@@ -94,32 +96,70 @@ def load_source(config: TrainConfig) -> tuple[datasets.DatasetDict | datasets.It
                        streaming=config.data.streaming, single_split=config.data.train_split)
 
 
-def _columns(config: TrainConfig) -> dict[str, str]:
+def target_pairs(config: TrainConfig) -> list[tuple[str | None, str]]:
+    """``--target-pairs`` as ``(prompt column or None, target column)`` pairs; empty without it."""
+    pairs = [spec.partition(":")[::2] for spec in config.data.target_pairs or []]
+    return [(None if prompt.lower() == NO_PROMPT else prompt, target) for prompt, target in pairs]
+
+
+def _columns(config: TrainConfig, text: bool = True) -> dict[str, str]:
     """The dataset's columns a run reads, by the name they get (``image``, ``text``, ``text_pair``, ``label``,
-    ``target``)."""
+    ``target``); with ``--target-pairs``, the image and every column the pairs name (by their own names). ``text``
+    False: the run found no text column and trains without one."""
     data = config.data
-    kinds = {"image": data.image_column, "text": data.text_column, "text_pair": data.text_pair_column,
+    if data.target_pairs:
+        named = dict.fromkeys(column for pair in target_pairs(config) for column in pair if column is not None)
+        return {"image": data.image_column, **{column: column for column in named}}
+    kinds = {"image": data.image_column, "text": data.text_column if text else None,
+             "text_pair": data.text_pair_column,
              **{kind: getattr(data, option) for kind, option in task_named(config.task).columns.items()}}
     return {kind: column for kind, column in kinds.items() if column is not None}
 
 
-def _check_columns(split: Any, name: str, config: TrainConfig) -> None:
+def _without_default_text(config: TrainConfig, columns: list[str] | None) -> bool:
+    """True when a task that may go without text finds no column of the default name (``text``): it trains without
+    a prompt (captions), and says so."""
+    if task_named(config.task).text_required or columns is None or config.data.text_column != "text":
+        return False
+    if "text" in columns or config.data.target_pairs:
+        return False
+    logger.info("%s has no 'text' column: training without a prompt (captions). Name the prompt column with "
+                "--text-column.", config.data.dataset)
+    return True
+
+
+def _check_columns(split: Any, name: str, config: TrainConfig, text: bool = True) -> None:
     """A configured column missing from a split -> ValueError listing the real columns."""
     columns = split.column_names
     if columns is None:  # streamed data without known features: checked row by row instead
         return
-    wanted = {f"{kind}_column": column for kind, column in _columns(config).items()}
-    for option, column in wanted.items():
+    option_of = {"image": "image_column", "text": "text_column", "text_pair": "text_pair_column",
+                 **task_named(config.task).columns}
+    for kind, column in _columns(config, text).items():
         if column not in columns:
+            option = "target-pairs" if config.data.target_pairs and kind != "image" else option_of[kind]
             raise ValueError(
-                f"Column {column!r} (--{option.replace('_', '-')}) is not in the {name!r} split of {config.data.dataset}; "
-                f"its columns are {columns}."
+                f"Column {column!r} (--{option.replace('_', '-')}) is not in the {name!r} split of "
+                f"{config.data.dataset}; its columns are {columns}."
             )
 
 
-def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
-    """Keep and rename the configured columns; leave images undecoded so a bad file cannot crash the loader."""
-    mapping = {column: kind for kind, column in _columns(config).items()}
+def _pair_view(split: Any, prompt: str | None, target: str, pair: str) -> Any:
+    """``split``'s examples of one (prompt, target) pair: ``image``, the row number, ``text`` (None without a prompt),
+    ``target`` and the pair's name; columns selected and renamed, nothing copied or written to the dataset's cache."""
+    part = split.select_columns(list(dict.fromkeys(["image", ROW, *([prompt] if prompt else []), target])))
+    part = part.rename_columns({old: new for old, new in ((prompt, "text"), (target, "target")) if old and old != new})
+    if isinstance(part, datasets.Dataset):
+        if prompt is None:
+            part = part.add_column("text", [None] * len(part), feature=datasets.Value("string"))
+        return part.add_column(PAIR, [pair] * len(part))
+    return part.map(lambda row: {PAIR: pair, **({} if prompt else {"text": None})})
+
+
+def _prepare(split: Any, config: TrainConfig, limit: int | None, text: bool = True) -> Any:
+    """Keep and rename the configured columns (one example per pair of each row with ``--target-pairs``); leave
+    images undecoded so a bad file cannot crash the loader."""
+    mapping = {column: kind for kind, column in _columns(config, text).items()}
     if limit is not None:
         split = split.take(limit) if isinstance(split, datasets.IterableDataset) else split.select(range(min(limit, len(split))))
     if split.features is not None and isinstance(split.features.get(config.data.image_column), datasets.Image):
@@ -129,10 +169,20 @@ def _prepare(split: Any, config: TrainConfig, limit: int | None) -> Any:
         split = split.select_columns(list(mapping))
     split = split.rename_columns({k: v for k, v in mapping.items() if k != v})
     if isinstance(split, datasets.Dataset):
-        return split.add_column(ROW, list(range(len(split))))
-    # Streamed rows are numbered as they are read (every DDP process reads the same stream, so numbers agree).
-    features = None if split.features is None else datasets.Features({**split.features, ROW: datasets.Value("int64")})
-    return split.map(lambda row, index: {ROW: index}, with_indices=True, features=features)
+        split = split.add_column(ROW, list(range(len(split))))
+    else:  # streamed rows are numbered as they are read (every DDP process reads the same stream, so numbers agree)
+        features = None if split.features is None else datasets.Features(
+            {**split.features, ROW: datasets.Value("int64")})
+        split = split.map(lambda row, index: {ROW: index}, with_indices=True, features=features)
+    if not config.data.target_pairs:
+        return split
+    # One example per pair of each row, as views of the rows (a map would write a copy into the dataset's cache
+    # folder, where two runs on one dataset race); streamed, the pairs alternate.
+    parts = [_pair_view(split, prompt, target, f"{prompt or NO_PROMPT}:{target}")
+             for prompt, target in target_pairs(config)]
+    if isinstance(split, datasets.Dataset):
+        return datasets.concatenate_datasets(parts)
+    return datasets.interleave_datasets(parts, stopping_strategy="all_exhausted")
 
 
 def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | None, str]:
@@ -148,7 +198,8 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | N
     for name in config.data.extra_eval_splits:
         if name not in data:
             raise ValueError(f"Split {name!r} (--extra-eval-splits) is not in {config.data.dataset}; its splits are {available}.")
-    _check_columns(train, config.data.train_split, config)
+    text = not _without_default_text(config, train.column_names)
+    _check_columns(train, config.data.train_split, config, text)
     if eval_name is not None:
         evaluation = data[eval_name]
     elif isinstance(train, datasets.IterableDataset):
@@ -157,12 +208,13 @@ def load_splits(config: TrainConfig) -> tuple[Any, Any, dict[str, Any], Path | N
     else:
         parts = train.train_test_split(test_size=config.data.eval_fraction, seed=config.train.seed)
         train, evaluation = parts["train"], parts["test"]
-    _check_columns(evaluation, eval_name or f"{config.data.train_split} (held-out part)", config)
+    _check_columns(evaluation, eval_name or f"{config.data.train_split} (held-out part)", config, text)
     for name in config.data.extra_eval_splits:
-        _check_columns(data[name], name, config)
-    extra = {name: _prepare(data[name], config, config.data.max_eval_samples) for name in config.data.extra_eval_splits}
-    train = _prepare(train, config, config.data.max_train_samples)
-    evaluation = _prepare(evaluation, config, config.data.max_eval_samples)
+        _check_columns(data[name], name, config, text)
+    extra = {name: _prepare(data[name], config, config.data.max_eval_samples, text)
+             for name in config.data.extra_eval_splits}
+    train = _prepare(train, config, config.data.max_train_samples, text)
+    evaluation = _prepare(evaluation, config, config.data.max_eval_samples, text)
     described = eval_name or f"{config.data.eval_fraction:g} of {config.data.train_split} (seed {config.train.seed})"
     return train, evaluation, extra, base_dir, described
 
@@ -300,7 +352,8 @@ class Collator:
         """Why a row cannot be used (unreadable image, empty text), or None."""
         if row.get("error"):
             return row["error"]
-        if "text" in row and cell_texts(row["text"], lists=self.task.caption_lists) is None:
+        prompted = not str(row.get(PAIR, "")).startswith(f"{NO_PROMPT}:")  # a caption pair reads no prompt
+        if "text" in row and prompted and cell_texts(row["text"], lists=self.task.caption_lists) is None:
             return EMPTY_TEXT
         if "text_pair" in row and cell_texts(row["text_pair"]) is None:
             return EMPTY_TEXT

@@ -198,7 +198,8 @@ def check_finite_weights(model: torch.nn.Module) -> None:
 
 
 class MMHubTrainer(Trainer):
-    """`Trainer` with separate learning rates for pretrained encoders and retrieval evaluation over a whole split."""
+    """`Trainer` with separate learning rates for pretrained encoders, the skipped rows of each batch counted, and
+    whole-split evaluation for the tasks scored that way (`evaluate_split`)."""
 
     def __init__(self, *args: Any, recipe: TrainConfig, eval_collator: Collator | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)

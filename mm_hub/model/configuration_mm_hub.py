@@ -178,6 +178,10 @@ class MMHubConfig(PreTrainedConfig):
             The token ids the decoder may write (its output layer is the token embeddings of these rows); None: the
             whole vocabulary. Built from a training set's targets it makes each step far cheaper, the way captioning
             models keep the words of their training captions.
+        decoder_token_dropout (`float`, *optional*, defaults to 0.0):
+            In training, the share of the words the decoder has written so far (never the prompt's) that it reads as
+            padding instead, so that it must find the next word in the image rather than guess it from the words
+            before: a decoder that learned "red" is followed by "circle" writes it under a red triangle it never saw.
         decoder_vocab_size (`int`, *optional*):
             Rows of the decoder's token embeddings (and of its tied output layer); None: ``vocab_size``. Set by
             `MMHubForConditionalGeneration.resize_token_embeddings`, which resizes the decoder's table only.
@@ -232,6 +236,7 @@ class MMHubConfig(PreTrainedConfig):
     decoder_num_heads: int = 4
     decoder_max_positions: int = 64
     decoder_vocab: list[int] | None = None
+    decoder_token_dropout: float = 0.0
     decoder_vocab_size: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
@@ -317,8 +322,9 @@ class MMHubConfig(PreTrainedConfig):
                      "decoder_hidden_size", "decoder_num_layers", "decoder_max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        for name in ("dropout", "decoder_token_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}.")
 

@@ -385,6 +385,12 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             memory_mask = torch.ones(memory.shape[:2], dtype=torch.long, device=memory.device)
         if use_cache and cache is None:
             cache = new_cache()
+        if self.training and labels is not None and self.config.decoder_token_dropout > 0:
+            # read some of the words written so far as padding (never the prompt: a question must be read whole)
+            written = torch.zeros_like(decoder_input_ids, dtype=torch.bool)
+            written[:, 1:] = labels[:, :-1] != IGNORE_INDEX  # the input at t is the target word predicted at t - 1
+            dropped = written & (torch.rand(written.shape, device=written.device) < self.config.decoder_token_dropout)
+            decoder_input_ids = decoder_input_ids.masked_fill(dropped, self.config.pad_token_id or 0)
         states, cross_attentions = self.decoder(
             decoder_input_ids, encoder_outputs.last_hidden_state, memory_mask, decoder_attention_mask,
             cache if use_cache or cache is not None else None, output_attentions,
