@@ -8,6 +8,7 @@ and the README say of it (``description``) and, if it attends, how its attention
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .configuration_mm_hub import MMHubConfig
@@ -62,21 +63,21 @@ class Fusion(nn.Module):
         return None
 
 
-def position_embeddings(table: nn.Embedding, length: int, what: str) -> torch.Tensor:
-    """Rows ``0 .. length-1`` of a learned position table (length, D); a ValueError starting with ``what`` when the
-    sequence is longer than the table (``config.fusion_max_positions``)."""
-    if length > table.num_embeddings:
+def with_positions(table: nn.Embedding, tokens: torch.Tensor, what: str) -> torch.Tensor:
+    """(B, L, D) tokens + rows ``0 .. L-1`` of a learned position table; a ValueError starting with ``what`` when the
+    sequence is longer than the table (``config.fusion_max_positions``). The positions come from the tensor's own
+    size (not Python arithmetic), so an exported graph keeps L dynamic."""
+    if tokens.shape[1] > table.num_embeddings:
         raise ValueError(
             f"{what} but fusion_max_positions={table.num_embeddings}; use shorter text or smaller images, or raise "
             "fusion_max_positions."
         )
-    return table(torch.arange(length, device=table.weight.device))
+    return tokens + table(torch.arange(tokens.shape[1], device=tokens.device))
 
 
 def with_cell_positions(table: nn.Embedding, image_tokens: torch.Tensor) -> torch.Tensor:
     """(B, N, D) image tokens + learned position embeddings of their grid cells (row-major index)."""
-    num_image = image_tokens.shape[1]
-    return image_tokens + position_embeddings(table, num_image, f"The image gives {num_image} tokens")
+    return with_positions(table, image_tokens, f"The image gives {image_tokens.shape[1]} tokens")
 
 
 def attention_readout(
@@ -126,12 +127,36 @@ class FusionBlock(nn.Module):
         query = self.norm_query(x)
         context = query if self.norm_context is None else self.norm_context(context)
         padding = None if context_mask is None else context_mask == 0  # True where the key must be ignored
-        attended, weights = self.attention(
-            query, context, context, key_padding_mask=padding, need_weights=output_attentions, average_attn_weights=False
-        )
+        if torch.onnx.is_in_onnx_export():
+            attended, weights = self._exportable_attention(query, context, padding), None
+        else:
+            attended, weights = self.attention(
+                query, context, context, key_padding_mask=padding, need_weights=output_attentions,
+                average_attn_weights=False,
+            )
         x = x + self.dropout(attended)
         x = x + self.dropout(self.mlp(self.norm_mlp(x)))
         return x, weights
+
+    def _exportable_attention(self, query: torch.Tensor, context: torch.Tensor,
+                              padding: torch.Tensor | None) -> torch.Tensor:
+        """`nn.MultiheadAttention`'s forward (same weights, same result up to float rounding) written with shapes the
+        ONNX tracer keeps symbolic: torch's own multiplies the batch by the head count in Python, which fixes the
+        batch size of an exported graph."""
+        attention = self.attention
+        heads = attention.num_heads
+        q_w, k_w, v_w = attention.in_proj_weight.chunk(3)
+        q_b, k_b, v_b = attention.in_proj_bias.chunk(3)
+
+        def split(states: torch.Tensor) -> torch.Tensor:  # (B, L, D) -> (B, heads, L, D / heads)
+            return states.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+        mask = None if padding is None else ~padding[:, None, None, :]  # (B, 1, 1, K), True where a query may look
+        attended = F.scaled_dot_product_attention(
+            split(F.linear(query, q_w, q_b)), split(F.linear(context, k_w, k_b)), split(F.linear(context, v_w, v_b)),
+            attn_mask=mask,
+        )
+        return attention.out_proj(attended.transpose(1, 2).flatten(2))  # (B, Q, D)
 
 
 class ConcatFusion(Fusion):
@@ -288,18 +313,14 @@ class SequenceFusion(Fusion):
         output_attentions: bool = False,
     ) -> FusionResult:
         """(B, N, D) image tokens, (B, T, D) text tokens, (B, T) mask -> (B, D) and the self-attention maps."""
-        batch, num_image, num_text = image_tokens.shape[0], image_tokens.shape[1], text_tokens.shape[1]
-        length = 1 + num_image + num_text
-        positions = position_embeddings(
-            self.position_embeddings,
-            length,
-            f"The joint sequence has {length} tokens (1 + {num_image} image + {num_text} text)",
-        )
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), image_tokens, text_tokens], dim=1)  # (B, S, D)
-        modality = torch.tensor([0] + [1] * num_image + [2] * num_text, device=x.device)
-        x = x + self.modality_embeddings(modality) + positions
-        ones = torch.ones(batch, 1 + num_image, dtype=text_mask.dtype, device=x.device)
-        mask = torch.cat([ones, text_mask], dim=1)  # (B, S)
+        num_image, num_text = image_tokens.shape[1], text_tokens.shape[1]
+        kinds = self.modality_embeddings.weight  # 0: [CLS], 1: image, 2: text
+        # Sizes come from the tensors themselves (not Python arithmetic), so an exported graph keeps them dynamic.
+        x = torch.cat([(self.cls_token + kinds[0]).expand(image_tokens.shape[0], -1, -1), image_tokens + kinds[1],
+                       text_tokens + kinds[2]], dim=1)  # (B, S, D)
+        x = with_positions(self.position_embeddings, x, f"The joint sequence has {x.shape[1]} tokens "
+                           f"(1 + {num_image} image + {num_text} text)")
+        mask = torch.cat([torch.ones_like(text_mask[:, :1]).expand(-1, 1 + num_image), text_mask], dim=1)  # (B, S)
         attentions = []
         for block in self.blocks:
             x, weights = block(x, None, mask, output_attentions)

@@ -44,9 +44,11 @@ def new_cache() -> EncoderDecoderCache:
 
 def right_padded(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) ids and mask with each row's real tokens moved to the front, in order (left-padded prompts become
-    right-padded: the BiLSTM text encoder reads a row from its first position)."""
-    order = torch.argsort((mask == 0).to(torch.int8), dim=1, stable=True)
-    return ids.gather(1, order), mask.gather(1, order)
+    right-padded: the BiLSTM text encoder reads a row from its first position). Scattered to their new places
+    rather than sorted, which ONNX export cannot trace."""
+    real = (mask != 0).long()
+    place = torch.where(real == 1, real.cumsum(1) - 1, real.sum(1, keepdim=True) + (1 - real).cumsum(1) - 1)  # (B, T)
+    return ids.scatter(1, place, ids), mask.scatter(1, place, mask)
 
 
 def left_padded(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +335,7 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             [(fused + kinds[0])[:, None], image_tokens + kinds[1] + self.memory_positions(cells), text_tokens + kinds[2]],
             dim=1,
         )  # (B, 1 + N + T, F)
-        ones = torch.ones(len(memory), 1 + num_image, dtype=attention_mask.dtype, device=memory.device)
+        ones = torch.ones_like(attention_mask[:, :1]).expand(-1, 1 + num_image)  # (B, 1 + N): the batch stays symbolic
         return MMHubEncoderOutput(
             last_hidden_state=self.memory_projection(memory),
             attention_mask=torch.cat([ones, attention_mask], dim=1),

@@ -479,11 +479,11 @@ class MMHubModel(MMHubPreTrainedModel):
         """
         _require_one("pixel_values", pixel_values, "image_tokens", image_tokens)
         _require_one("input_ids", input_ids, "text_tokens", text_tokens)
-        num_images = len(pixel_values if image_tokens is None else image_tokens)
+        num_images = (pixel_values if image_tokens is None else image_tokens).shape[0]
         texts = input_ids if text_tokens is None else text_tokens
-        if num_images != len(texts):
+        if num_images != texts.shape[0]:
             raise ValueError(
-                f"Got {num_images} images but {len(texts)} texts; classification needs one image per text."
+                f"Got {num_images} images but {texts.shape[0]} texts; classification needs one image per text."
             )
         if attention_mask is None:
             attention_mask = torch.ones(texts.shape[:2], dtype=torch.long, device=texts.device)

@@ -78,6 +78,8 @@ class Task:
         text_required: whether rows need a text (a generator may write captions without a prompt).
         caption_lists: whether a text cell may hold a list of captions, one picked at random per training step.
         evaluation: a `SplitEvaluation`, or None where the Trainer's loop scores it with ``scoring.compute``.
+        onnx_graphs: ``(model, processor) -> [mm_hub.export.OnnxGraph, ...]``: the graphs ``training.export``
+            writes (None: its models do not export); ``mm_hub.ort_mm_hub.RUNTIMES[name]`` runs them.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Task:
     text_required: bool = True
     caption_lists: bool = False
     evaluation: SplitEvaluation | None = None
+    onnx_graphs: Callable[[Any, Any], list[Any]] | None = None
 
     def scoring_for(self, problem_type: str | None = None) -> Scoring:
         """Its `Scoring` (for classification, that of ``problem_type``)."""

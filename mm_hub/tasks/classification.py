@@ -20,6 +20,7 @@ from ..explain import (
     pixels_to_image,
     word_positions,
 )
+from ..export import classifier_graphs
 from ..inputs import InputError, check_text
 from ..metrics import classification_metrics, multilabel_metrics, regression_metrics
 from ..model.configuration_mm_hub import CLASSIFICATION_TASK, infer_problem_type
@@ -74,6 +75,7 @@ CLASSIFICATION = register_task(Task(
     preset="classification",
     shapes_variant="classification",
     columns={"label": "label_column"},
+    onnx_graphs=classifier_graphs,
 ))
 
 

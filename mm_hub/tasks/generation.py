@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText
 
+from ..export import generator_graphs
 from ..metrics import generation_metrics
 from ..model.configuration_mm_hub import GENERATION_TASK
 from ..model.generation_mm_hub import MMHubForConditionalGeneration
@@ -94,6 +95,7 @@ GENERATION = register_task(Task(
     columns={"target": "target_column"},
     text_required=False,
     evaluation=SplitEvaluation(write_batch, score),
+    onnx_graphs=generator_graphs,
 ))
 
 

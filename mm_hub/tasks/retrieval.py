@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForZeroShotImageClassification
 
 from ..auto import AutoModelForImageTextRetrieval
+from ..export import retrieval_graphs
 from ..metrics import retrieval_metrics
 from ..model.configuration_mm_hub import RETRIEVAL_TASK
 from ..model.modeling_mm_hub import MMHubForImageTextRetrieval
@@ -77,6 +78,7 @@ RETRIEVAL = register_task(Task(
     shapes_variant="retrieval",
     caption_lists=True,
     evaluation=SplitEvaluation(embed_batch, score),
+    onnx_graphs=retrieval_graphs,
 ))
 
 
