@@ -4,6 +4,7 @@
     python app.py --model org/name --revision main  # a pushed model (or a local folder)
     python app.py --model org/cls --model org/clip  # several side by side: each tab is served by the first that can
     MM_HUB_MODEL=org/name python app.py             # the same through the environment (as in a Space)
+    python app.py --runtime onnx                    # served by ONNX Runtime from each model's export (int8)
 
 The models are chosen by: ``--model`` > ``$MM_HUB_MODEL`` (with ``$MM_HUB_REVISION``) > ``space_config.json`` (the
 app manifest) beside this file > the demo models (`mm_hub.loading.resolve_model_sources`). This file only lays out
@@ -47,6 +48,7 @@ MAX_UPLOAD = 20_000_000  # bytes of one uploaded file; every other request body:
 # session is a new one: at Gradio's default of 10,000 sessions, requests alone would grow the app by 800 MB. The app
 # keeps no per-session state (no gr.State), so the last few sessions are plenty.
 SESSION_CAPACITY = 100
+RUNTIMES = ("torch", "onnx")  # --runtime: the torch models, or their ONNX exports (mm_hub.onnx_serving)
 # Small images (the shapes data is 48 px) are shown enlarged, pixel for pixel; gallery captions wrap, never cut.
 APP_CSS = """
 .image-frame img { object-fit: contain !important; min-height: 192px; image-rendering: pixelated; }
@@ -408,16 +410,22 @@ def examples_for(predictors: Sequence[Predictor]) -> dict[str, list[list[str]]]:
 
 
 def create_demo(
-    model: str | list[str] | None = None, revision: str | None = None, dataset: str | None = None
+    model: str | list[str] | None = None, revision: str | None = None, dataset: str | None = None,
+    runtime: str = "torch",
 ) -> gr.Blocks:
     """Resolve the models (see the module docstring), load them, index the search data for the retrieval model
-    (``dataset``, else ``$MM_HUB_DATASET``, else the built-in shapes data), and build the app.
+    (``dataset``, else ``$MM_HUB_DATASET``, else the built-in shapes data), and build the app. ``runtime="onnx"``
+    serves each model from its ONNX export (`Predictor.use_onnx`: its ``onnx/`` folder, else one made once).
 
     Raises:
         ModelLoadError: a model cannot be loaded. InputError: the search dataset cannot be indexed.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"The runtime must be one of {list(RUNTIMES)}, got {runtime!r}.")
     sources = resolve_model_sources(model, revision, app_dir=APP_DIR)
     predictors = Predictor.from_sources(sources, demo_models=demo_models)
+    for predictor in predictors if runtime == "onnx" else ():
+        predictor.use_onnx()
     searcher = serving(predictors)["search"]
     if searcher is not None:
         searcher.build_search_index(dataset or os.environ.get("MM_HUB_DATASET") or None)
@@ -450,6 +458,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dataset the retrieval model searches and recommends from (Hub id, local folder or saved index; "
         "default: $MM_HUB_DATASET, then the built-in shapes data)",
     )
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="torch (default), or onnx: each model's ONNX export with ONNX Runtime (int8 where "
+                        "exported so; made once into the cache when the model has no onnx/ folder)")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1, or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="port (default: 7860, or $GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
@@ -464,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     logging.getLogger("mm_hub").addHandler(handler)
     logging.getLogger("mm_hub").setLevel(logging.INFO)
-    app = create_demo(args.model, args.revision, args.dataset)
+    app = create_demo(args.model, args.revision, args.dataset, args.runtime)
     launch(app, server_name=args.host, server_port=args.port, share=args.share)
 
 

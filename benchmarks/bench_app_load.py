@@ -2,6 +2,7 @@
 latency percentiles. `tests/test_app_load.py` runs it on a tiny model with a time bound.
 
     python -m benchmarks.bench_app_load --out benchmarks/results_app_load.json   # the demo model, 8 x 25 requests
+    python -m benchmarks.bench_app_load --runtime torch onnx   # the app on torch, then on ONNX Runtime, one run
     python -m benchmarks.bench_app_load --model org/name --clients 4 --requests 10
     python -m benchmarks.bench_app_load --url http://127.0.0.1:7860/   # an app that is already running
 """
@@ -56,6 +57,28 @@ def run_load(url: str, image_path: str, text: str, clients: int = 8, requests: i
     }
 
 
+def classify_ms(model: str | None, runtime: str, image_path: str, text: str, calls: int = 50) -> float:
+    """Milliseconds of one `Predictor.classify` in this process (the model's share of a request), median of
+    ``calls``."""
+    from PIL import Image
+
+    from mm_hub.predictor import Predictor
+    from training.demo_model import demo_models
+
+    predictor = Predictor.from_pretrained(model or demo_models()[0])
+    if runtime == "onnx":
+        predictor.use_onnx()
+    with Image.open(image_path) as image:
+        image.load()
+        predictor.classify(image, text)
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            predictor.classify(image, text)
+            times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the app in this process (unless ``--url``) and print the load results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="load an app that is already running instead")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
+    parser.add_argument("--runtime", nargs="+", default=["torch"], choices=["torch", "onnx"],
+                        help="serve the model with torch and/or from its ONNX export (app.py --runtime), in turn")
     parser.add_argument("--out", help="write the results, the command and the machine to this JSON file")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -72,31 +97,41 @@ def main(argv: list[str] | None = None) -> None:
     from mm_hub.examples import shapes_examples
 
     image_path, text, _ = shapes_examples()[0]
-    demo = None
-    if args.url is None:
-        import app
+    results = {}
+    for runtime in args.runtime:
+        demo = None
+        if args.url is None:
+            import app
 
-        demo = app.create_demo(model=args.model)
-        app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    try:
-        result = run_load(args.url or demo.local_url, image_path, text, args.clients, args.requests)
-    finally:
-        if demo is not None:
-            demo.close()
-    print(
-        f"{result['requests']} requests from {args.clients} clients: {result['errors']} errors, "
-        f"p50 {result['p50_s'] * 1000:.0f} ms, p95 {result['p95_s'] * 1000:.0f} ms, max {result['max_s'] * 1000:.0f} ms, "
-        f"{result['throughput_rps']:.1f} req/s ({result['wall_s']:.1f} s)"
-    )
-    for message in result["error_messages"]:
-        print("  error:", message)
+            demo = app.create_demo(model=args.model, runtime=runtime)
+            app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+        try:
+            result = results[runtime] = run_load(args.url or demo.local_url, image_path, text, args.clients,
+                                                 args.requests)
+        finally:
+            if demo is not None:
+                demo.close()
+        print(
+            f"{runtime}: {result['requests']} requests from {args.clients} clients: {result['errors']} errors, "
+            f"p50 {result['p50_s'] * 1000:.0f} ms, p95 {result['p95_s'] * 1000:.0f} ms, "
+            f"max {result['max_s'] * 1000:.0f} ms, {result['throughput_rps']:.1f} req/s ({result['wall_s']:.1f} s)"
+        )
+        for message in result["error_messages"]:
+            print("  error:", message)
+        if args.url is None:
+            result["classify_ms"] = classify_ms(args.model, runtime, image_path, text)
+            print(f"  Predictor.classify alone: {result['classify_ms']:.1f} ms")
     if args.out:
+        first = results[args.runtime[0]]
         record = {
             **conditions("bench_app_load", argv, load_before),
             "model": args.model or args.url or "the demo model",
             "clients": args.clients,
-            **result,
+            "runtime": args.runtime[0],
+            **first,
         }
+        if len(results) > 1:  # the same load on each runtime, one after the other in this process
+            record["runtimes"] = results
         write_json(args.out, record)
 
 

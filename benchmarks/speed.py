@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from benchmarks._run import conditions, finish
+from benchmarks.onnx_speed import onnx_serving
 from benchmarks.train_loop import training_loop_speed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="mm_hub_bench_speed_") as work:
         pipeline_results = pipeline_overhead(shape, Path(work))
         training_results = training_loop_speed(shape, Path(work))
+        onnx_results = onnx_serving(shape, Path(work))
     peer_results = against_peer(shape)
     generation_results = generation_speed(shape)
     results = {
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peer": peer_results,
         "generation": generation_results,
         "training": training_results,
+        "onnx": onnx_results,
     }
     return finish(results, args.out)
 

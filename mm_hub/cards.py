@@ -147,8 +147,41 @@ repo runs (`AutoModel.from_pretrained("{repo_id}")`).
     return load + (task.usage.format(repo_id=repo_id, pipeline_task=task.pipeline_task) if task else "")
 
 
-def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.0") -> ModelCard:
-    """Build the Hub model card of the mm_hub model saved in `folder`, to be pushed as `repo_id`.
+ONNX_USAGE = """## Without torch: the ONNX export
+
+`onnx/` holds this model's ONNX graphs ({graphs}; {quantized}), its processor files and `ort_mm_hub.py`, a small
+runtime that needs only `onnxruntime`, `transformers` (the tokenizer and the PIL image processor) and Pillow:
+
+```python
+from huggingface_hub import snapshot_download
+import sys
+
+folder = snapshot_download("{repo_id}", allow_patterns=["onnx/*"]) + "/onnx"
+sys.path.insert(0, folder)
+from ort_mm_hub import load
+
+model, processor = load(folder)   # the int8 graphs where there are some
+inputs = processor(images=[image], text=["a red circle on the left"])
+```
+
+then `model(**inputs)` (a classifier's `logits`, a retrieval model's embeddings) or `model.generate(**inputs)` (a
+generator). The mm_hub app serves it with `python app.py --model {repo_id} --runtime onnx`.
+"""
+
+
+def onnx_usage(repo_id: str, onnx_config: dict[str, Any]) -> str:
+    """The card's section on the ONNX export pushed beside the model (``onnx_config.json`` of it)."""
+    graphs = onnx_config.get("graphs", {})
+    int8 = [name for name, graph in graphs.items() if graph.get("int8_file")]
+    quantized = f"int8 versions of {', '.join(f'`{name}`' for name in int8)}" if int8 else "fp32 only"
+    return ONNX_USAGE.format(repo_id=repo_id, graphs=", ".join(f"`{graph['file']}`" for graph in graphs.values()),
+                             quantized=quantized)
+
+
+def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.0",
+                     onnx_config: dict[str, Any] | None = None) -> ModelCard:
+    """Build the Hub model card of the mm_hub model saved in `folder`, to be pushed as `repo_id` (with
+    ``onnx_config``, the ``onnx_config.json`` of an export pushed beside it, a section on running that).
 
     Raises ValueError when the folder holds no mm_hub `config.json`.
     """
@@ -184,6 +217,8 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
         model_name=repo_id.split("/")[-1], eval_results=eval_results,
     )
     body = _body(folder, repo_id, config, architecture, declared, training, metrics)
+    if onnx_config is not None:
+        body = body.replace("## Limitations", onnx_usage(repo_id, onnx_config) + "\n## Limitations", 1)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 

@@ -5,11 +5,13 @@ torch on the spot, optionally quantized to int8, with the processor's files, the
 Graphs are traced with torch.onnx's TorchScript exporter (``dynamo=False``): torch.export cannot trace the BiLSTM
 text encoder's packed sequences, and one exporter for every head keeps the graphs alike. Batch and sequence axes are
 dynamic; the image side is fixed by the processor's image size. int8 is ONNX Runtime's dynamic quantization of the
-matrix products (weights int8, activations quantized per batch at run time), which uses the CPU's VNNI / AMX units.
+matrix products (weights int8, activations quantized per batch at run time), which uses the CPU's VNNI / AMX units,
+and, given calibration images, static quantization of the image encoder's convolutions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import platform
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,9 @@ from .model.generation_mm_hub import new_cache
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max abs difference of fp32 outputs from torch's that an export may have
 QUANTIZE_CHOICES = ("int8",)
-# What int8 quantizes: the matrix products (and the BiLSTM's); convolutions stay fp32, as ONNX Runtime's integer
-# convolution is slower than its fp32 one on these CPUs (benchmarks/README.md, the ONNX rows).
+# What int8 quantizes dynamically: the matrix products (and the BiLSTM's). Convolutions are quantized statically, with
+# calibration images, or not at all: ONNX Runtime's dynamic integer convolution measured 1.6x to 4.9x slower than its
+# fp32 one here (benchmarks/README.md, the ONNX section).
 INT8_OPS = ("MatMul", "Gemm", "LSTM", "Attention")
 
 
@@ -50,6 +53,7 @@ class OnnxGraph:
         outputs: the output names.
         dynamic_axes: ``{input or output name: {axis: axis name}}``.
         metadata: what the runtime needs besides the graph and ``config.json`` (written into ``onnx_config.json``).
+        int8: whether ``--quantize int8`` quantizes it (False for a graph whose outputs int8 moves too far).
     """
 
     name: str
@@ -58,6 +62,7 @@ class OnnxGraph:
     outputs: list[str]
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    int8: bool = True
 
 
 def example_inputs(processor: Any, texts: Sequence[str] = ("a red circle on the left", "a square")) -> dict[str, Any]:
@@ -111,9 +116,12 @@ def retrieval_graphs(model: nn.Module, processor: Any) -> list[OnnxGraph]:
         OnnxGraph("image_model", _ImageEmbeds(model), {"pixel_values": inputs["pixel_values"]}, ["image_embeds"],
                   {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
                   {"logit_scale": model.logit_scale.item()}),
+        # Kept fp32 under --quantize: int8 text embeddings cost the demo retrieval model 19 points of image->text
+        # recall@1 (its captions differ by a word or their order), int8 image embeddings none
+        # (benchmarks/results_onnx_accuracy.json).
         OnnxGraph("text_model", _TextEmbeds(model),
                   {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}, ["text_embeds"],
-                  {"input_ids": TEXT_AXES, "attention_mask": TEXT_AXES, "text_embeds": {0: "batch"}}),
+                  {"input_ids": TEXT_AXES, "attention_mask": TEXT_AXES, "text_embeds": {0: "batch"}}, int8=False),
     ]
 
 
@@ -234,27 +242,64 @@ def _max_difference(graph: OnnxGraph, path: Path) -> float:
     return max(float(np.abs(a - e.numpy()).max()) if e.numel() else 0.0 for a, e in zip(actual, expected))
 
 
-def quantize_int8(path: Path, target: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantization of ``path``'s matrix products (`INT8_OPS`) into ``target``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs general advice to the root logger: hold it back while it runs."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.ERROR))  # the quantizer logs general advice to the root logger
+    root.setLevel(max(level, logging.ERROR))
     try:
-        quantize_dynamic(str(path), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS))
+        yield
     finally:
         root.setLevel(level)
 
 
+class _Calibration:
+    """ONNX Runtime's calibration reader: the graph's example inputs with each calibration image's pixels in turn."""
+
+    def __init__(self, graph: OnnxGraph, pixels: torch.Tensor):
+        example = {name: value[:1].numpy() for name, value in graph.inputs.items()}
+        self.feeds = iter([{**example, "pixel_values": pixels[i:i + 1].numpy()} for i in range(len(pixels))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+
+def quantize_int8(graph: OnnxGraph, path: Path, target: Path, calibration: torch.Tensor | None = None) -> str:
+    """int8 ``path`` into ``target``: ONNX Runtime's dynamic quantization of the matrix products (`INT8_OPS`) and,
+    given ``calibration`` pixels (N, 3, H, W) for a graph that reads images, static per-channel quantization of its
+    convolutions with activation ranges measured on them. Returns what was done, for ``onnx_config.json``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet_root_logger(), tempfile.TemporaryDirectory() as work:
+        source, convolutions = path, "fp32 (no calibration images)"
+        if calibration is not None and "pixel_values" in graph.inputs:
+            prepared, static = Path(work) / "prepared.onnx", Path(work) / "static.onnx"
+            quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(static), _Calibration(graph, calibration), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv"], per_channel=True)
+            source, convolutions = static, f"static int8, per channel, calibrated on {len(calibration)} images"
+        elif "pixel_values" not in graph.inputs:
+            convolutions = "none"
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS))
+    return convolutions
+
+
 def export_onnx(model_id: str | os.PathLike, out: str | os.PathLike, quantize: str | None = None,
-                revision: str | None = None, token: str | None = None) -> dict[str, Any]:
+                revision: str | None = None, token: str | None = None,
+                calibration_images: Sequence[Any] | None = None) -> dict[str, Any]:
     """Export a saved or pushed mm_hub model into the folder ``out`` (written whole, then moved into place).
 
     Args:
         model_id: a Hub id or a local folder of an mm_hub model (any head whose task declares ``onnx_graphs``).
         out: the folder to write; an existing one is replaced only if it holds an earlier export.
-        quantize: ``"int8"`` also writes ``<graph>.int8.onnx`` beside each fp32 graph.
+        quantize: ``"int8"`` also writes ``<graph>.int8.onnx`` beside each fp32 graph that quantizes well
+            (`OnnxGraph.int8`).
+        calibration_images: images like those the model will see (any kind the processor reads): with them, int8
+            also quantizes the image encoder's convolutions (static, ranges measured on these); without, they stay
+            fp32 (ONNX Runtime's dynamic integer convolutions are slower than fp32 ones).
         revision, token: of a Hub model.
 
     Returns:
@@ -279,6 +324,12 @@ def export_onnx(model_id: str | os.PathLike, out: str | os.PathLike, quantize: s
         raise ValueError(f"{model_id} holds a {task.name} model ({type(model).__name__}); its task declares no ONNX "
                          "graphs.")
     graphs = task.onnx_graphs(model, processor)
+    calibration = None
+    if calibration_images:
+        if quantize != "int8":
+            raise ValueError("Calibration images are for --quantize int8.")
+        calibration = processor(images=[processor.load_image(image) for image in calibration_images],
+                                return_tensors="pt")["pixel_values"]
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:
         described = {}
@@ -291,8 +342,9 @@ def export_onnx(model_id: str | os.PathLike, out: str | os.PathLike, quantize: s
                                  f"{PARITY_TOLERANCE}); this model does not export faithfully.")
             described[graph.name] = {"file": path.name, "inputs": list(graph.inputs), "outputs": graph.outputs,
                                      "max_abs_difference_from_torch": difference}
-            if quantize == "int8":
-                quantize_int8(path, staging / f"{graph.name}.int8.onnx")
+            if quantize == "int8" and graph.int8:
+                described[graph.name]["int8_convolutions"] = quantize_int8(
+                    graph, path, staging / f"{graph.name}.int8.onnx", calibration)
                 described[graph.name]["int8_file"] = f"{graph.name}.int8.onnx"
         info = _onnx_config(model, task.name, described, quantize, str(model_id))
         for graph in graphs:
@@ -322,7 +374,8 @@ def _onnx_config(model: nn.Module, task: str, graphs: dict[str, Any], quantize: 
 
     return {
         "task": task, "architecture": type(model).__name__, "source": source, "graphs": graphs,
-        "quantization": None if quantize is None else {"type": "dynamic int8 (onnxruntime.quantization)",
+        "quantization": None if quantize is None else {"type": "onnxruntime.quantization: dynamic int8 matrix "
+                                                       "products; convolutions per graph (int8_convolutions)",
                                                        "ops": list(INT8_OPS), "weights": "QInt8"},
         "opset": OPSET, "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
         "versions": {"mm_hub": __version__, "torch": torch.__version__, "transformers": transformers.__version__,

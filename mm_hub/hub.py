@@ -33,6 +33,7 @@ IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README
 # are a pickle or a zip of pickles (how torch.save writes), whatever its name.
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "*.npy", "*.npz")
 # Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding).
+ONNX_FOLDER = "onnx"  # where a pushed repo keeps its ONNX export (mm_hub.onnx_serving reads it there)
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
 logger = logging.getLogger(__name__)
@@ -216,8 +217,11 @@ def push_to_hub(
     commit_message: str | None = None,
     token: str | None = None,
     create_pr: bool = False,
+    onnx: str | os.PathLike | None = None,
 ) -> str:
-    """Upload a saved mm_hub model folder plus a generated README.md model card to `repo_id` in ONE commit.
+    """Upload a saved mm_hub model folder plus a generated README.md model card to `repo_id` in ONE commit (with
+    ``onnx``, an export of it from ``python -m training.export``, into the repo's ``onnx/`` folder, and a card
+    section on running it without torch).
 
     The folder must hold what `model.save_pretrained` + `processor.save_pretrained` write (weights, config with
     `auto_map`, the remote-code files, the custom pipeline, processor files); `training_info.json` and
@@ -232,8 +236,18 @@ def push_to_hub(
     check_repo_id(repo_id)
     folder = Path(folder)
     config, files, refused = check_model_folder(folder)
+    onnx_config, onnx_files = None, []
+    if onnx is not None:
+        from .ort_mm_hub import read_onnx_config
+
+        onnx_config = read_onnx_config(onnx)
+        if onnx_config.get("architecture") not in config.get("architectures", []):
+            raise ValueError(f"{onnx} is an export of a {onnx_config.get('architecture')}, not of the "
+                             f"{(config.get('architectures') or ['?'])[0]} in {folder}.")
+        onnx_files = sorted(path.name for path in Path(onnx).iterdir()  # what the exporter writes, no pickles
+                            if path.is_file() and not path.is_symlink() and path.suffix in (".onnx", ".json", ".py"))
     token = resolve_token(token, repo_id)
-    card = build_model_card(folder, repo_id)
+    card = build_model_card(folder, repo_id, onnx_config=onnx_config)
     api = HfApi(token=token)
     if refused:
         logger.warning("Not uploading %s: only regular files inside the folder, and no pickles.", ", ".join(refused))
@@ -242,10 +256,12 @@ def push_to_hub(
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         remote = set(api.list_repo_files(repo_id, revision=revision))
-        uploaded = {path.as_posix() for path in files}
-        stale = [path for path in remote - uploaded
-                 if any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)]
+        uploaded = {path.as_posix() for path in files} | {f"{ONNX_FOLDER}/{name}" for name in onnx_files}
+        stale = [path for path in remote - uploaded  # old weights; an old export when a new one is pushed
+                 if any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)
+                 or (onnx_files and path.startswith(f"{ONNX_FOLDER}/"))]
         operations: list = [CommitOperationAdd(path.as_posix(), str(folder / path)) for path in files]
+        operations += [CommitOperationAdd(f"{ONNX_FOLDER}/{name}", str(Path(onnx) / name)) for name in onnx_files]
         operations.append(CommitOperationAdd("README.md", str(card).encode()))
         operations += [CommitOperationDelete(path) for path in sorted(stale)]
         architecture = (config.get("architectures") or ["MMHubModel"])[0]

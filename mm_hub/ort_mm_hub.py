@@ -57,7 +57,8 @@ class ORTModel:
 
     Args:
         folder: the export folder (``onnx_config.json`` and the ``.onnx`` files).
-        quantized: run the int8 graphs (``*.int8.onnx``); None: them where the folder has them.
+        quantized: run the int8 graphs (``*.int8.onnx``, where the export made them); None: where the folder has
+            them.
         threads: intra-op threads per session (default: the machine's cores).
     """
 
@@ -73,13 +74,13 @@ class ORTModel:
                              f"{type(self).__name__} runs {self.task} models.")
         self.config = json.loads((self.folder / "config.json").read_text())
         graphs = self.onnx_config["graphs"]
-        has_int8 = all(graph.get("int8_file") for graph in graphs.values())
+        has_int8 = any(graph.get("int8_file") for graph in graphs.values())
         if quantized and not has_int8:
             raise ValueError(f"{self.folder} has no int8 graphs; export with --quantize int8.")
         self.quantized = has_int8 if quantized is None else quantized
         options = session_options(threads)
-        self.sessions = {
-            name: ort.InferenceSession(str(self.folder / graph["int8_file" if self.quantized else "file"]),
+        self.sessions = {  # int8 graphs where asked and exported (an export may keep a sensitive graph fp32)
+            name: ort.InferenceSession(str(self.folder / ((self.quantized and graph.get("int8_file")) or graph["file"])),
                                        sess_options=options, providers=["CPUExecutionProvider"])
             for name, graph in graphs.items()
         }
@@ -200,10 +201,15 @@ class ORTModelForConditionalGeneration(ORTModel):
 
     def generate(self, pixel_values: np.ndarray, input_ids: np.ndarray | None = None,
                  attention_mask: np.ndarray | None = None, max_new_tokens: int = 20, num_beams: int = 1,
-                 length_penalty: float = 1.0, **unused: Any) -> np.ndarray:
+                 length_penalty: float = 1.0, streamer: Any = None, scores: list[np.ndarray] | None = None,
+                 **unused: Any) -> np.ndarray:
         """The prompt (a question; None for a caption) followed by the new tokens, (B, prompt + new) ids, padded
         with ``pad_token_id`` after a row's end: greedy (``num_beams=1``) or beam search, as the torch model's
-        ``generate`` writes them. ``max_new_tokens`` is capped at what ``decoder_max_positions`` leaves."""
+        ``generate`` writes them. ``max_new_tokens`` is capped at what ``decoder_max_positions`` leaves.
+
+        Greedy only: a ``streamer`` (transformers' ``TextStreamer`` kind: ``put(ids)``, ``end()``) gets the prompt
+        and then each token as it is written; a ``scores`` list gets each step's log-probabilities (B, written
+        tokens; the ids are ``self.vocab`` where the decoder writes a part of the vocabulary)."""
         batch = len(pixel_values)
         prompt, mask = self._prompt(batch, input_ids, attention_mask)
         room = self.max_positions - prompt.shape[1]
@@ -214,7 +220,7 @@ class ORTModelForConditionalGeneration(ORTModel):
         memory_mask, cross = self.encode(pixel_values, *_right_padded(prompt, mask))
         if num_beams > 1:
             return self._beam_search(prompt, mask, memory_mask, cross, new, num_beams, length_penalty)
-        return self._greedy(prompt, mask, memory_mask, cross, new)
+        return self._greedy(prompt, mask, memory_mask, cross, new, streamer, scores)
 
     def _token(self, index: Any) -> Any:
         """Token ids of indices into the decoder graph's scores (the written vocabulary, or the whole one)."""
@@ -225,18 +231,26 @@ class ORTModelForConditionalGeneration(ORTModel):
         return [np.zeros((batch, heads, 0, head_dim), np.float32) for _ in range(2 * self.num_layers)]
 
     def _greedy(self, prompt: np.ndarray, mask: np.ndarray, memory_mask: np.ndarray, cross: list[np.ndarray],
-                new: int) -> np.ndarray:
+                new: int, streamer: Any = None, scores: list[np.ndarray] | None = None) -> np.ndarray:
         batch = len(prompt)
         sequences, tokens, past = prompt, prompt, self._empty_cache(batch, cross)
         done = np.zeros(batch, dtype=bool)
+        if streamer is not None:
+            streamer.put(prompt)
         for _ in range(new):
             log_probs, past = self._step(tokens, mask, memory_mask, past, cross)
+            if scores is not None:
+                scores.append(log_probs)
             chosen = np.where(done, self.pad, self._token(log_probs.argmax(axis=-1)))
             sequences = np.concatenate([sequences, chosen[:, None]], axis=1)
+            if streamer is not None:
+                streamer.put(chosen)
             done |= chosen == self.eos
             tokens, mask = chosen[:, None], np.concatenate([mask, np.ones((batch, 1), mask.dtype)], axis=1)
             if done.all():
                 break
+        if streamer is not None:
+            streamer.end()
         return sequences
 
     def _beam_search(self, prompt: np.ndarray, mask: np.ndarray, memory_mask: np.ndarray, cross: list[np.ndarray],

@@ -104,6 +104,16 @@ class Predictor(Classifying, Searching, Describing):
             predictors += loaded
         return predictors
 
+    def use_onnx(self, folder: str | os.PathLike | None = None, quantized: bool | None = None) -> None:
+        """Serve the model's forward, embeddings and greedy writing from its ONNX export (`mm_hub.onnx_serving`):
+        ``folder``, else ``onnx/`` in the model's folder or repo, else one exported (int8) into the cache once;
+        ``quantized`` picks the int8 or fp32 graphs (None: int8 where the export has them)."""
+        from .onnx_serving import OnnxServedModel, onnx_folder
+
+        if folder is None:
+            folder = onnx_folder(self.model_id, self.commit or self.revision)
+        self.model = OnnxServedModel(getattr(self.model, "torch_model", self.model), folder, quantized)
+
     # ---- what the model can do ---------------------------------------------------------------------------------
 
     @property

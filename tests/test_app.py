@@ -228,7 +228,7 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
         api.upload_folder(repo_id=repo, folder_path=save_tiny_model(tmp_path / repo, head=head))
     monkeypatch.chdir(tmp_path)
     render_scene([("red", "circle", "left")], image_size=96).save("scene.png")
-    ports = {"7860": str(_free_port()), "7861": str(_free_port())}
+    ports = {port: str(_free_port()) for port in ("7860", "7861", "7862")}
     monkeypatch.setenv("GRADIO_SERVER_PORT", ports["7860"])
     monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MM_HUB_MODEL", raising=False)
@@ -248,8 +248,9 @@ def test_readme_app_section_runs(hub_server, tmp_path, monkeypatch, capsys):
             for old, new in ports.items():
                 line = line.replace(old, new)
             assert "app.py" in line, line
-            run_command(shlex.split(line), monkeypatch)
-        assert len(served) == 2
+            run_command(shlex.split(line, comments=True), monkeypatch)
+        assert len(served) == 3
+        assert list((tmp_path / "cache" / "onnx").glob("*/model.int8.onnx"))  # --runtime onnx exported it once
         (block,) = readme_code_blocks("app")
         for old, new in ports.items():
             block = block.replace(old, new)

@@ -183,3 +183,56 @@ def test_the_runtime_refuses_the_wrong_folder_and_missing_int8(tmp_path):
         load(tmp_path / "onnx", quantized=True)
     with pytest.raises(ValueError, match="not an mm_hub ONNX export"):
         load(tmp_path / "model")
+
+
+def test_a_predictor_served_from_onnx_answers_as_the_torch_one(tmp_path, monkeypatch):
+    from mm_hub.predictor import Predictor
+
+    monkeypatch.setenv("MM_HUB_CACHE", str(tmp_path / "cache"))
+    image = random_images(1, seed=4)[0]
+    answers = {}
+    for head, ask in (("classification", lambda p: p.classify(image, "a red circle")),
+                      ("retrieval", lambda p: p.zero_shot(image, "a red circle\na blue square\na green triangle")),
+                      ("generation", lambda p: [*p.describe_stream(image, "what colour is it?", 6)][-1])):
+        predictor = Predictor.from_pretrained(save_tiny_model(tmp_path / head, head, "concat"))
+        expected = ask(predictor)
+        predictor.use_onnx(quantized=False)  # exported once into the cache (fp32 and int8), then served from it
+        assert type(predictor.model).__name__ == "OnnxServedModel" and predictor.task.name == head
+        answers[head] = (ask(predictor), expected)
+        assert list((tmp_path / "cache" / "onnx").glob("*/*.int8.onnx"))
+    for head in ("classification", "retrieval"):
+        actual, expected = answers[head]
+        assert list(actual) == list(expected)
+        np.testing.assert_allclose(list(actual.values()), list(expected.values()), atol=PARITY_TOLERANCE)
+    actual, expected = answers["generation"]
+    assert actual.text == expected.text and actual.done
+    assert actual.confidence == pytest.approx(expected.confidence, abs=1e-4)
+
+
+def test_calibration_images_quantize_the_convolutions_too(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    source = save_tiny_model(tmp_path / "model", "classification", "concat")
+    (tmp_path / "photos").mkdir()
+    for i, image in enumerate(random_images(4, seed=9)):
+        image.save(tmp_path / "photos" / f"{i}.png")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    info = export_main([source, "--out", str(tmp_path / "onnx"), "--quantize", "int8",
+                        "--calibration-images", str(tmp_path / "photos")])
+    assert info["graphs"]["model"]["int8_convolutions"] == "static int8, per channel, calibrated on 4 images"
+    graph = onnx.load(tmp_path / "onnx" / "model.int8.onnx").graph
+    convolution_inputs = {name for node in graph.node if node.op_type == "Conv" for name in node.input}
+    assert any(node.op_type == "DequantizeLinear" and node.output[0] in convolution_inputs for node in graph.node)
+    inputs = tiny_processor()(images=random_images(3, seed=7), text=TEXTS, return_tensors="np")
+    feed = {name: np.asarray(inputs[name]) for name in ("pixel_values", "input_ids", "attention_mask")}
+    fp32, int8 = (ort.InferenceSession(str(tmp_path / "onnx" / name), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+                  for name in ("model.onnx", "model.int8.onnx"))
+    np.testing.assert_allclose(int8, fp32, rtol=0, atol=0.05)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        export_main([source, "--out", str(tmp_path / "again"), "--quantize", "int8", "--calibration-images",
+                     str(tmp_path / "empty")])
+    with pytest.raises(ValueError, match="for --quantize int8"):
+        export_main([source, "--out", str(tmp_path / "again"), "--calibration-images", str(tmp_path / "photos")])

@@ -1,9 +1,10 @@
 """Push a trained mm_hub model folder to the Hub: weights, config, processor, remote code, pipeline and model card.
 
     python -m training.push --model-dir outputs/demo --repo-id your-name/mm-hub-demo [--private] [--revision B]
-                            [--commit-message M] [--create-pr]
+                            [--commit-message M] [--create-pr] [--onnx DIR]
 
-Needs a write token (`hf auth login` or HF_TOKEN). Prints the repo URL and the commit id.
+``--onnx DIR`` adds an export of the model (``python -m training.export``) as the repo's ``onnx/`` folder, and a card
+section on running it without torch. Needs a write token (`hf auth login` or HF_TOKEN). Prints the repo URL and the commit id.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--revision", default=None, help="branch to push to (created when missing); default main")
     parser.add_argument("--commit-message", default=None, help="commit title (default: a generated one)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--onnx", default=None, help="an ONNX export of the model to push as its onnx/ folder")
     return parser.parse_args(argv)
 
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> str:
         revision=args.revision,
         commit_message=args.commit_message,
         create_pr=args.create_pr,
+        onnx=args.onnx,
     )
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     print(f"pushed {args.model_dir} to {endpoint}/{args.repo_id} (revision {args.revision or 'main'}) commit {commit}")

@@ -144,7 +144,7 @@ def all_heads() -> dict[str, type]:
 def task_of(model_or_architectures: Any) -> Task | None:
     """The task of a model (by its class name, so remote-code twins count too), of a config (by its
     ``architectures``) or of a list of architecture names; None when no registered head matches."""
-    target = model_or_architectures
+    target = getattr(model_or_architectures, "torch_model", model_or_architectures)  # served from ONNX: its model
     if isinstance(target, (list, tuple)):
         names = list(target)
     elif hasattr(target, "architectures") and not hasattr(target, "config"):
