@@ -178,3 +178,11 @@ def test_a_new_fusion_gets_a_row_in_the_readme_table_before_it_is_measured(monke
     rows = report.fusion_choices().splitlines()
     assert rows[-1] == "| `max` | max-pool each modality, then concatenate | not measured yet | not measured yet |"
     assert any(row.startswith("| `bilinear` |") and row.endswith("% |") for row in rows)
+
+
+def test_memory_benchmark_measures_each_case_in_its_own_process():
+    from benchmarks.memory import CASES, main as memory
+
+    results = memory(["--quick"])
+    assert set(results["cases"]) == set(CASES) and results["over_full_fine_tuning"]["full fine-tuning"] == 1.0
+    assert all(case["peak_mb"] >= case["rss_before_step_mb"] > 0 for case in results["cases"].values())

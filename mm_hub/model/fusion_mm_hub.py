@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration_mm_hub import MMHubConfig
 
@@ -99,9 +100,10 @@ class FeedForward(nn.Sequential):
         )
 
 
-class FusionBlock(nn.Module):
+class FusionBlock(GradientCheckpointingLayer):
     """Pre-LayerNorm transformer block: attention of ``x`` over a ``context`` sequence (cross-attention) or over
-    itself (``cross=False``), then an MLP."""
+    itself (``cross=False``), then an MLP. Under ``model.gradient_checkpointing_enable()`` its activations are
+    recomputed in the backward pass instead of kept (`GradientCheckpointingLayer`)."""
 
     def __init__(self, config: MMHubConfig, cross: bool):
         super().__init__()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils import ModelOutput, logging
 
@@ -130,8 +131,9 @@ class DecoderAttention(nn.Module):
         return self.out_proj(attended), weights
 
 
-class MMHubDecoderLayer(nn.Module):
-    """Pre-LayerNorm decoder layer: causal self-attention, cross-attention to the memory, MLP."""
+class MMHubDecoderLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm decoder layer: causal self-attention, cross-attention to the memory, MLP (recomputed in the
+    backward pass under ``model.gradient_checkpointing_enable()``)."""
 
     def __init__(self, config: MMHubDecoderConfig, layer_idx: int):
         super().__init__()

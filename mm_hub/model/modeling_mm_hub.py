@@ -63,7 +63,24 @@ def _model_from_config(config: Any) -> PreTrainedModel:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class MMHubVisionEncoder(nn.Module):
+class _CheckpointedTower(nn.Module):
+    """A tower that runs as one checkpointed segment under ``model.gradient_checkpointing_enable()`` when its model
+    has no checkpointing of its own (ResNet, the BiLSTM): transformers sets ``gradient_checkpointing`` and
+    ``_gradient_checkpointing_func`` on every module that has the attribute. A frozen tower keeps nothing for the
+    backward pass anyway, and runs as it is."""
+
+    gradient_checkpointing = False
+
+    def _checkpointed(self, forward: Any, *inputs: torch.Tensor) -> Any:
+        inner = getattr(self, "model", None)
+        if (self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+                and not getattr(inner, "supports_gradient_checkpointing", False)
+                and any(parameter.requires_grad for parameter in self.parameters())):
+            return self._gradient_checkpointing_func(forward, *inputs)
+        return forward(*inputs)
+
+
+class MMHubVisionEncoder(_CheckpointedTower):
     """Any ``AutoModel`` vision backbone, returning its output as a token sequence."""
 
     def __init__(self, config: MMHubConfig):
@@ -73,7 +90,7 @@ class MMHubVisionEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pixels -> (B, N, C) image tokens (the grid's H'W' cells, or the ViT's patch tokens)."""
-        hidden = self.model(pixel_values=pixel_values).last_hidden_state
+        hidden = self._checkpointed(lambda pixels: self.model(pixel_values=pixels).last_hidden_state, pixel_values)
         if hidden.dim() == 4:  # CNN grid (B, C, H', W') -> (B, H'W', C)
             hidden = hidden.flatten(2).transpose(1, 2)
         return hidden
@@ -92,7 +109,7 @@ class MMHubTransformerTextEncoder(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-class MMHubLSTMTextEncoder(nn.Module):
+class MMHubLSTMTextEncoder(_CheckpointedTower):
     """Token embeddings (optionally copied from a pretrained transformer) followed by a bidirectional LSTM."""
 
     def __init__(self, config: MMHubConfig):
@@ -110,6 +127,9 @@ class MMHubLSTMTextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, 2 * lstm_hidden_size); padded positions are zeros."""
+        return self._checkpointed(self._encode, input_ids, attention_mask)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         embedded = self.embeddings(input_ids)  # (B, T, E)
         lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()
         # Packing keeps the backward direction from reading the padding first.
@@ -212,7 +232,9 @@ class MMHubPreTrainedModel(PreTrainedModel):
     base_model_prefix = "mm_hub"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
-    supports_gradient_checkpointing = False
+    # Fusion blocks and decoder layers checkpoint themselves, towers through their own models (BERT, ViT) or as one
+    # segment (`_CheckpointedTower`): ``--gradient-checkpointing`` in training.
+    supports_gradient_checkpointing = True
     # transformers Auto classes besides AutoModel that load this head (their pipelines use them); a saved config
     # maps them to it too, so those pipelines load it with `trust_remote_code` where mm_hub is not installed.
     auto_classes: tuple[str, ...] = ()

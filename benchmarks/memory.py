@@ -1,0 +1,110 @@
+"""Memory of one training step with big towers: peak resident memory (VmHWM) above what the model's weights take,
+i.e. activations + gradients + optimizer state, full fine-tuning against activation checkpointing; each case in a
+fresh process (a process's peak only grows).
+
+    python -m benchmarks.memory --out benchmarks/results_memory.json   # ViT-B/16 + BERT-base shapes, 224 px, batch 16
+    python -m benchmarks.memory --quick                                 # tiny towers (what the test runs)
+
+Towers are random-init from configs of those shapes (nothing is downloaded); the classifier's concat fusion and head
+on top, AdamW, two steps (the optimizer's state exists from the first): the peak is read over the second, after
+resetting it to the memory the first left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {
+    "full": {"image_size": 224, "batch": 16, "tokens": 32,
+             "vit": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "intermediate_size": 3072, "patch_size": 16},  # ViT-B/16
+             "bert": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                      "intermediate_size": 3072}},  # BERT-base
+    "quick": {"image_size": 32, "batch": 4, "tokens": 8,
+              "vit": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                      "patch_size": 8},
+              "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}},
+}
+CASES = {"full fine-tuning": {}, "activation checkpointing": {"checkpointing": True}}
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def one_case(shape: dict[str, Any], checkpointing: bool = False) -> dict[str, float]:
+    """Run in the child process: build the model, take two steps, return the second's memory above the weights."""
+    import torch
+    from transformers import BertConfig, ViTConfig
+
+    from mm_hub import MMHubConfig, MMHubForImageTextClassification
+
+    torch.manual_seed(0)
+    vocab = 30522
+    config = MMHubConfig(vision_config=ViTConfig(image_size=shape["image_size"], **shape["vit"]),
+                         text_config=BertConfig(vocab_size=vocab, **shape["bert"]), fusion_type="concat",
+                         num_labels=2)
+    model = MMHubForImageTextClassification(config).train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch = {"pixel_values": torch.randn(shape["batch"], 3, shape["image_size"], shape["image_size"]),
+             "input_ids": torch.randint(1000, vocab, (shape["batch"], shape["tokens"])),
+             "attention_mask": torch.ones(shape["batch"], shape["tokens"], dtype=torch.long),
+             "labels": torch.randint(0, 2, (shape["batch"],))}
+    weights_mb = _status_mb("VmRSS")
+
+    def step() -> None:
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak, from here: the second step
+    before_mb = _status_mb("VmRSS")
+    step()
+    return {"parameters": sum(p.numel() for p in model.parameters()), "weights_rss_mb": weights_mb,
+            "rss_before_step_mb": before_mb, "peak_mb": _status_mb("VmHWM"),
+            "step_above_weights_mb": _status_mb("VmHWM") - weights_mb}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every case in its own process; print and (with ``--out``) write the results."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny towers")
+    parser.add_argument("--out", help="write the results JSON here")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # the child process: run this case, print its JSON
+    args = parser.parse_args(argv)
+    shape = SHAPES["quick" if args.quick else "full"]
+    if args.case:
+        print(json.dumps(one_case(shape, **CASES[args.case])))
+        return {}
+    sys.path.insert(0, str(ROOT))
+    from benchmarks._run import conditions, finish
+
+    load_before = os.getloadavg()
+    cases = {}
+    for name in CASES:
+        child = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--case", name,
+                                *(["--quick"] if args.quick else [])], cwd=ROOT, capture_output=True, text=True,
+                               check=True, timeout=1800)
+        cases[name] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(name, cases[name], flush=True)
+    full = cases["full fine-tuning"]["step_above_weights_mb"]
+    ratios = {name: case["step_above_weights_mb"] / full for name, case in cases.items()}
+    return finish({**conditions("memory", argv, load_before), "shape": shape, "cases": cases,
+                   "over_full_fine_tuning": ratios}, args.out)
+
+
+if __name__ == "__main__":
+    main()
