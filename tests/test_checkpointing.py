@@ -4,6 +4,9 @@ loss and gradients as without it, for every head, fusion block, decoder layer an
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -64,7 +67,9 @@ def test_checkpointing_gives_the_same_loss_and_gradients(head, fusion, text_enco
         torch.testing.assert_close(gradient, expected[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_gradient_checkpointing_flag_trains_through_the_cli(tmp_path):
+def test_checkpointing_and_mixed_precision_flags_reach_the_trainer(tmp_path):
     metrics = train_main(["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
-                          "--activation-checkpointing", *tiny_flags(tmp_path / "out")])
-    assert "eval_accuracy" in metrics
+                          "--activation-checkpointing", "--bf16", *tiny_flags(tmp_path / "out")])
+    assert math.isfinite(metrics["eval_loss"])
+    info = json.loads((tmp_path / "out" / "training_info.json").read_text())
+    assert info["hyperparameters"]["bf16"] is True  # bf16 autocast on this CPU (AMX), recorded with the model
