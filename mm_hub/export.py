@@ -75,11 +75,15 @@ def example_inputs(processor: Any, texts: Sequence[str] = ("a red circle on the 
 TEXT_AXES = {0: "batch", 1: "sequence"}
 
 
-class _Logits(nn.Module):
+class _Traced(nn.Module):
+    """What a graph traces: a part of ``model`` (its ``forward`` in each subclass)."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
+
+class _Logits(_Traced):
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask).logits
 
@@ -93,16 +97,12 @@ def classifier_graphs(model: nn.Module, processor: Any) -> list[OnnxGraph]:
                        "logits": {0: "batch"}})]
 
 
-class _ImageEmbeds(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
+class _ImageEmbeds(_Traced):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values)
 
 
-class _TextEmbeds(_ImageEmbeds):
+class _TextEmbeds(_Traced):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.get_text_features(input_ids, attention_mask)
 
@@ -125,13 +125,9 @@ def retrieval_graphs(model: nn.Module, processor: Any) -> list[OnnxGraph]:
     ]
 
 
-class _GeneratorEncoder(nn.Module):
+class _GeneratorEncoder(_Traced):
     """Images + prompt -> the memory's mask and each decoder layer's cross-attention keys and values (computed once
     per text, not once per token)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -144,15 +140,11 @@ class _GeneratorEncoder(nn.Module):
         return (encoded.attention_mask, *cross)
 
 
-class _DecoderStep(nn.Module):
+class _DecoderStep(_Traced):
     """New tokens after the cached ones -> the next token's scores and the grown self-attention cache. Positions and
     the self-attention mask are inputs (the runtime makes them from the attention mask), so every size in the graph
     is a tensor's own; scores cover the tokens the decoder writes (``decoder_vocab``, in its order) or the whole
     vocabulary."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, self_mask: torch.Tensor,
                 memory_mask: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:

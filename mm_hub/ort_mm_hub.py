@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class ORTOutput:
     text_embeds: np.ndarray | None = None
     logits_per_image: np.ndarray | None = None
     logits_per_text: np.ndarray | None = None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class ORTModel:
