@@ -1,6 +1,6 @@
 """Memory of one training step with big towers: peak resident memory (VmHWM) above what the model's weights take,
-i.e. activations + gradients + optimizer state, full fine-tuning against activation checkpointing; each case in a
-fresh process (a process's peak only grows).
+i.e. activations + gradients + optimizer state: full fine-tuning, activation checkpointing, LoRA adapters (`--lora`),
+and both; each case in a fresh process (a process's peak only grows).
 
     python -m benchmarks.memory --out benchmarks/results_memory.json   # ViT-B/16 + BERT-base shapes, 224 px, batch 16
     python -m benchmarks.memory --quick                                 # tiny towers (what the test runs)
@@ -32,7 +32,8 @@ SHAPES = {
                       "patch_size": 8},
               "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}},
 }
-CASES = {"full fine-tuning": {}, "activation checkpointing": {"checkpointing": True}}
+CASES = {"full fine-tuning": {}, "activation checkpointing": {"checkpointing": True}, "LoRA": {"lora": True},
+         "LoRA + activation checkpointing": {"lora": True, "checkpointing": True}}
 
 
 def _status_mb(field: str) -> float:
@@ -42,7 +43,7 @@ def _status_mb(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def one_case(shape: dict[str, Any], checkpointing: bool = False) -> dict[str, float]:
+def one_case(shape: dict[str, Any], checkpointing: bool = False, lora: bool = False) -> dict[str, float]:
     """Run in the child process: build the model, take two steps, return the second's memory above the weights."""
     import torch
     from transformers import BertConfig, ViTConfig
@@ -57,7 +58,11 @@ def one_case(shape: dict[str, Any], checkpointing: bool = False) -> dict[str, fl
     model = MMHubForImageTextClassification(config).train()
     if checkpointing:
         model.activation_checkpointing_enable()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    if lora:  # rank 8 on the towers' attention projections; projections, fusion and head train fully
+        from mm_hub.lora import apply_lora
+
+        model = apply_lora(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = {"pixel_values": torch.randn(shape["batch"], 3, shape["image_size"], shape["image_size"]),
              "input_ids": torch.randint(1000, vocab, (shape["batch"], shape["tokens"])),
              "attention_mask": torch.ones(shape["batch"], shape["tokens"], dtype=torch.long),
@@ -73,7 +78,10 @@ def one_case(shape: dict[str, Any], checkpointing: bool = False) -> dict[str, fl
     Path("/proc/self/clear_refs").write_text("5")  # the peak, from here: the second step
     before_mb = _status_mb("VmRSS")
     step()
-    return {"parameters": sum(p.numel() for p in model.parameters()), "weights_rss_mb": weights_mb,
+    from mm_hub.lora import parameter_counts
+
+    return {"parameters": parameter_counts(model)["total_parameters"],
+            "trained_parameters": parameter_counts(model)["trainable_parameters"], "weights_rss_mb": weights_mb,
             "rss_before_step_mb": before_mb, "peak_mb": _status_mb("VmHWM"),
             "step_above_weights_mb": _status_mb("VmHWM") - weights_mb}
 

@@ -258,6 +258,15 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
             f" evaluated on split `{training.get('eval_split')}`. Base models:"
             f" {', '.join(f'`{name}`' for name in bases) or 'none recorded'}."
         )
+        if all(isinstance(training.get(key), int) for key in ("trainable_parameters", "total_parameters")):
+            lora = training.get("lora") if isinstance(training.get("lora"), dict) else None
+            lines.append(
+                f"{training['trainable_parameters']:,} of {training['total_parameters']:,} parameters trained"
+                + (f", as LoRA adapters (rank {lora.get('r')}, alpha {lora.get('alpha')}) on the towers and the "
+                   "decoder, with projections, fusion and head training fully; the adapters are merged into these "
+                   "weights."
+                   if lora else ".")
+            )
         hyper = training.get("hyperparameters") or {}
         if hyper:
             lines += ["", "| Hyper-parameter | Value |", "|---|---|"]

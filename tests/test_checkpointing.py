@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from tests.conftest import random_images, tiny_model, tiny_processor
-from tests.data import tiny_flags
+from tests.data import ROOT, tiny_flags
 from training.train import main as train_main
 
 
@@ -73,3 +76,17 @@ def test_checkpointing_and_mixed_precision_flags_reach_the_trainer(tmp_path):
     assert math.isfinite(metrics["eval_loss"])
     info = json.loads((tmp_path / "out" / "training_info.json").read_text())
     assert info["hyperparameters"]["bf16"] is True  # bf16 autocast on this CPU (AMX), recorded with the model
+
+
+@pytest.mark.slow
+def test_fsdp_on_cpus_says_it_trains_with_ddp(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29617",
+               "-m", "training.train", "--dataset", "shapes",
+               "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
+               *tiny_flags(tmp_path / "out", text="lstm"), "--torch-threads", "1",
+               "--fsdp", "full_shard", "--fsdp-config", '{"version": 2}']
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "it trains with DistributedDataParallel instead" in result.stderr
+    assert (tmp_path / "out" / "model.safetensors").is_file()

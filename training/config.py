@@ -194,6 +194,15 @@ class TrainingOptions:
     early_stopping_patience: int | None = _opt(None, "Stop after this many evaluations without improvement.")
     generation_max_new_tokens: int = _opt(32, "Tokens the model may write per row when evaluating generation.")
     generation_num_beams: int = _opt(1, "Beams of the search when evaluating generation (1: greedy).")
+    lora: bool = _opt(
+        False, "Train LoRA adapters (peft) on the towers' attention projections (BERT, ViT), a ResNet's last stage and "
+        "the decoder's attention, with the projections, fusion and head training fully and the rest frozen: a few % "
+        "of the parameters train, so gradients and optimizer state shrink with them. The adapters are merged into the "
+        "saved model."
+    )
+    lora_r: int = _opt(8, "Rank of the LoRA adapters (--lora).")
+    lora_alpha: int = _opt(16, "LoRA scaling numerator: adapters are scaled by lora_alpha / lora_r (--lora).")
+    lora_dropout: float = _opt(0.05, "Dropout on the LoRA adapters' input (--lora).")
     hpo_trials: int = _opt(0, "Run an optuna search of N trials (learning rate, fusion, freezing, dropout), then "
                            "retrain the best configuration.")
     hpo_fusion_types: list[str] = _opt(list(FUSION_REGISTRY), "Fusion types the search tries (default: all).")
@@ -352,7 +361,7 @@ class TrainConfig:
                 ("--freeze-text-encoder", model.freeze_text_encoder),
                 ("--no-augment", not data.augment), ("--word-dropout 0", data.word_dropout == 0),
                 ("--task classification", self.task == "classification"), ("no --streaming", not data.streaming),
-                ("--hpo-trials 0", train.hpo_trials == 0),
+                ("--hpo-trials 0", train.hpo_trials == 0), ("no --lora", not train.lora),
             ) if not ok]
             if unmet:
                 raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "

@@ -32,6 +32,7 @@ from mm_hub import MMHubProcessor
 from mm_hub._files import write_json
 from mm_hub.cli import run
 from mm_hub.hub import push_to_hub
+from mm_hub.lora import apply_lora, merge_lora, parameter_counts
 from mm_hub.paths import minilm_path
 from mm_hub.tasks import Scoring, SplitEvaluation, task_named
 
@@ -109,7 +110,13 @@ def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tup
         max_length=config.encoders.max_length, vision_config=vision_config, image_size=config.encoders.image_size,
         **kwargs,
     )
-    return _freeze_embeddings(model, config), processor
+    model = _freeze_embeddings(model, config)
+    if config.train.lora:
+        model = apply_lora(model, config.train.lora_r, config.train.lora_alpha, config.train.lora_dropout)
+        counts = parameter_counts(model)
+        logger.info("LoRA: %s of %s parameters train (%.2f %%).", f"{counts['trainable_parameters']:,}",
+                    f"{counts['total_parameters']:,}", 100 * counts["trainable_parameters"] / counts["total_parameters"])
+    return model, processor
 
 
 def _freeze_embeddings(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
@@ -206,6 +213,12 @@ class MMHubTrainer(Trainer):
         self.recipe = recipe
         self.eval_collator = eval_collator
         self.train_collator = self.data_collator  # counts skipped rows, even once cached features replace it
+        if self.args.fsdp and not self.is_fsdp_enabled and self.args.process_index == 0:
+            # transformers/accelerate shard parameters on accelerators only: asked on CPUs, the run quietly becomes
+            # DDP, each process holding the whole model, optimizer state included. Say so before it runs out of memory.
+            logger.warning("--fsdp was given, but this run has no accelerator to shard over: it trains with "
+                           "DistributedDataParallel instead (each process holds the whole model and its optimizer "
+                           "state). Sharded training needs GPUs (docs/fsdp.md).")
 
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, plus the training rows skipped so far (a resumed run reports them too)."""
@@ -480,16 +493,21 @@ def train_and_save(recipe: Recipe) -> dict[str, float]:
         recipe.train_collator.restore_skipped(resume)
     result = trainer.train(resume_from_checkpoint=resume)
     check_finite_weights(trainer.model)
+    parameters = parameter_counts(trainer.model)  # before a LoRA model's adapters are merged away
     metrics = evaluate_splits(trainer, recipe)
     skipped = {"train": recipe.train_collator.report(), "eval": recipe.eval_collator.report()}
     for split, counts in skipped.items():
         if counts:
             logger.warning("Skipped %s rows of the %s split: %s", sum(counts.values()), split, counts)
     if trainer.is_world_process_zero():
-        trainer.save_model(str(output))
+        if config.train.lora:  # the adapters folded into plain weights: the folder loads like any mm_hub model
+            merge_lora(trainer.model).save_pretrained(str(output))
+            recipe.processor.save_pretrained(str(output))
+        else:
+            trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
         write_json(output / "eval_results.json", metrics)
-        info = training_info(recipe, metrics, result.metrics, skipped, trainer.args.world_size)
+        info = training_info(recipe, metrics, result.metrics, skipped, trainer.args.world_size, parameters)
         write_json(output / "training_info.json", info)
         print(f"Saved the model to {output}; eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if config.hub.push_to_hub:
@@ -509,8 +527,8 @@ HYPERPARAMETERS = (
 
 
 def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict[str, Any], skipped: dict,
-                  num_processes: int) -> dict[str, Any]:
-    """The ``training_info.json`` the model card reads."""
+                  num_processes: int, parameters: dict[str, int] | None = None) -> dict[str, Any]:
+    """The ``training_info.json`` the model card reads (``parameters``: `parameter_counts` of the trained model)."""
     config = recipe.config
     values = config.flat()
     vision_config = load_json_or_file(config.model.vision_config, "vision_config")
@@ -530,6 +548,9 @@ def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict
         "skipped_rows": skipped,
         "num_processes": num_processes,
         "text_vocabulary": recipe.text_vocabulary,
+        **(parameters or {}),
+        "lora": {"r": config.train.lora_r, "alpha": config.train.lora_alpha, "dropout": config.train.lora_dropout}
+        if config.train.lora else None,
     }
 
 

@@ -1,0 +1,76 @@
+"""LoRA (`mm_hub.lora`, ``--lora`` in training): what is adapted per tower kind, what trains fully, and that merging
+folds the adapters in without changing a single output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mm_hub import AutoModelForImageTextClassification
+from mm_hub.lora import apply_lora, lora_targets, merge_lora, modules_to_save, parameter_counts
+from tests.conftest import random_images, tiny_model, tiny_processor
+from tests.data import tiny_flags
+from training.train import main as train_main
+
+
+@pytest.mark.parametrize("head, text_encoder_type", [("classification", "transformer"), ("retrieval", "lstm"),
+                                                     ("generation", "transformer")])
+def test_lora_adapts_the_towers_and_decoder_and_merges_to_the_same_outputs(head, text_encoder_type):
+    model = tiny_model(head, "attention", text_encoder_type)
+    targets = lora_targets(model)
+    assert any(".stages.1." in name and name.endswith("convolution") for name in targets)  # the ResNet's last stage
+    assert any(name.endswith(".attention.self.query") for name in targets) == (text_encoder_type == "transformer")
+    assert any(name.startswith("decoder.layers.") for name in targets) == (head == "generation")
+    saved = modules_to_save(model, targets)
+    assert "mm_hub.fusion" in saved or head == "retrieval"
+    assert "lm_head" not in saved  # tied to the decoder's token table: never copied
+    assert ("mm_hub.text_encoder" in saved) == (text_encoder_type == "lstm")  # a BiLSTM trains fully
+    wrapped = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    counts = parameter_counts(wrapped)
+    assert 0 < counts["trainable_parameters"] < counts["total_parameters"]
+    torch.manual_seed(1)
+    for name, parameter in wrapped.named_parameters():
+        if "lora_B" in name:  # B starts at zero (the adapter adds nothing): give it weights to merge
+            parameter.data.normal_(std=0.1)
+    processor = tiny_processor()
+    inputs = processor(images=random_images(2), text=["a red circle", "what colour is it?"], return_tensors="pt")
+    wrapped.eval()
+    with torch.no_grad():
+        if head == "generation":
+            before = wrapped.generate(**inputs, max_new_tokens=4, do_sample=False)
+            merged = merge_lora(wrapped)
+            after = merged.generate(**inputs, max_new_tokens=4, do_sample=False)
+            assert torch.equal(before, after)
+            assert not any("lora" in name for name in merged.state_dict())
+            return
+        before = wrapped(**inputs)
+        merged = merge_lora(wrapped)
+        after = merged(**inputs)
+    field = "logits" if head == "classification" else "image_embeds"
+    torch.testing.assert_close(getattr(after, field), getattr(before, field), rtol=0, atol=1e-5)
+    assert type(merged).__name__.startswith("MMHubFor") and not any("lora" in n for n in merged.state_dict())
+
+
+def test_lora_refuses_bad_settings_and_nothing_to_adapt():
+    with pytest.raises(ValueError, match="rank >= 1"):
+        apply_lora(tiny_model("classification", "concat"), r=0)
+    frozen = tiny_model("classification", "concat", "lstm", freeze_vision_encoder=True, freeze_text_encoder=True)
+    with pytest.raises(ValueError, match="nothing to adapt"):
+        apply_lora(frozen)
+
+
+def test_lora_trains_through_the_cli_and_saves_a_plain_model(tmp_path):
+    out = tmp_path / "out"
+    metrics = train_main(["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
+                          "--lora", "--lora-r", "4", *tiny_flags(out)])
+    assert "eval_accuracy" in metrics
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["lora"] == {"r": 4, "alpha": 16, "dropout": 0.05}
+    assert 0 < info["trainable_parameters"] < info["total_parameters"]
+    model = AutoModelForImageTextClassification.from_pretrained(out)  # the adapters merged: a plain model
+    assert not any("lora" in name or "modules_to_save" in name for name in model.state_dict())
+    with pytest.raises(ValueError, match="no --lora"):
+        train_main(["--dataset", "shapes", "--lora", "--cache-frozen-features", "--freeze-vision-encoder",
+                    "--freeze-text-encoder", "--no-augment", *tiny_flags(tmp_path / "again")])
