@@ -102,7 +102,7 @@ class FeedForward(nn.Sequential):
 
 class FusionBlock(GradientCheckpointingLayer):
     """Pre-LayerNorm transformer block: attention of ``x`` over a ``context`` sequence (cross-attention) or over
-    itself (``cross=False``), then an MLP. Under ``model.gradient_checkpointing_enable()`` its activations are
+    itself (``cross=False``), then an MLP. Under ``model.activation_checkpointing_enable()`` its activations are
     recomputed in the backward pass instead of kept (`GradientCheckpointingLayer`)."""
 
     def __init__(self, config: MMHubConfig, cross: bool):

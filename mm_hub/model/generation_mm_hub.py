@@ -133,7 +133,7 @@ class DecoderAttention(nn.Module):
 
 class MMHubDecoderLayer(GradientCheckpointingLayer):
     """Pre-LayerNorm decoder layer: causal self-attention, cross-attention to the memory, MLP (recomputed in the
-    backward pass under ``model.gradient_checkpointing_enable()``)."""
+    backward pass under ``model.activation_checkpointing_enable()``)."""
 
     def __init__(self, config: MMHubDecoderConfig, layer_idx: int):
         super().__init__()

@@ -64,7 +64,7 @@ def _model_from_config(config: Any) -> PreTrainedModel:
 
 
 class _CheckpointedTower(nn.Module):
-    """A tower that runs as one checkpointed segment under ``model.gradient_checkpointing_enable()`` when its model
+    """A tower that runs as one checkpointed segment under ``model.activation_checkpointing_enable()`` when its model
     has no checkpointing of its own (ResNet, the BiLSTM): transformers sets ``gradient_checkpointing`` and
     ``_gradient_checkpointing_func`` on every module that has the attribute. A frozen tower keeps nothing for the
     backward pass anyway, and runs as it is."""
@@ -233,7 +233,7 @@ class MMHubPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     # Fusion blocks and decoder layers checkpoint themselves, towers through their own models (BERT, ViT) or as one
-    # segment (`_CheckpointedTower`): ``--gradient-checkpointing`` in training.
+    # segment (`_CheckpointedTower`): ``--activation-checkpointing`` in training.
     supports_gradient_checkpointing = True
     # transformers Auto classes besides AutoModel that load this head (their pipelines use them); a saved config
     # maps them to it too, so those pipelines load it with `trust_remote_code` where mm_hub is not installed.
