@@ -12,7 +12,6 @@ and, given calibration images, static quantization of the image encoder's convol
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -26,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from . import ort_mm_hub
+from ._files import folder_written_whole, write_json
 from .model.generation_mm_hub import new_cache
 
 OPSET = 17
@@ -160,9 +159,7 @@ class _DecoderStep(_Traced):
         for layer in decoder.layers:
             x, _ = layer(x, self_mask, None, cross_mask, kv, False)
         states = decoder.norm(x[:, -1])  # (B, D): only the last position is continued
-        weight = self.model.lm_head.weight
-        vocab = self.model._written_ids(states.device)
-        scores = F.linear(states, weight if vocab is None else weight[vocab])  # (B, written tokens)
+        scores = self.model.written_scores(states)  # (B, written tokens)
         present = [tensor for layer in kv.self_attention_cache.layers for tensor in (layer.keys, layer.values)]
         return (scores, *present)
 
@@ -176,12 +173,12 @@ def generator_graphs(model: nn.Module, processor: Any) -> list[OnnxGraph]:
     names = ("pixel_values", "input_ids", "attention_mask")
     encoder = _GeneratorEncoder(model)
     layers = len(model.decoder.layers)
-    cross_names = [f"cross_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
+    cross_names, past_names, present_names = (ort_mm_hub.cache_names(cache, layers)
+                                              for cache in ("cross", "past", "present"))
     with torch.no_grad():
         memory_mask, *cross = encoder(*(inputs[name] for name in names))
     batch, past, new = memory_mask.shape[0], 3, 2
     heads, head_dim = cross[0].shape[1], cross[0].shape[3]
-    past_names = [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
     step_inputs = {
         "input_ids": torch.full((batch, new), model.config.eos_token_id, dtype=torch.long),
         "position_ids": torch.arange(past, past + new).expand(batch, -1),
@@ -197,13 +194,12 @@ def generator_graphs(model: nn.Module, processor: Any) -> list[OnnxGraph]:
                    "memory_mask": {0: "batch", 1: "memory"},
                    **{name: {0: "batch", 2: "memory"} for name in cross_names}}),
         OnnxGraph("decoder_model", _DecoderStep(model), step_inputs,
-                  ["logits", *[f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")]],
+                  ["logits", *present_names],
                   {"input_ids": {0: "batch", 1: "new"}, "position_ids": {0: "batch", 1: "new"},
                    "self_mask": {0: "batch", 2: "new", 3: "total"}, "memory_mask": {0: "batch", 1: "memory"},
                    "logits": {0: "batch"}, **{name: cache_axes for name in past_names},
                    **{name: {0: "batch", 2: "memory"} for name in cross_names},
-                   **{f"present_{kind}_{i}": {0: "batch", 2: "total"} for i in range(layers)
-                      for kind in ("key", "value")}}),
+                   **{name: {0: "batch", 2: "total"} for name in present_names}}),
     ]
 
 
@@ -322,8 +318,7 @@ def export_onnx(model_id: str | os.PathLike, out: str | os.PathLike, quantize: s
             raise ValueError("Calibration images are for --quantize int8.")
         calibration = processor(images=[processor.load_image(image) for image in calibration_images],
                                 return_tensors="pt")["pixel_values"]
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with folder_written_whole(out) as staging:  # a failed export leaves ``out`` as it was
         described = {}
         for graph in graphs:
             path = staging / f"{graph.name}.onnx"
@@ -341,17 +336,12 @@ def export_onnx(model_id: str | os.PathLike, out: str | os.PathLike, quantize: s
         info = _onnx_config(model, task.name, described, quantize, str(model_id))
         for graph in graphs:
             info.update(graph.metadata)
-        (staging / ort_mm_hub.ONNX_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        write_json(staging / ort_mm_hub.ONNX_CONFIG, info)
         model.config.save_pretrained(staging)
         processor.save_pretrained(staging)
         for code in staging.glob("*_mm_hub.py"):  # remote code of the torch model: not needed beside the graphs
             code.unlink()
         shutil.copy(ort_mm_hub.__file__, staging / "ort_mm_hub.py")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return info
 
 

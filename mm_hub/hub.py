@@ -244,8 +244,8 @@ def push_to_hub(
         if onnx_config.get("architecture") not in config.get("architectures", []):
             raise ValueError(f"{onnx} is an export of a {onnx_config.get('architecture')}, not of the "
                              f"{(config.get('architectures') or ['?'])[0]} in {folder}.")
-        onnx_files = sorted(path.name for path in Path(onnx).iterdir()  # what the exporter writes, no pickles
-                            if path.is_file() and not path.is_symlink() and path.suffix in (".onnx", ".json", ".py"))
+        onnx_files = [path.as_posix() for path in model_files(onnx)  # what the exporter writes: graphs, JSON, runtime
+                      if path.suffix in (".onnx", ".json", ".py")]
     token = resolve_token(token, repo_id)
     card = build_model_card(folder, repo_id, onnx_config=onnx_config)
     api = HfApi(token=token)

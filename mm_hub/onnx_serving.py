@@ -108,12 +108,7 @@ class OnnxServedModel:
 
     def _full_vocabulary(self, log_probs: np.ndarray) -> torch.Tensor:
         """A step's (B, written tokens) log-probabilities as (B, vocab) scores, -inf for tokens never written."""
-        vocab = self.runtime.vocab
-        if vocab is None:
-            return torch.from_numpy(log_probs).float()
-        full = torch.full((len(log_probs), self.torch_model.lm_head.weight.shape[0]), float("-inf"))
-        full[:, torch.from_numpy(vocab)] = torch.from_numpy(log_probs).float()
-        return full
+        return self.torch_model.full_vocabulary(torch.from_numpy(log_probs).float())
 
 
 def onnx_folder(model_id: str | os.PathLike, commit: str | None = None, quantize: str | None = "int8",

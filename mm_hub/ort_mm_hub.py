@@ -96,6 +96,12 @@ class ORTModel:
         return dict(zip([out.name for out in session.get_outputs()], session.run(None, feed)))
 
 
+def cache_names(cache: str, layers: int) -> list[str]:
+    """The generator graphs' names of one key/value cache (``past``, ``present`` or ``cross``): each layer's key,
+    then its value, layer by layer (``past_key_0``, ``past_value_0``, ...)."""
+    return [f"{cache}_{part}_{i}" for i in range(layers) for part in ("key", "value")]
+
+
 def _as_input(value: Any, onnx_type: str) -> np.ndarray:
     """An array of the dtype a graph input declares (``tensor(int64)``, ``tensor(float)``, ``tensor(bool)``)."""
     dtype = {"tensor(int64)": np.int64, "tensor(float)": np.float32, "tensor(bool)": np.bool_}[onnx_type]
@@ -180,14 +186,13 @@ class ORTModelForConditionalGeneration(ORTModel):
         self_mask = (causal[None] & (mask[:, None, :] != 0)) | (np.arange(total)[None, :] == query_at[:, None])
         feed = {"input_ids": tokens, "position_ids": positions, "self_mask": self_mask[:, None],
                 "memory_mask": memory_mask}
-        for i in range(self.num_layers):
-            feed[f"past_key_{i}"], feed[f"past_value_{i}"] = past[2 * i], past[2 * i + 1]
-            feed[f"cross_key_{i}"], feed[f"cross_value_{i}"] = cross[2 * i], cross[2 * i + 1]
+        feed.update(zip(cache_names("past", self.num_layers), past))
+        feed.update(zip(cache_names("cross", self.num_layers), cross))
         out = self.run("decoder_model", feed)
         logits = out["logits"].astype(np.float64)
         peak = logits.max(axis=-1, keepdims=True)
         log_probs = logits - peak - np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True))
-        present = [out[f"present_{kind}_{i}"] for i in range(self.num_layers) for kind in ("key", "value")]
+        present = [out[name] for name in cache_names("present", self.num_layers)]
         return log_probs, present
 
     def encode(self, pixel_values: np.ndarray, input_ids: np.ndarray,
@@ -195,8 +200,7 @@ class ORTModelForConditionalGeneration(ORTModel):
         """The memory's mask (B, M) and each decoder layer's cross-attention keys and values."""
         out = self.run("encoder_model", {"pixel_values": pixel_values, "input_ids": input_ids,
                                          "attention_mask": attention_mask})
-        return out["memory_mask"], [out[f"cross_{kind}_{i}"] for i in range(self.num_layers)
-                                    for kind in ("key", "value")]
+        return out["memory_mask"], [out[name] for name in cache_names("cross", self.num_layers)]
 
     def generate(self, pixel_values: np.ndarray, input_ids: np.ndarray | None = None,
                  attention_mask: np.ndarray | None = None, max_new_tokens: int = 20, num_beams: int = 1,
@@ -381,4 +385,5 @@ def load(folder: str | os.PathLike, quantized: bool | None = None, threads: int 
 
 
 __all__ = ["ORTModel", "ORTModelForConditionalGeneration", "ORTModelForImageTextClassification",
-           "ORTModelForImageTextRetrieval", "ORTOutput", "ORTProcessor", "RUNTIMES", "load", "read_onnx_config"]
+           "ORTModelForImageTextRetrieval", "ORTOutput", "ORTProcessor", "RUNTIMES", "cache_names", "load",
+           "read_onnx_config"]

@@ -273,6 +273,23 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             self._vocab_ids = cached = torch.tensor(self.config.decoder_vocab, dtype=torch.long, device=device)
         return cached
 
+    def written_scores(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., D) decoder states -> (..., written tokens) next-token scores over the tokens the decoder writes
+        (``decoder_vocab``, in its order; the whole vocabulary without one). The exported decoder graph gives these."""
+        vocab = self._written_ids(states.device)
+        weight = self.lm_head.weight  # the token embeddings, tied
+        return F.linear(states, weight if vocab is None else weight[vocab])
+
+    def full_vocabulary(self, scores: torch.Tensor) -> torch.Tensor:
+        """(..., written tokens) scores (`written_scores`) -> (..., vocab) logits: tokens the decoder never writes
+        get -inf, no probability (without a ``decoder_vocab``, the scores as they are)."""
+        vocab = self._written_ids(scores.device)
+        if vocab is None:
+            return scores
+        logits = scores.new_full((*scores.shape[:-1], self.lm_head.weight.shape[0]), float("-inf"))
+        logits[..., vocab] = scores
+        return logits
+
     def get_encoder(self, modality: str | None = None) -> _Encoder:
         """The encoder `generate` runs once (images and prompt -> memory)."""
         return _Encoder(self)
@@ -401,7 +418,7 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
         )
         vocab = self._written_ids(states.device)
         embeddings = self.lm_head.weight  # (vocab, D): the token embeddings, tied
-        scores = F.linear(states, embeddings if vocab is None else embeddings[vocab])  # (B, L, written tokens)
+        scores = self.written_scores(states)  # (B, L, written tokens)
         loss = None
         if labels is not None:
             labels = labels.to(scores.device)
@@ -410,13 +427,10 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
                 rows[vocab] = torch.arange(len(vocab), device=scores.device)
                 labels = torch.where(labels == IGNORE_INDEX, labels, rows[labels.clamp(min=0)])
             loss = F.cross_entropy(scores.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-        if vocab is None:
-            logits = scores
-        elif labels is not None and self.training:
+        if vocab is not None and labels is not None and self.training:
             logits = None  # training needs only the loss; the full-vocabulary logits would cost more than the step
         else:
-            logits = scores.new_full((*scores.shape[:2], embeddings.shape[0]), float("-inf"))
-            logits[..., vocab] = scores  # tokens the decoder never writes get no probability
+            logits = self.full_vocabulary(scores)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
