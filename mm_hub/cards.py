@@ -147,6 +147,14 @@ repo runs (`AutoModel.from_pretrained("{repo_id}")`).
     return load + (task.usage.format(repo_id=repo_id, pipeline_task=task.pipeline_task) if task else "")
 
 
+ADAPTER_USAGE = """## LoRA adapters
+
+This repo holds LoRA adapters and the parts that trained fully (`adapter_model.safetensors`), not the full weights.
+Loading it (either way above; peft must be installed) rebuilds the base from the pretrained towers its config.json
+names, {towers}, downloaded by id and checked against the SHA-256 of the weights the adapters were trained on, then
+merges the adapters in. Train with `--merge-lora` to push the merged model instead.
+"""
+
 ONNX_USAGE = """## Without torch: the ONNX export
 
 `onnx/` holds this model's ONNX graphs ({graphs}; {quantized}), its processor files and `ort_mm_hub.py`, a small
@@ -243,8 +251,9 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
         f"| Image encoder | {vision} |",
         f"| Text encoder | {text} |",
     ]
+    adapter = (folder / "adapter_config.json").is_file()
     if params is not None:
-        lines.append(f"| Parameters | {params:,} |")
+        lines.append(f"| {'Parameters in the adapter file' if adapter else 'Parameters'} | {params:,} |")
     lines += task.details(config) if task else []
     lines += ["", "## Training", ""]
     if training:
@@ -262,9 +271,9 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
             lora = training.get("lora") if isinstance(training.get("lora"), dict) else None
             lines.append(
                 f"{training['trainable_parameters']:,} of {training['total_parameters']:,} parameters trained"
-                + (f", as LoRA adapters (rank {lora.get('r')}, alpha {lora.get('alpha')}) on the towers and the "
-                   "decoder, with projections, fusion and head training fully; the adapters are merged into these "
-                   "weights."
+                + (f", as LoRA adapters (rank {lora.get('r')}, alpha {lora.get('alpha')}) on the towers, with "
+                   "projections, fusion and head training fully"
+                   + ("; the adapters are merged into these weights." if lora.get("merged") else ".")
                    if lora else ".")
             )
         hyper = training.get("hyperparameters") or {}
@@ -279,6 +288,10 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
     else:
         lines.append("No evaluation results were saved with this model.")
     lines += ["", "## How to use", "", _usage(repo_id, task)]
+    if adapter:
+        lines += [ADAPTER_USAGE.format(towers=", ".join(
+            f"`{record.get('name_or_path')}` ({side})" for side, record in (config.get("pretrained_towers") or {}).items()
+            if isinstance(record, dict)) or "none recorded")]
     lines += [
         "## Limitations",
         "",

@@ -34,7 +34,8 @@ IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "*.npy", "*.npz")
 # Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding).
 ONNX_FOLDER = "onnx"  # where a pushed repo keeps its ONNX export (mm_hub.onnx_serving reads it there)
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "adapter_config.json")
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter folder (`mm_hub.lora.save_adapter`)
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,9 @@ def check_model_folder(folder: str | Path) -> tuple[dict[str, Any], list[Path], 
     modules = {reference.split("--")[-1].split(".")[0] for reference in auto_map.values() if isinstance(reference, str)}
     missing = sorted(f"{module}.py" for module in modules if f"{module}.py" not in names)
     require(not missing, f"remote-code files {missing} named by config.json's auto_map", save)
+    if ADAPTER_CONFIG in names:
+        require("adapter_model.safetensors" in names, f"adapter_model.safetensors beside its {ADAPTER_CONFIG}",
+                "save the adapter with `mm_hub.lora.save_adapter` (training with --lora does)")
     saved = f"call `processor.save_pretrained({str(folder)!r})` too"
     require(bool(names & {"processor_config.json", "preprocessor_config.json"}), "processor_config.json", saved)
     vocabulary = [name for name in names if name == "tokenizer.json" or name.startswith("vocab") or name.endswith(".model")]
@@ -206,6 +210,33 @@ def auth_error(err: HfHubHTTPError, repo_id: str) -> HubAuthError | None:
         f"The Hub refused the request for {repo_id!r} (HTTP {status}): check that your token is valid and has"
         f" write access to this namespace. Server said: {str(err).splitlines()[-1]}"
     )
+
+
+def adapter_config_for_push(folder: Path, files: list[Path], repo_id: str, config: dict[str, Any]) -> bytes | None:
+    """The ``adapter_config.json`` a push uploads for an adapter folder (None for a plain model): its base becomes the
+    repo itself, whose config.json names the towers, so that ``AutoModel.from_pretrained(repo_id)`` finds the model's
+    config there (the local file is not modified).
+
+    Raises:
+        ValueError: the file is not a JSON object, or the adapters were trained on local tower folders (a model
+            from the Hub loads its towers from the Hub only).
+    """
+    if Path(ADAPTER_CONFIG) not in files:
+        return None
+    try:
+        adapter = json.loads(read_regular(folder / ADAPTER_CONFIG))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{folder / ADAPTER_CONFIG} is not JSON ({error}); save the adapter again") from None
+    if not isinstance(adapter, dict):
+        raise ValueError(f"{folder / ADAPTER_CONFIG} is not a JSON object; save the adapter again")
+    local = [name for name in (record.get("name_or_path") for record in (config.get("pretrained_towers") or {}).values()
+                               if isinstance(record, dict))
+             if isinstance(name, str) and (Path(name).is_absolute() or name.startswith(".") or Path(name).exists())]
+    if local:
+        raise ValueError(f"The adapter in {folder} was trained on local tower folders {local}; adapters from the Hub "
+                         "load their towers from the Hub only. Train on Hub ids (--vision-model / --text-model) or "
+                         "with --merge-lora.")
+    return json.dumps({**adapter, "base_model_name_or_path": repo_id}, indent=2).encode()
 
 
 def push_to_hub(
@@ -236,6 +267,7 @@ def push_to_hub(
     check_repo_id(repo_id)
     folder = Path(folder)
     config, files, refused = check_model_folder(folder)
+    adapter = adapter_config_for_push(folder, files, repo_id, config)
     onnx_config, onnx_files = None, []
     if onnx is not None:
         from .ort_mm_hub import read_onnx_config
@@ -260,7 +292,8 @@ def push_to_hub(
         stale = [path for path in remote - uploaded  # old weights; an old export when a new one is pushed
                  if any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)
                  or (onnx_files and path.startswith(f"{ONNX_FOLDER}/"))]
-        operations: list = [CommitOperationAdd(path.as_posix(), str(folder / path)) for path in files]
+        operations: list = [CommitOperationAdd(path.as_posix(), adapter if path.as_posix() == ADAPTER_CONFIG and adapter
+                                               else str(folder / path)) for path in files]
         operations += [CommitOperationAdd(f"{ONNX_FOLDER}/{name}", str(Path(onnx) / name)) for name in onnx_files]
         operations.append(CommitOperationAdd("README.md", str(card).encode()))
         operations += [CommitOperationDelete(path) for path in sorted(stale)]

@@ -1,20 +1,25 @@
-"""LoRA adapters on an mm_hub model's big parts (peft): the towers' attention projections (BERT, ViT, any transformer
-tower), the last stage's convolutions of a ResNet, the decoder's attention; what mm_hub adds on top (projections,
-fusion, head, the generator's memory) trains fully, as peft's ``modules_to_save``.
+"""LoRA adapters on an mm_hub model's pretrained towers (peft): the attention projections of a transformer tower
+(BERT, ViT, ...), the last stage's convolutions of a ResNet; what mm_hub adds on top (projections, fusion, head, the
+generator's memory and decoder) trains fully, as peft's ``modules_to_save`` (the decoder's tied output layer with it).
 
-`apply_lora` wraps a model for training (``--lora`` in `training.train`), `merge_lora` folds the adapters back into
-plain weights: what training saves, so the result loads, serves and exports like any mm_hub model.
+`apply_lora` wraps a model for training (``--lora`` in `training.train`). Its result is saved either as an adapter
+(`save_adapter`: the adapters and the fully trained parts, a few percent of the model, loaded back on top of the
+towers by id, see `mm_hub.model.adapter_mm_hub`) or merged (`merge_lora`, ``--merge-lora``: a plain mm_hub model).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 ATTENTION_PROJECTIONS = {"query", "key", "value", "q_proj", "k_proj", "v_proj"}  # BERT's and ViT's names
-DECODER_PROJECTIONS = {"q_proj", "k_proj", "v_proj", "out_proj"}
-TOWERS = ("mm_hub.vision_encoder", "mm_hub.text_encoder")
+TOWERS = {"vision": "mm_hub.vision_encoder", "text": "mm_hub.text_encoder"}
+# Parameters no module holds: the retrieval head's temperature, frozen under LoRA at its constant initial value.
+CONSTANT_PARAMETERS = ("logit_scale",)
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # peft's names, what an adapter save writes
 
 
 def _trainable(module: nn.Module) -> bool:
@@ -23,10 +28,10 @@ def _trainable(module: nn.Module) -> bool:
 
 def lora_targets(model: nn.Module) -> list[str]:
     """Names of the modules LoRA adapts: in each tower that trains (a frozen one stays as it is), the attention's
-    query/key/value projections of a transformer, or the convolutions of a ResNet's last stage; the decoder's
-    attention projections. A BiLSTM tower has none: it trains fully (`modules_to_save`)."""
+    query/key/value projections of a transformer, or the convolutions of a ResNet's last stage. A BiLSTM tower has
+    none: it trains fully (`modules_to_save`)."""
     targets = []
-    for tower_name in TOWERS:
+    for tower_name in TOWERS.values():
         tower = model.get_submodule(tower_name)
         if not _trainable(tower):
             continue
@@ -37,27 +42,25 @@ def lora_targets(model: nn.Module) -> list[str]:
             names = [name for name, module in tower.named_modules()
                      if isinstance(module, nn.Conv2d) and name.startswith(stages[-1] + ".")]
         targets += [f"{tower_name}.{name}" for name in names]
-    if hasattr(model, "decoder"):
-        targets += [name for name, module in model.decoder.named_modules(prefix="decoder")
-                    if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in DECODER_PROJECTIONS]
     return targets
 
 
 def modules_to_save(model: nn.Module, targets: list[str]) -> list[str]:
-    """What trains fully beside the adapters: every trainable top-level part of the head and of ``model.mm_hub``
-    that holds no LoRA target (projections, fusion, classifier, memory embeddings, a BiLSTM tower)."""
-    adapted = {id(parameter) for target in targets for parameter in model.get_submodule(target).parameters()}
-    adapted |= {id(parameter) for name, module in model.named_children() if name == "decoder"
-                for parameter in module.parameters()}
+    """What trains fully beside the adapters: every trainable part of the head and of ``model.mm_hub`` that holds no
+    LoRA target (projections, fusion, classifier, the generator's memory, a BiLSTM tower), the decoder by its parts
+    (its token table among them, which peft then ties to the output layer)."""
     saved = []
-    for prefix, parent in (("", model), ("mm_hub.", model.mm_hub)):
+    parents = [("", model), ("mm_hub.", model.mm_hub)]
+    if hasattr(model, "decoder"):
+        parents.append(("decoder.", model.decoder))
+    for prefix, parent in parents:
         for name, module in parent.named_children():
             full = prefix + name
-            own = [parameter for parameter in module.parameters() if id(parameter) not in adapted]
-            if full == "mm_hub" or not any(parameter.requires_grad for parameter in own) or len(own) < len(
-                    list(module.parameters())):  # frozen, or sharing weights with the adapted parts (a tied head)
+            if full in ("mm_hub", "decoder", "lm_head") or not _trainable(module):  # lm_head: tied to the token table
                 continue
-            if not any(target == full or target.startswith(full + ".") for target in targets):
+            if isinstance(module, nn.ModuleList):  # the decoder's layers: each one (a list has no forward)
+                saved += [f"{full}.{index}" for index, layer in enumerate(module) if _trainable(layer)]
+            elif not any(target == full or target.startswith(full + ".") for target in targets):
                 saved.append(full)
     return saved
 
@@ -72,10 +75,10 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0
                          f"dropout={dropout}.")
     targets = lora_targets(model)
     if not targets:
-        raise ValueError("LoRA has nothing to adapt here: both towers are frozen (or BiLSTMs) and there is no decoder; "
-                         "train without --lora.")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        modules_to_save=modules_to_save(model, targets))
+        raise ValueError("LoRA has nothing to adapt here: both towers are frozen (or BiLSTMs); train without --lora.")
+    saved = modules_to_save(model, targets)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=saved,
+                        ensure_weight_tying="decoder.embed_tokens" in saved and model.config.tie_word_embeddings)
     return get_peft_model(model, config)
 
 
@@ -90,8 +93,67 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
 def merge_lora(model: Any) -> nn.Module:
     """A LoRA-wrapped model as the plain mm_hub model with its adapters folded into the weights (and the fully
-    trained parts in place); any other model as it is."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    trained parts in place, the output layer tied to the token table again); any other model as it is."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    merged = model.merge_and_unload()
+    merged.tie_weights()
+    return merged
 
 
-__all__ = ["apply_lora", "lora_targets", "merge_lora", "modules_to_save", "parameter_counts"]
+def unsaved_parts(model: Any) -> list[str]:
+    """The parameters of a LoRA-wrapped model that an adapter save would lose: neither in the adapter file (adapters,
+    `modules_to_save`) nor rebuilt by name from a pretrained tower the config records (``pretrained_towers``: a
+    tower built new from a config, or whose weights were replaced, has no record). Empty: `save_adapter` can save it.
+    """
+    inner = model.get_base_model()
+    towers = inner.config.pretrained_towers or {}
+    rebuilt = tuple(f"{TOWERS[side]}.model." for side in towers if side in TOWERS)
+    saved = tuple(f"{name}." for name in model.peft_config["default"].modules_to_save or ())
+    lost = []
+    for name, _ in inner.named_parameters():
+        name = name.replace(".base_layer.", ".").replace(".original_module.", ".")
+        if "lora_" in name or ".modules_to_save." in name or name.startswith(rebuilt + saved):
+            continue
+        if name not in CONSTANT_PARAMETERS:
+            lost.append(name)
+    return lost
+
+
+def save_adapter(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
+    """Save a LoRA-wrapped model as an adapter into ``folder`` (other files there stay; full weights a plain save
+    left are removed): the model's config and code (no weights), peft's ``adapter_config.json`` +
+    ``adapter_model.safetensors`` and the processor. ``MMHubFor*.from_pretrained(folder)`` (or ``AutoModel``,
+    `mm_hub.load_model`, a push of it) loads it as the plain model, rebuilding the towers by name.
+
+    Raises:
+        ValueError: parts of the model could not be rebuilt (`unsaved_parts`: a tower built new from a config or
+            copied from elsewhere), naming them; save it merged (`merge_lora`, ``--merge-lora``) instead.
+    """
+    lost = unsaved_parts(model)
+    if lost:
+        raise ValueError(f"An adapter save would lose {len(lost)} weights ({', '.join(lost[:3])}{' ...' * (len(lost) > 3)}"
+                         "): they are neither trained (saved with the adapters) nor loaded from a pretrained tower by "
+                         "name (a tower built from a config, or whose weights were copied in). Save the merged model "
+                         "(--merge-lora) instead.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("model*.safetensors"), *folder.glob("model.safetensors.index.json")]:
+        stale.unlink()  # a plain model's weights: a push would carry them beside the adapters
+    model.get_base_model().save_pretrained(folder, state_dict={})  # config, code, generation config: no weights
+    model.peft_config["default"].base_model_name_or_path = None  # the base is this folder's config (a push names the repo)
+    model.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)  # peft's stub card: a push writes the model card
+    processor.save_pretrained(folder)
+    return folder
+
+
+def remove_adapter_files(folder: str | os.PathLike) -> None:
+    """Delete adapter files a LoRA run left in ``folder`` before a plain model is saved there: with them, loading
+    the folder would take the adapters, not the new weights."""
+    for name in ADAPTER_FILES:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
+__all__ = ["apply_lora", "lora_targets", "merge_lora", "modules_to_save", "parameter_counts", "remove_adapter_files",
+           "save_adapter", "unsaved_parts"]

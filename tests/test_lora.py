@@ -17,17 +17,21 @@ from training.train import main as train_main
 
 @pytest.mark.parametrize("head, text_encoder_type", [("classification", "transformer"), ("retrieval", "lstm"),
                                                      ("generation", "transformer")])
-def test_lora_adapts_the_towers_and_decoder_and_merges_to_the_same_outputs(head, text_encoder_type):
+def test_lora_adapts_the_towers_and_merges_to_the_same_outputs(head, text_encoder_type):
     model = tiny_model(head, "attention", text_encoder_type)
     targets = lora_targets(model)
     assert any(".stages.1." in name and name.endswith("convolution") for name in targets)  # the ResNet's last stage
     assert any(name.endswith(".attention.self.query") for name in targets) == (text_encoder_type == "transformer")
-    assert any(name.startswith("decoder.layers.") for name in targets) == (head == "generation")
+    assert all(name.startswith("mm_hub.") for name in targets)  # towers only: the new decoder trains fully
     saved = modules_to_save(model, targets)
     assert "mm_hub.fusion" in saved or head == "retrieval"
-    assert "lm_head" not in saved  # tied to the decoder's token table: never copied
     assert ("mm_hub.text_encoder" in saved) == (text_encoder_type == "lstm")  # a BiLSTM trains fully
+    assert ({"decoder.embed_tokens", "decoder.layers.0"} <= set(saved)) == (head == "generation")
+    assert "lm_head" not in saved  # tied to the decoder's token table: peft ties its copy to the table's
     wrapped = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    if head == "generation":
+        inner = wrapped.get_base_model()
+        assert inner.get_output_embeddings().weight is inner.get_input_embeddings().weight  # the copies, tied
     counts = parameter_counts(wrapped)
     assert 0 < counts["trainable_parameters"] < counts["total_parameters"]
     torch.manual_seed(1)
@@ -63,11 +67,15 @@ def test_lora_refuses_bad_settings_and_nothing_to_adapt():
 
 def test_lora_trains_through_the_cli_and_saves_a_plain_model(tmp_path):
     out = tmp_path / "out"
-    metrics = train_main(["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
-                          "--lora", "--lora-r", "4", *tiny_flags(out)])
+    shapes = ["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32"]
+    with pytest.raises(ValueError, match="--merge-lora"):  # random towers: no adapter could be rebuilt on them
+        train_main([*shapes, "--lora", *tiny_flags(out)])
+    with pytest.raises(ValueError, match="needs --lora"):
+        train_main([*shapes, "--merge-lora", *tiny_flags(out)])
+    metrics = train_main([*shapes, "--lora", "--lora-r", "4", "--merge-lora", *tiny_flags(out)])
     assert "eval_accuracy" in metrics
     info = json.loads((out / "training_info.json").read_text())
-    assert info["lora"] == {"r": 4, "alpha": 16, "dropout": 0.05}
+    assert info["lora"] == {"r": 4, "alpha": 16, "dropout": 0.05, "merged": True}
     assert 0 < info["trainable_parameters"] < info["total_parameters"]
     model = AutoModelForImageTextClassification.from_pretrained(out)  # the adapters merged: a plain model
     assert not any("lora" in name or "modules_to_save" in name for name in model.state_dict())

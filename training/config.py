@@ -195,11 +195,15 @@ class TrainingOptions:
     generation_max_new_tokens: int = _opt(32, "Tokens the model may write per row when evaluating generation.")
     generation_num_beams: int = _opt(1, "Beams of the search when evaluating generation (1: greedy).")
     lora: bool = _opt(
-        False, "Train LoRA adapters (peft) on the towers' attention projections (BERT, ViT), a ResNet's last stage and "
-        "the decoder's attention, with the projections, fusion and head training fully and the rest frozen: a few % "
-        "of the parameters train, so gradients and optimizer state shrink with them. The adapters are merged into the "
-        "saved model."
+        False, "Train LoRA adapters (peft) on the pretrained towers' attention projections (BERT, ViT) or a ResNet's "
+        "last stage, with the projections, fusion and head (a generator's decoder too) training fully and the rest "
+        "frozen: a few % of the parameters train, so gradients and optimizer state shrink with them. Saved as an "
+        "adapter (adapter_config.json + adapter_model.safetensors, a few % of the model's bytes) that loads on top of "
+        "the towers named by --vision-model / --text-model; towers built from --vision-config / --text-config need "
+        "--merge-lora."
     )
+    merge_lora: bool = _opt(False, "With --lora: save the adapters merged into a plain mm_hub model (full size, no peft "
+                            "needed to load it) instead of as an adapter.")
     lora_r: int = _opt(8, "Rank of the LoRA adapters (--lora).")
     lora_alpha: int = _opt(16, "LoRA scaling numerator: adapters are scaled by lora_alpha / lora_r (--lora).")
     lora_dropout: float = _opt(0.05, "Dropout on the LoRA adapters' input (--lora).")
@@ -366,6 +370,8 @@ class TrainConfig:
             if unmet:
                 raise ValueError("--cache-frozen-features stores each training row's encoder outputs once, so the "
                                  f"encoders and rows must not change between epochs; it needs {', '.join(unmet)}.")
+        if train.merge_lora and not train.lora:
+            raise ValueError("--merge-lora merges LoRA adapters into the saved model; it needs --lora.")
         if data.target_pairs and "target" not in task.columns:
             raise ValueError(f"--target-pairs trains a model that writes text; the {self.task} task does not.")
         for spec in data.target_pairs or []:

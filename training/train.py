@@ -32,7 +32,7 @@ from mm_hub import MMHubProcessor
 from mm_hub._files import write_json
 from mm_hub.cli import run
 from mm_hub.hub import push_to_hub
-from mm_hub.lora import apply_lora, merge_lora, parameter_counts
+from mm_hub.lora import apply_lora, merge_lora, parameter_counts, remove_adapter_files, save_adapter, unsaved_parts
 from mm_hub.paths import minilm_path
 from mm_hub.tasks import Scoring, SplitEvaluation, task_named
 
@@ -113,6 +113,12 @@ def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tup
     model = _freeze_embeddings(model, config)
     if config.train.lora:
         model = apply_lora(model, config.train.lora_r, config.train.lora_alpha, config.train.lora_dropout)
+        lost = [] if config.train.merge_lora else unsaved_parts(model)
+        if lost:  # before training, not after it
+            raise ValueError(f"--lora saves an adapter that loads on top of pretrained towers named by id, but "
+                             f"{len(lost)} weights ({lost[0]}, ...) come from neither: a tower built from "
+                             "--vision-config / --text-config, or copied by --init-encoders-from. Add --merge-lora "
+                             "to save the merged model.")
         counts = parameter_counts(model)
         logger.info("LoRA: %s of %s parameters train (%.2f %%).", f"{counts['trainable_parameters']:,}",
                     f"{counts['total_parameters']:,}", 100 * counts["trainable_parameters"] / counts["total_parameters"])
@@ -123,6 +129,7 @@ def _freeze_embeddings(model: torch.nn.Module, config: TrainConfig) -> torch.nn.
     """``--init-encoders-from`` (copy encoder weights), then ``--freeze-text-embeddings`` (fix the token table)."""
     if config.encoders.init_encoders_from:
         _copy_encoders(model, Path(config.encoders.init_encoders_from))
+        model.config.pretrained_towers = None  # the towers no longer hold what their ids load
     if config.encoders.freeze_text_embeddings:
         encoder = model.mm_hub.text_encoder
         table = encoder.embeddings if config.model.text_encoder_type == "lstm" else encoder.model.get_input_embeddings()
@@ -500,11 +507,15 @@ def train_and_save(recipe: Recipe) -> dict[str, float]:
         if counts:
             logger.warning("Skipped %s rows of the %s split: %s", sum(counts.values()), split, counts)
     if trainer.is_world_process_zero():
-        if config.train.lora:  # the adapters folded into plain weights: the folder loads like any mm_hub model
-            merge_lora(trainer.model).save_pretrained(str(output))
-            recipe.processor.save_pretrained(str(output))
+        if config.train.lora and not config.train.merge_lora:  # adapters + what trained fully, on the towers by id
+            save_adapter(trainer.model, recipe.processor, output)
         else:
-            trainer.save_model(str(output))
+            remove_adapter_files(output)  # a former LoRA run's: loading would take them over these weights
+            if config.train.lora:  # the adapters folded into plain weights: the folder loads like any mm_hub model
+                merge_lora(trainer.model).save_pretrained(str(output))
+                recipe.processor.save_pretrained(str(output))
+            else:
+                trainer.save_model(str(output))
         config.save(output / "train_config.yaml")
         write_json(output / "eval_results.json", metrics)
         info = training_info(recipe, metrics, result.metrics, skipped, trainer.args.world_size, parameters)
@@ -549,8 +560,8 @@ def training_info(recipe: Recipe, metrics: dict[str, float], train_metrics: dict
         "num_processes": num_processes,
         "text_vocabulary": recipe.text_vocabulary,
         **(parameters or {}),
-        "lora": {"r": config.train.lora_r, "alpha": config.train.lora_alpha, "dropout": config.train.lora_dropout}
-        if config.train.lora else None,
+        "lora": {"r": config.train.lora_r, "alpha": config.train.lora_alpha, "dropout": config.train.lora_dropout,
+                 "merged": config.train.merge_lora} if config.train.lora else None,
     }
 
 

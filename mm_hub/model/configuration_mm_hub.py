@@ -190,6 +190,11 @@ class MMHubConfig(PreTrainedConfig):
             set by `MMHubForConditionalGeneration.from_vision_text_pretrained` and the training command.
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
             Whether the decoder's output layer is its token embeddings (one table, as in BERT and GPT-2).
+        pretrained_towers (`dict`, *optional*):
+            The pretrained towers `from_vision_text_pretrained` loaded, by side: ``{"vision": {"name_or_path": ...,
+            "revision": ..., "sha256": ...}, "text": {...}}`` (a tower built new from a config, or the BiLSTM, has no
+            entry). A LoRA adapter folder (`mm_hub.lora.save_adapter`) loads on top of these towers, rebuilt by name
+            and checked by the SHA-256 of their weights.
 
     The decoder is described to transformers by its own config, `decoder_config` (an `MMHubDecoderConfig` made from
     the ``decoder_*`` fields), which ``get_text_config(decoder=True)`` returns, as `generate` asks.
@@ -242,6 +247,7 @@ class MMHubConfig(PreTrainedConfig):
     eos_token_id: int | None = None
     decoder_start_token_id: int | None = None
     tie_word_embeddings: bool = True
+    pretrained_towers: dict | None = None
 
     def __post_init__(self, **kwargs):
         # before `PreTrainedConfig` builds an id2label entry per label

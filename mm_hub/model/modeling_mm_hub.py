@@ -6,6 +6,7 @@ Layout: encoders -> outputs -> pre-trained base -> base model -> heads.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import shutil
@@ -282,10 +283,16 @@ class MMHubPreTrainedModel(PreTrainedModel):
             base.text_encoder.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """As `PreTrainedModel.from_pretrained`, with the encoders the config freezes frozen again: loading the
-        weights makes every parameter trainable."""
-        loaded = super().from_pretrained(*args, **kwargs)
+        weights makes every parameter trainable. A LoRA adapter folder or repo (``adapter_config.json``, written by
+        ``--lora`` training) loads as the plain model: its base rebuilt from the pretrained towers its config names,
+        the adapters merged in (`adapter_mm_hub.load_adapter_model`)."""
+        from .adapter_mm_hub import adapter_config_file, load_adapter_model
+
+        if adapter_config_file(pretrained_model_name_or_path, kwargs) is not None:
+            return load_adapter_model(cls, pretrained_model_name_or_path, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         (loaded[0] if isinstance(loaded, tuple) else loaded)._apply_freezing()  # (model, info) with output_loading_info
         return loaded
 
@@ -297,6 +304,10 @@ class MMHubPreTrainedModel(PreTrainedModel):
             base.vision_encoder.eval()
         if self.config.freeze_text_encoder:
             base.text_encoder.eval()
+        for module in self.modules():  # a BatchNorm whose weights do not train (LoRA) keeps its statistics too
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and not any(
+                    parameter.requires_grad for parameter in module.parameters()):
+                module.eval()
         return self
 
     @classmethod
@@ -392,6 +403,14 @@ class MMHubPreTrainedModel(PreTrainedModel):
             _load_tower(base.text_encoder.model, text.state_dict(), "text")
         if text is not None:
             model._pretrained_text_setup(tokenizer, text)
+        towers = {}  # what an adapter of this model is rebuilt on (`adapter_mm_hub`)
+        if vision is not None:
+            towers["vision"] = (vision_model_name_or_path, base.vision_encoder.model)
+        if text is not None and text_encoder_type == "transformer":
+            towers["text"] = (text_model_name_or_path, base.text_encoder.model)
+        model.config.pretrained_towers = {
+            side: {"name_or_path": str(name), "revision": hub_kwargs.get("revision"), "sha256": tower_sha256(tower)}
+            for side, (name, tower) in towers.items()} or None
         model._apply_freezing()
         model.eval()  # like `from_pretrained`: ready for inference; the Trainer switches to train mode itself
         return model, MMHubProcessor(image_processor=image_processor, tokenizer=tokenizer, max_length=max_length)
@@ -424,6 +443,16 @@ def _check_fit(name: str, source: Any, missing: Any, mismatched: Any, unexpected
             f"The pretrained {name} weights of {source} do not fit the {name} encoder: missing {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}, of another shape {mismatched[:5]}."
         )
+
+
+def tower_sha256(tower: nn.Module) -> str:
+    """SHA-256 of a tower's weights and buffers (names, dtypes and bytes, in name order): which pretrained weights a
+    model was built on, checked when an adapter is loaded on them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tower.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _load_tower(module: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:
