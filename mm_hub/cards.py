@@ -42,8 +42,9 @@ def fusion_description(fusion_type: str) -> str:
     return fusion.description if fusion is not None else "a custom fusion"
 
 
-def _hub_id(reference: str | None) -> str | None:
-    """The Hub id behind a base model / dataset reference, or None for local-only ones."""
+def hub_id(reference: str | None) -> str | None:
+    """The Hub id behind a base model / dataset reference (the packaged MiniLM folder: its Hub id), or None for
+    local-only ones."""
     if not reference:
         return None
     if Path(reference).resolve() == Path(minilm_path()).resolve():
@@ -207,8 +208,8 @@ def build_model_card(folder: str | Path, repo_id: str, license: str = "apache-2.
     task = declared.pipeline_task if declared else "feature-extraction"
     pipeline_tag = declared.hub_tag if declared else "feature-extraction"
     dataset = training.get("dataset")
-    dataset_id = _hub_id(dataset)
-    base_models = [b for b in dict.fromkeys(_hub_id(m) for m in training.get("base_models") or []) if b]
+    dataset_id = hub_id(dataset)
+    base_models = [b for b in dict.fromkeys(hub_id(m) for m in training.get("base_models") or []) if b]
 
     eval_results = None
     if metrics and dataset:
@@ -259,7 +260,7 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
     if training:
         config_name = f" (config `{training['dataset_config']}`)" if training.get("dataset_config") else ""
         # Hub ids as they are, local folders by name only, anything else (e.g. "random init: ...") verbatim.
-        bases = [_hub_id(str(m)) or (Path(m).name if Path(m).exists() else str(m))
+        bases = [hub_id(str(m)) or (Path(m).name if Path(m).exists() else str(m))
                  for m in training.get("base_models") or []]
         lines.append(
             f"Fine-tuned on `{training.get('dataset')}`{config_name}, split `{training.get('train_split')}`"
@@ -290,8 +291,9 @@ def _body(folder: Path, repo_id: str, config: dict, architecture: str, task: Tas
     lines += ["", "## How to use", "", _usage(repo_id, task)]
     if adapter:
         lines += [ADAPTER_USAGE.format(towers=", ".join(
-            f"`{record.get('name_or_path')}` ({side})" for side, record in (config.get("pretrained_towers") or {}).items()
-            if isinstance(record, dict)) or "none recorded")]
+            f"`{hub_id(str(record.get('name_or_path')))}` ({side})"
+            for side, record in (config.get("pretrained_towers") or {}).items() if isinstance(record, dict))
+            or "none recorded")]
     lines += [
         "## Limitations",
         "",

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
     from httpx import TransportError
 
 from ._files import read_regular
-from .cards import build_model_card
+from .cards import build_model_card, hub_id
 
 # Never uploaded: Trainer checkpoints and logs, caches, hidden files, and any README (the card is generated).
 IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README.md", "optimizer.pt", "scheduler.pt",
@@ -212,31 +212,35 @@ def auth_error(err: HfHubHTTPError, repo_id: str) -> HubAuthError | None:
     )
 
 
-def adapter_config_for_push(folder: Path, files: list[Path], repo_id: str, config: dict[str, Any]) -> bytes | None:
-    """The ``adapter_config.json`` a push uploads for an adapter folder (None for a plain model): its base becomes the
-    repo itself, whose config.json names the towers, so that ``AutoModel.from_pretrained(repo_id)`` finds the model's
-    config there (the local file is not modified).
+def adapter_uploads(folder: Path, files: list[Path], repo_id: str, config: dict[str, Any]) -> dict[str, bytes]:
+    """What a push uploads in place of an adapter folder's own ``adapter_config.json`` and ``config.json`` (nothing
+    for a plain model; the local files are not modified): the adapter's base becomes the repo itself, whose config
+    names the towers, so that ``AutoModel.from_pretrained(repo_id)`` finds it; the towers are named by Hub id (the
+    packaged MiniLM folder by its id, the weights' SHA-256 checked when loading).
 
     Raises:
-        ValueError: the file is not a JSON object, or the adapters were trained on local tower folders (a model
-            from the Hub loads its towers from the Hub only).
+        ValueError: ``adapter_config.json`` is not a JSON object, or a tower is a local folder with no Hub id (a
+            model from the Hub loads its towers from the Hub only).
     """
     if Path(ADAPTER_CONFIG) not in files:
-        return None
+        return {}
     try:
         adapter = json.loads(read_regular(folder / ADAPTER_CONFIG))
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"{folder / ADAPTER_CONFIG} is not JSON ({error}); save the adapter again") from None
     if not isinstance(adapter, dict):
         raise ValueError(f"{folder / ADAPTER_CONFIG} is not a JSON object; save the adapter again")
-    local = [name for name in (record.get("name_or_path") for record in (config.get("pretrained_towers") or {}).values()
-                               if isinstance(record, dict))
-             if isinstance(name, str) and (Path(name).is_absolute() or name.startswith(".") or Path(name).exists())]
+    towers = {side: dict(record) for side, record in (config.get("pretrained_towers") or {}).items()
+              if isinstance(record, dict)}
+    local = [record.get("name_or_path") for record in towers.values() if hub_id(str(record.get("name_or_path"))) is None]
     if local:
         raise ValueError(f"The adapter in {folder} was trained on local tower folders {local}; adapters from the Hub "
                          "load their towers from the Hub only. Train on Hub ids (--vision-model / --text-model) or "
                          "with --merge-lora.")
-    return json.dumps({**adapter, "base_model_name_or_path": repo_id}, indent=2).encode()
+    for record in towers.values():
+        record["name_or_path"] = hub_id(record["name_or_path"])
+    return {ADAPTER_CONFIG: json.dumps({**adapter, "base_model_name_or_path": repo_id}, indent=2).encode(),
+            "config.json": (json.dumps({**config, "pretrained_towers": towers}, indent=2, sort_keys=True) + "\n").encode()}
 
 
 def push_to_hub(
@@ -267,7 +271,7 @@ def push_to_hub(
     check_repo_id(repo_id)
     folder = Path(folder)
     config, files, refused = check_model_folder(folder)
-    adapter = adapter_config_for_push(folder, files, repo_id, config)
+    replaced = adapter_uploads(folder, files, repo_id, config)
     onnx_config, onnx_files = None, []
     if onnx is not None:
         from .ort_mm_hub import read_onnx_config
@@ -292,8 +296,8 @@ def push_to_hub(
         stale = [path for path in remote - uploaded  # old weights; an old export when a new one is pushed
                  if any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)
                  or (onnx_files and path.startswith(f"{ONNX_FOLDER}/"))]
-        operations: list = [CommitOperationAdd(path.as_posix(), adapter if path.as_posix() == ADAPTER_CONFIG and adapter
-                                               else str(folder / path)) for path in files]
+        operations: list = [CommitOperationAdd(path.as_posix(), replaced.get(path.as_posix(), str(folder / path)))
+                            for path in files]
         operations += [CommitOperationAdd(f"{ONNX_FOLDER}/{name}", str(Path(onnx) / name)) for name in onnx_files]
         operations.append(CommitOperationAdd("README.md", str(card).encode()))
         operations += [CommitOperationDelete(path) for path in sorted(stale)]

@@ -143,9 +143,22 @@ def save_adapter(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
     model.get_base_model().save_pretrained(folder, state_dict={})  # config, code, generation config: no weights
     model.peft_config["default"].base_model_name_or_path = None  # the base is this folder's config (a push names the repo)
     model.save_pretrained(folder)
+    _drop_tied_copies(folder / ADAPTER_FILES[1], model.get_base_model())
     (folder / "README.md").unlink(missing_ok=True)  # peft's stub card: a push writes the model card
     processor.save_pretrained(folder)
     return folder
+
+
+def _drop_tied_copies(weights: Path, model: nn.Module) -> None:
+    """Rewrite an adapter file without the tied output layer peft saves beside the token table it shares (the
+    generator's ``lm_head``: as large as the table); loading ties it again."""
+    from safetensors.torch import load_file, save_file
+
+    tied = tuple(f"base_model.model.{key}" for key in (getattr(model, "_tied_weights_keys", None) or {}))
+    tensors = load_file(str(weights))
+    if any(key in tied for key in tensors):
+        save_file({key: tensor for key, tensor in tensors.items() if key not in tied}, str(weights),
+                  metadata={"format": "pt"})
 
 
 def remove_adapter_files(folder: str | os.PathLike) -> None:

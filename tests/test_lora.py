@@ -82,3 +82,46 @@ def test_lora_trains_through_the_cli_and_saves_a_plain_model(tmp_path):
     with pytest.raises(ValueError, match="no --lora"):
         train_main(["--dataset", "shapes", "--lora", "--cache-frozen-features", "--freeze-vision-encoder",
                     "--freeze-text-encoder", "--no-augment", *tiny_flags(tmp_path / "again")])
+
+
+@pytest.mark.parametrize("head", ["retrieval", "generation"])
+def test_every_head_saves_an_adapter_that_loads_with_the_same_outputs(head, tmp_path):
+    from transformers import AutoModel, ConvNextImageProcessor, ResNetModel
+
+    from mm_hub.lora import save_adapter
+    from mm_hub.paths import minilm_path
+    from tests.conftest import HEADS, tiny_vision_config
+
+    torch.manual_seed(0)  # a tiny pretrained ResNet in a folder; MiniLM from its package
+    ResNetModel(tiny_vision_config()).save_pretrained(tmp_path / "resnet")
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(tmp_path / "resnet")
+    sizes = {"decoder_hidden_size": 16, "decoder_num_heads": 2, "decoder_num_layers": 1} if head == "generation" else {}
+    model, processor = HEADS[head].from_vision_text_pretrained(
+        str(tmp_path / "resnet"), minilm_path(), fusion_type="attention", fusion_hidden_size=16, fusion_num_heads=2,
+        projection_dim=8, **sizes)
+    wrapped = apply_lora(model, r=4, alpha=8, dropout=0.0)
+    for parameter in wrapped.parameters():  # as if trained: adapters and fully trained parts away from their start
+        if parameter.requires_grad:
+            parameter.data.add_(torch.randn_like(parameter) * 0.05)
+    wrapped.eval()
+    inputs = processor(images=random_images(2), text=["a red circle", "what colour is it?"], return_tensors="pt")
+
+    def outputs(model) -> list[torch.Tensor]:
+        with torch.no_grad():
+            if head == "generation":
+                return [model.generate(**inputs, max_new_tokens=5, do_sample=False),
+                        model(**inputs, decoder_input_ids=inputs["input_ids"][:, :4]).logits]
+            return [model(**inputs).image_embeds, model(**inputs).text_embeds]
+
+    expected = outputs(wrapped)
+    save_adapter(wrapped, processor, tmp_path / "adapter")
+    weights = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
+    table = model.get_input_embeddings().weight if head == "generation" else None
+    if table is not None:  # the tied output layer is not saved twice
+        assert weights < 1.5 * table.numel() * table.element_size()
+    loaded = AutoModel.from_pretrained(tmp_path / "adapter")
+    assert type(loaded) is HEADS[head]
+    for actual, wanted in zip(outputs(loaded), expected):
+        torch.testing.assert_close(actual.float(), wanted.float(), rtol=0, atol=1e-5)
+    if table is not None:
+        assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight

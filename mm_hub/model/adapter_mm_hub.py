@@ -112,11 +112,15 @@ def load_adapter_model(cls: type, name_or_path: str | os.PathLike, **kwargs: Any
                          "safetensors only.")
     base = rebuild_base(cls, config, adapter, hub, from_hub=not Path(adapter).is_dir())
     peft_config = PeftConfig.from_pretrained(str(Path(adapter_config_file(adapter, kwargs)).parent))
+    peft_config.base_model_name_or_path = None  # the base is rebuilt here, not loaded by this name
     towers = ", ".join(f"{side} {record.get('name_or_path')!r}" for side, record in
                        (config.pretrained_towers or {}).items()) or "no pretrained tower"
     try:
         model = get_peft_model(base, peft_config)
-        result = set_peft_model_state_dict(model, load_file(weights))
+        tensors = load_file(weights)
+        for tied, source in (getattr(base, "_tied_weights_keys", None) or {}).items():  # saved once: the table
+            tensors.setdefault(f"base_model.model.{tied}", tensors.get(f"base_model.model.{source}"))
+        result = set_peft_model_state_dict(model, {key: value for key, value in tensors.items() if value is not None})
     except (ValueError, RuntimeError, KeyError) as error:  # targets absent from the base, weights of other shapes
         raise ValueError(f"The adapters of {adapter!r} do not fit their base ({towers}): "
                          f"{str(error).strip().splitlines()[0][:300]}") from error
