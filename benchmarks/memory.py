@@ -7,7 +7,8 @@ and both; each case in a fresh process (a process's peak only grows).
 
 Towers are random-init from configs of those shapes (nothing is downloaded); the classifier's concat fusion and head
 on top, AdamW, two steps (the optimizer's state exists from the first): the peak is read over the second, after the
-memory the first freed is handed back to the system (``malloc_trim``) and the peak reset to what is left.
+memory the first freed is handed back to the system (``malloc_trim``) and the peak reset to what is left. Also: the
+bytes an adapter save of the LoRA run writes, over the full model's (fp32) weights.
 """
 
 from __future__ import annotations
@@ -84,7 +85,12 @@ def one_case(shape: dict[str, Any], checkpointing: bool = False, lora: bool = Fa
     step()
     from mm_hub.lora import parameter_counts
 
-    return {"parameters": parameter_counts(model)["total_parameters"],
+    saved = {}
+    if lora:  # what an adapter save writes: the adapters and the parts that train fully
+        from peft import get_peft_model_state_dict
+
+        saved = {"adapter_bytes": sum(t.numel() * t.element_size() for t in get_peft_model_state_dict(model).values())}
+    return {**saved, "parameters": parameter_counts(model)["total_parameters"],
             "trained_parameters": parameter_counts(model)["trainable_parameters"], "weights_rss_mb": weights_mb,
             "rss_before_step_mb": before_mb, "peak_mb": _status_mb("VmHWM"),
             "step_above_weights_mb": _status_mb("VmHWM") - weights_mb}
@@ -114,8 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(name, cases[name], flush=True)
     full = cases["full fine-tuning"]["step_above_weights_mb"]
     ratios = {name: case["step_above_weights_mb"] / full for name, case in cases.items()}
+    adapter_share = cases["LoRA"]["adapter_bytes"] / (4 * cases["full fine-tuning"]["parameters"])  # fp32 weights
     return finish({**conditions("memory", argv, load_before), "shape": shape, "cases": cases,
-                   "over_full_fine_tuning": ratios}, args.out)
+                   "over_full_fine_tuning": ratios, "adapter_over_model_bytes": adapter_share}, args.out)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,20 @@ def readme_line_flags(args: list[str]) -> list[str]:
     return flags
 
 
+def without_random_towers(flags: list[str]) -> list[str]:
+    """``flags`` without --vision-config / --text-config: the towers come from the preset's or the line's
+    --vision-model / --text-model (an adapter saved by --lora is rebuilt on them)."""
+    kept, skip = [], False
+    for flag in flags:
+        if skip:
+            skip = False
+        elif flag in ("--vision-config", "--text-config"):
+            skip = True
+        else:
+            kept.append(flag)
+    return kept
+
+
 def preset_output_dir(args: list[str]) -> str:
     """The output_dir a preset writes to when the line does not name one (relative: inside the test's folder)."""
     return read_preset(args[args.index("--config") + 1]).train.output_dir

@@ -20,7 +20,7 @@ from mm_hub.hub import adapter_uploads, push_to_hub
 from mm_hub.loading import load_model
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
 from tests.conftest import random_images, tokenizer
-from tests.data import TINY_TEXT, TINY_VISION, tiny_flags
+from tests.data import TINY_TEXT, TINY_VISION, tiny_flags, without_random_towers
 from training.train import main as train_main
 
 TEXTS = ["a red circle", "two green triangles", "a blue square", "one yellow star"]
@@ -44,19 +44,6 @@ LOAD_SCRIPT = textwrap.dedent(
     json.dump({"logits": logits.tolist(), "module": type(model).__module__}, open(out, "w"))
     """
 )
-
-
-def _without_random_towers(flags: list[str]) -> list[str]:
-    """`tiny_flags` without --vision-config / --text-config: the towers come from --vision-model / --text-model."""
-    kept, skip = [], False
-    for flag in flags:
-        if skip:
-            skip = False
-        elif flag in ("--vision-config", "--text-config"):
-            skip = True
-        else:
-            kept.append(flag)
-    return kept
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +71,7 @@ def adapter_runs(towers, tmp_path_factory):
     root = tmp_path_factory.mktemp("lora_runs")
     runs = {}
     for name, extra in (("adapter", []), ("merged", ["--merge-lora"])):
-        flags = _without_random_towers(tiny_flags(root / name))
+        flags = without_random_towers(tiny_flags(root / name))
         train_main([*SHAPES, "--vision-model", towers["vision"], "--text-model", towers["text"], "--lora",
                     "--lora-r", "4", *extra, *flags])
         runs[name] = root / name

@@ -14,8 +14,8 @@ from transformers import ConvNextImageProcessor, ResNetModel
 
 from mm_hub import MMHubForImageTextClassification
 from mm_hub.paths import minilm_path
-from tests.conftest import assert_same_outputs, readme_code_blocks, readme_commands, tiny_vision_config
-from tests.data import readme_line_flags
+from tests.conftest import assert_same_outputs, readme_code_blocks, readme_commands, run_command, tiny_vision_config
+from tests.data import readme_line_flags, without_random_towers
 from training.config import read_preset
 from training.train import main
 
@@ -87,3 +87,20 @@ def test_generate_section_runs(readme_hub_models, tmp_path, monkeypatch, capsys)
         info = json.loads(Path(folder, "training_info.json").read_text())
         assert info["task"] == "image-text-to-text" and read_preset(Path(folder, "train_config.yaml")).data.target_pairs == pairs
         assert {"eval_bleu4", "eval_cider", "heldout_bleu4", *scores} <= set(info["metrics"])
+
+
+def test_big_towers_section_runs(readme_hub_models, hub_server, tmp_path, monkeypatch, capsys):
+    """The --lora line trains on the preset's towers by id (the ResNet stand-in and MiniLM, tiny sizes otherwise),
+    saves and pushes an adapter; the next line loads it by id from the Hub."""
+    from mm_hub.shapes import make_shapes_dataset
+
+    monkeypatch.chdir(tmp_path)
+    make_shapes_dataset(num_train=16, num_eval=8, num_heldout=8, image_size=32).push_to_hub("your-name/shapes")
+    train, load = readme_commands("big_towers")
+    argv = shlex.split(train)
+    assert argv[:3] == ["python", "-m", "training.train"] and "--lora" in argv, train
+    main([*argv[3:], *without_random_towers(readme_line_flags(argv[3:]))])
+    pushed = set(hub_server.files("your-name/mm-hub-lora"))
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md"} <= pushed and "model.safetensors" not in pushed
+    run_command(shlex.split(load), monkeypatch)
+    assert "MMHubForImageTextClassification" in capsys.readouterr().out
