@@ -32,7 +32,8 @@ IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README
 # Pickles run code when they are loaded: never uploaded (weights travel as safetensors), nor any file whose bytes
 # are a pickle or a zip of pickles (how torch.save writes), whatever its name.
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.joblib", "*.npy", "*.npz")
-# Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding).
+# Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding, or
+# an adapter's config, which loading would otherwise take over the new weights).
 ONNX_FOLDER = "onnx"  # where a pushed repo keeps its ONNX export (mm_hub.onnx_serving reads it there)
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "adapter_config.json")
 ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter folder (`mm_hub.lora.save_adapter`)

@@ -18,9 +18,11 @@ from transformers import AutoModel, BertConfig, BertModel, ConvNextImageProcesso
 from mm_hub import MMHubForImageTextClassification
 from mm_hub.hub import adapter_uploads, push_to_hub
 from mm_hub.loading import load_model
+from mm_hub.model.adapter_mm_hub import _tower_record
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
 from tests.conftest import random_images, tokenizer
 from tests.data import TINY_TEXT, TINY_VISION, tiny_flags, without_random_towers
+from training.export import main as export_main
 from training.train import main as train_main
 
 TEXTS = ["a red circle", "two green triangles", "a blue square", "one yellow star"]
@@ -109,6 +111,8 @@ def test_adapter_folder_is_small_and_loads_like_the_merged_model(adapter_runs, t
     # The same run saved merged gives the same logits: the frozen towers (their BatchNorm statistics too) are what
     # the ids load, and everything that trained is in the adapter file.
     torch.testing.assert_close(_logits(adapter, adapter_runs), _logits(merged, adapter_runs), rtol=0, atol=1e-5)
+    export_main([str(adapter), "--out", str(adapter.parent / "onnx")])  # serving takes an adapter like any model
+    assert json.loads((adapter.parent / "onnx" / "onnx_config.json").read_text())["architecture"] == type(model).__name__
 
 
 @pytest.mark.slow
@@ -140,6 +144,7 @@ def test_a_missing_or_different_base_is_named(adapter_runs, towers, tmp_path):
     for case, change, error in (
         ("missing", {"name_or_path": "mm-tester/no-such-tower"}, OSError),
         ("different", {"sha256": "0" * 64}, ValueError),
+        ("another tower", {"name_or_path": towers["text"]}, OSError),  # refused on its config: no weights fetched
     ):
         folder = tmp_path / case
         shutil.copytree(adapter_runs["adapter"], folder)
@@ -151,6 +156,16 @@ def test_a_missing_or_different_base_is_named(adapter_runs, towers, tmp_path):
         message = str(raised.value)
         assert str(folder) in message and config["pretrained_towers"]["vision"]["name_or_path"] in message
         assert "different base" in message or "could not be loaded" in message
+        assert case != "another tower" or "another vision tower" in message
+
+
+def test_an_adapter_from_the_hub_never_loads_a_local_folder(tmp_path):
+    record = {"name_or_path": str(tmp_path), "revision": None, "sha256": "0" * 64}
+    with pytest.raises(ValueError, match="from the Hub only"):
+        _tower_record("org/hostile", "vision", record, from_hub=True)
+    assert _tower_record("./adapter", "vision", record, from_hub=False)[0] == str(tmp_path)  # a local adapter may
+    with pytest.raises(ValueError, match="pretrained_towers"):
+        _tower_record("org/hostile", "vision", {"name_or_path": 3}, from_hub=True)
 
 
 def test_the_hub_never_gets_an_adapter_on_local_towers(adapter_runs, tmp_path):

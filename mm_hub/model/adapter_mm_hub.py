@@ -51,6 +51,18 @@ def _tower_record(adapter: str, side: str, record: Any, from_hub: bool) -> tuple
     return name, revision, sha256
 
 
+def _check_tower_config(name: str, side: str, expected: Any, hub_kwargs: dict[str, Any]) -> None:
+    """ValueError when the config at ``name`` describes another tower than ``expected`` (the adapter's config says
+    what it was trained on): its type or a size differs, so its weights, of any size, are not downloaded."""
+    from transformers import AutoConfig
+
+    found = AutoConfig.from_pretrained(name, **hub_kwargs)
+    fields = ("model_type", "hidden_size", "hidden_sizes", "num_hidden_layers", "depths", "vocab_size")
+    different = [field for field in fields if getattr(found, field, None) != getattr(expected, field, None)]
+    if different:
+        raise ValueError(f"its config describes another {side} tower ({', '.join(different)} differ)")
+
+
 def rebuild_base(cls: type, config: Any, adapter: str, hub_kwargs: dict[str, Any], from_hub: bool) -> Any:
     """A model of ``cls`` from ``config`` whose towers hold the pretrained weights ``config.pretrained_towers`` names.
 
@@ -69,14 +81,15 @@ def rebuild_base(cls: type, config: Any, adapter: str, hub_kwargs: dict[str, Any
         name, revision, expected = _tower_record(adapter, side, record, from_hub)
         tower_kwargs = {**{k: v for k, v in hub_kwargs.items() if k in ("token", "cache_dir", "local_files_only")},
                         "revision": revision}
+        target = getattr(model.base_model, TOWER_MODULES[side]).model
         try:
+            _check_tower_config(name, side, target.config, tower_kwargs)  # before any weights are downloaded
             pretrained = _pretrained_tower(name, side, tower_kwargs)
         except (OSError, ValueError) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             raise OSError(f"{adapter!r} holds LoRA adapters on the {side} tower {name!r} (revision "
                           f"{revision or 'main'!r}), which could not be loaded: {reason}. The adapters need the base "
                           "they were trained on; load a merged model (--merge-lora) where it is out of reach.") from error
-        target = getattr(model.base_model, TOWER_MODULES[side]).model
         _load_tower(target, pretrained.state_dict(), side)
         found = tower_sha256(target)
         if found != expected:
