@@ -125,3 +125,21 @@ def test_every_head_saves_an_adapter_that_loads_with_the_same_outputs(head, tmp_
         torch.testing.assert_close(actual.float(), wanted.float(), rtol=0, atol=1e-5)
     if table is not None:
         assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
+@pytest.mark.parametrize("text", ["transformer", "lstm"])
+def test_adapters_learn_at_the_new_layers_rate_and_pretrained_parts_at_the_encoders(text, tmp_path):
+    from training.config import resolve_config
+    from training.train import Recipe
+    from tests.data import without_random_towers
+
+    flags = tiny_flags(tmp_path / "out", "--learning-rate", "0.01", text=text)
+    flags = [*flags[:2], *without_random_towers(flags[2:])] if text == "transformer" else flags  # MiniLM's own tower
+    config = resolve_config(["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32",
+                             "--lora", "--merge-lora", *flags])
+    trainer = Recipe(config).trainer(str(tmp_path / "out"))
+    rates = {id(p): group["lr"] for group in trainer.create_optimizer().param_groups for p in group["params"]}
+    named = {name: rates[id(p)] for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert {lr for name, lr in named.items() if "lora_" in name} == {0.01}  # adapters start at zero: new weights
+    pretrained = [lr for name, lr in named.items() if ".text_encoder.modules_to_save.default.embeddings." in name]
+    assert pretrained == ([0.001] if text == "lstm" else [])  # MiniLM's embeddings under a BiLSTM: the encoders' rate

@@ -159,6 +159,19 @@ def test_a_missing_or_different_base_is_named(adapter_runs, towers, tmp_path):
         assert case != "another tower" or "another vision tower" in message
 
 
+def test_an_adapter_on_an_unnamed_tower_or_of_another_kind_is_refused(adapter_runs, tmp_path):
+    for case, change in (("unnamed tower", lambda config, adapter: config["pretrained_towers"].pop("vision")),
+                         ("prompt tuning", lambda config, adapter: adapter.update(peft_type="PROMPT_TUNING"))):
+        folder = tmp_path / case.replace(" ", "-")
+        shutil.copytree(adapter_runs["adapter"], folder)
+        config, adapter = (json.loads((folder / name).read_text()) for name in ("config.json", "adapter_config.json"))
+        change(config, adapter)
+        for name, value in (("config.json", config), ("adapter_config.json", adapter)):
+            (folder / name).write_text(json.dumps(value))
+        with pytest.raises(ValueError, match="names no pretrained vision tower|must hold LoRA adapters"):
+            MMHubForImageTextClassification.from_pretrained(folder)
+
+
 def test_an_adapter_from_the_hub_never_loads_a_local_folder(tmp_path):
     record = {"name_or_path": str(tmp_path), "revision": None, "sha256": "0" * 64}
     with pytest.raises(ValueError, match="from the Hub only"):

@@ -249,8 +249,9 @@ class MMHubTrainer(Trainer):
         decay = set(self.get_decay_parameter_names(model))
         groups: dict[tuple[bool, bool], list] = {}
         for name, param in model.named_parameters():
-            if param.requires_grad:
-                key = (any(name.startswith(p) for p in prefixes), name in decay)
+            if param.requires_grad:  # a LoRA model's names: "base_model.model." first, ".modules_to_save.default."
+                own = name.removeprefix("base_model.model.").replace(".modules_to_save.default.", ".")  # inside
+                key = (any(own.startswith(p) for p in prefixes) and "lora_" not in own, name in decay)
                 groups.setdefault(key, []).append(param)
         self.optimizer = torch.optim.AdamW(
             [

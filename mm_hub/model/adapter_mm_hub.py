@@ -100,6 +100,21 @@ def rebuild_base(cls: type, config: Any, adapter: str, hub_kwargs: dict[str, Any
     return model
 
 
+def _check_adapter_config(adapter: str, peft_config: Any, config: Any) -> None:
+    """ValueError unless ``adapter_config.json`` holds LoRA adapters, by module name, only on towers the config says
+    how to load (an adapter on a tower with no ``pretrained_towers`` entry would sit on random weights)."""
+    targets = peft_config.target_modules if getattr(peft_config, "peft_type", None) == "LORA" else None
+    if not isinstance(targets, (list, set, tuple)):
+        raise ValueError(f"{adapter!r}: adapter_config.json must hold LoRA adapters on named modules (what "
+                         "`mm_hub.lora.save_adapter` writes); got peft_type "
+                         f"{getattr(peft_config, 'peft_type', None)!r}, target_modules {targets!r}.")
+    towers = config.pretrained_towers or {}
+    for side, module in TOWER_MODULES.items():
+        if side not in towers and any(str(target).startswith(f"mm_hub.{module}.") for target in targets):
+            raise ValueError(f"{adapter!r} holds LoRA adapters on its {side} tower, but its config.json names no "
+                             f"pretrained {side} tower (pretrained_towers) to put them on.")
+
+
 def load_adapter_model(cls: type, name_or_path: str | os.PathLike, **kwargs: Any) -> Any:
     """The plain model of an adapter folder or repo: its base rebuilt (`rebuild_base`), its adapters loaded from
     safetensors (never a pickle) and merged, in eval mode. ``kwargs``: `from_pretrained`'s; the Hub ones apply.
@@ -123,9 +138,10 @@ def load_adapter_model(cls: type, name_or_path: str | os.PathLike, **kwargs: Any
     if weights is None:
         raise ValueError(f"{adapter!r} holds adapter_config.json but no {ADAPTER_WEIGHTS_NAME}: adapters load from "
                          "safetensors only.")
-    base = rebuild_base(cls, config, adapter, hub, from_hub=not Path(adapter).is_dir())
     peft_config = PeftConfig.from_pretrained(str(Path(adapter_config_file(adapter, kwargs)).parent))
     peft_config.base_model_name_or_path = None  # the base is rebuilt here, not loaded by this name
+    _check_adapter_config(adapter, peft_config, config)
+    base = rebuild_base(cls, config, adapter, hub, from_hub=not Path(adapter).is_dir())
     towers = ", ".join(f"{side} {record.get('name_or_path')!r}" for side, record in
                        (config.pretrained_towers or {}).items()) or "no pretrained tower"
     try:
@@ -144,6 +160,8 @@ def load_adapter_model(cls: type, name_or_path: str | os.PathLike, **kwargs: Any
     model = model.merge_and_unload()
     model.tie_weights()
     model._apply_freezing()
+    if kwargs.get("output_loading_info"):  # as `from_pretrained` answers it: every weight found
+        return model.eval(), {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
     return model.eval()
 
 
