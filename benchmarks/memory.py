@@ -67,10 +67,10 @@ def one_case(shape: dict[str, Any], checkpointing: bool = False, lora: bool = Fa
     model = MMHubForImageTextClassification(config).train()
     if checkpointing:
         model.activation_checkpointing_enable()
-    if lora:  # rank 8 on the towers' attention projections; projections, fusion and head train fully
+    if lora:  # rank 8 on the towers' attention projections (random towers standing in for pretrained ones)
         from mm_hub.lora import apply_lora
 
-        model = apply_lora(model)
+        model = apply_lora(model, towers=("vision", "text"))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = {"pixel_values": torch.randn(shape["batch"], 3, shape["image_size"], shape["image_size"]),
              "input_ids": torch.randint(1000, vocab, (shape["batch"], shape["tokens"])),

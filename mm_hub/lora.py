@@ -1,10 +1,11 @@
 """LoRA adapters on an mm_hub model's pretrained towers (peft): the attention projections of a transformer tower
-(BERT, ViT, ...), the last stage's convolutions of a ResNet; what mm_hub adds on top (projections, fusion, head, the
-generator's memory and decoder) trains fully, as peft's ``modules_to_save`` (the decoder's tied output layer with it).
+(BERT, ViT, ...), the last stage's convolutions of a ResNet. What is new trains fully, as peft's ``modules_to_save``:
+the projections, fusion and head, the generator's memory and decoder (its tied output layer with it), and a tower
+built from a config (LoRA on random weights would leave them random) or a BiLSTM.
 
 `apply_lora` wraps a model for training (``--lora`` in `training.train`). Its result is saved either as an adapter
-(`save_adapter`: the adapters and the fully trained parts, a few percent of the model, loaded back on top of the
-towers by id, see `mm_hub.model.adapter_mm_hub`) or merged (`merge_lora`, ``--merge-lora``: a plain mm_hub model).
+(`save_adapter`: the adapters and the fully trained parts, a few percent of the model for pretrained towers, loaded
+back on top of the towers by id, see `mm_hub.model.adapter_mm_hub`) or merged (`merge_lora`, ``--merge-lora``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ def _trainable(module: nn.Module) -> bool:
     return any(parameter.requires_grad for parameter in module.parameters())
 
 
-def lora_targets(model: nn.Module) -> list[str]:
-    """Names of the modules LoRA adapts: in each tower that trains (a frozen one stays as it is), the attention's
-    query/key/value projections of a transformer, or the convolutions of a ResNet's last stage. A BiLSTM tower has
-    none: it trains fully (`modules_to_save`)."""
+def lora_targets(model: nn.Module, towers: tuple[str, ...] | None = None) -> list[str]:
+    """Names of the modules LoRA adapts in ``towers`` (``"vision"`` / ``"text"``; default: those the config records
+    as pretrained, ``pretrained_towers``) that train (a frozen one stays as it is): the attention's query/key/value
+    projections of a transformer, or the convolutions of a ResNet's last stage. A BiLSTM has none."""
+    towers = tuple(model.config.pretrained_towers or ()) if towers is None else towers
     targets = []
-    for tower_name in TOWERS.values():
+    for side, tower_name in TOWERS.items():
         tower = model.get_submodule(tower_name)
-        if not _trainable(tower):
+        if side not in towers or not _trainable(tower):
             continue
         names = [name for name, module in tower.named_modules()
                  if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS]
@@ -47,8 +49,8 @@ def lora_targets(model: nn.Module) -> list[str]:
 
 def modules_to_save(model: nn.Module, targets: list[str]) -> list[str]:
     """What trains fully beside the adapters: every trainable part of the head and of ``model.mm_hub`` that holds no
-    LoRA target (projections, fusion, classifier, the generator's memory, a BiLSTM tower), the decoder by its parts
-    (its token table among them, which peft then ties to the output layer)."""
+    LoRA target (projections, fusion, classifier, the generator's memory, a tower built from a config, a BiLSTM), the
+    decoder by its parts (its token table among them, which peft then ties to the output layer)."""
     saved = []
     parents = [("", model), ("mm_hub.", model.mm_hub)]
     if hasattr(model, "decoder"):
@@ -65,17 +67,21 @@ def modules_to_save(model: nn.Module, targets: list[str]) -> list[str]:
     return saved
 
 
-def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.05) -> Any:
-    """``model`` as a peft ``PeftModel`` with LoRA adapters of rank ``r`` on `lora_targets` (scaled by
-    ``alpha / r``, ``dropout`` on their input) and `modules_to_save` training fully; everything else frozen."""
+def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+               towers: tuple[str, ...] | None = None) -> Any:
+    """``model`` as a peft ``PeftModel`` with LoRA adapters of rank ``r`` on `lora_targets` of ``towers`` (default:
+    the pretrained ones; scaled by ``alpha / r``, ``dropout`` on their input) and `modules_to_save` training fully;
+    everything else frozen."""
     from peft import LoraConfig, get_peft_model
 
     if r < 1 or alpha <= 0 or not 0 <= dropout < 1:
         raise ValueError(f"LoRA needs a rank >= 1, alpha > 0 and dropout in [0, 1); got r={r}, alpha={alpha}, "
                          f"dropout={dropout}.")
-    targets = lora_targets(model)
+    targets = lora_targets(model, towers)
     if not targets:
-        raise ValueError("LoRA has nothing to adapt here: both towers are frozen (or BiLSTMs); train without --lora.")
+        raise ValueError("LoRA adapts pretrained towers that train, and this model has none (towers built from "
+                         "configs train fully, BiLSTMs have no attention, frozen towers stay frozen); train without "
+                         "--lora.")
     saved = modules_to_save(model, targets)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, modules_to_save=saved,
                         ensure_weight_tying="decoder.embed_tokens" in saved and model.config.tie_word_embeddings)
@@ -104,7 +110,7 @@ def merge_lora(model: Any) -> nn.Module:
 def unsaved_parts(model: Any) -> list[str]:
     """The parameters of a LoRA-wrapped model that an adapter save would lose: neither in the adapter file (adapters,
     `modules_to_save`) nor rebuilt by name from a pretrained tower the config records (``pretrained_towers``: a
-    tower built new from a config, or whose weights were replaced, has no record). Empty: `save_adapter` can save it.
+    frozen tower built from a config, or whose weights were replaced, has no record). Empty: `save_adapter` can.
     """
     inner = model.get_base_model()
     towers = inner.config.pretrained_towers or {}
@@ -127,14 +133,14 @@ def save_adapter(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
     `mm_hub.load_model`, a push of it) loads it as the plain model, rebuilding the towers by name.
 
     Raises:
-        ValueError: parts of the model could not be rebuilt (`unsaved_parts`: a tower built new from a config or
+        ValueError: parts of the model could not be rebuilt (`unsaved_parts`: a frozen tower built from a config or
             copied from elsewhere), naming them; save it merged (`merge_lora`, ``--merge-lora``) instead.
     """
     lost = unsaved_parts(model)
     if lost:
         raise ValueError(f"An adapter save would lose {len(lost)} weights ({', '.join(lost[:3])}{' ...' * (len(lost) > 3)}"
-                         "): they are neither trained (saved with the adapters) nor loaded from a pretrained tower by "
-                         "name (a tower built from a config, or whose weights were copied in). Save the merged model "
+                         "): they neither train (saved with the adapters) nor load from a pretrained tower by name (a "
+                         "frozen tower built from a config, or whose weights were copied in). Save the merged model "
                          "(--merge-lora) instead.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

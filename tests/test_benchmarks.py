@@ -186,3 +186,17 @@ def test_memory_benchmark_measures_each_case_in_its_own_process():
     results = memory(["--quick"])
     assert set(results["cases"]) == set(CASES) and results["over_full_fine_tuning"]["full fine-tuning"] == 1.0
     assert all(case["peak_mb"] >= case["rss_before_step_mb"] > 0 for case in results["cases"].values())
+    assert set(results["over_full_fine_tuning_default_allocator"]) == set(CASES)  # glibc's default, beside
+    assert 0 < results["adapter_over_model_bytes"] < 1
+
+
+def test_lora_accuracy_quick_trains_both_rows_and_resumes(tmp_path):
+    from benchmarks.lora_accuracy import ROWS, main as lora_accuracy
+
+    results = lora_accuracy(["--quick", "--workers", "1", "--work-dir", str(tmp_path)])
+    for task, part in results["table"].items():
+        assert set(part["rows"]) == set(ROWS) and set(part["lora_minus_full_points"]) == set(part["splits"])
+        full, lora = (part["rows"][row] for row in ROWS)
+        assert lora["trained_parameters"] < full["trained_parameters"]
+    again = lora_accuracy(["--quick", "--workers", "1", "--work-dir", str(tmp_path)])  # read back, not retrained
+    assert again["table"] == results["table"]

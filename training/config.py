@@ -196,11 +196,10 @@ class TrainingOptions:
     generation_num_beams: int = _opt(1, "Beams of the search when evaluating generation (1: greedy).")
     lora: bool = _opt(
         False, "Train LoRA adapters (peft) on the pretrained towers' attention projections (BERT, ViT) or a ResNet's "
-        "last stage, with the projections, fusion and head (a generator's decoder too) training fully and the rest "
-        "frozen: a few % of the parameters train, so gradients and optimizer state shrink with them. Saved as an "
-        "adapter (adapter_config.json + adapter_model.safetensors, a few % of the model's bytes) that loads on top of "
-        "the towers named by --vision-model / --text-model; towers built from --vision-config / --text-config need "
-        "--merge-lora."
+        "last stage, with the projections, fusion and head (a generator's decoder, a tower built from --vision-config "
+        "/ --text-config too) training fully and the rest frozen: gradients and optimizer state shrink with the "
+        "trained parameters. Saved as an adapter (adapter_config.json + adapter_model.safetensors: what trained) that "
+        "loads on top of the towers named by --vision-model / --text-model."
     )
     merge_lora: bool = _opt(False, "With --lora: save the adapters merged into a plain mm_hub model (full size, no peft "
                             "needed to load it) instead of as an adapter.")

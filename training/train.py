@@ -115,9 +115,9 @@ def build_model(config: TrainConfig, extra: dict[str, Any] | None = None) -> tup
         model = apply_lora(model, config.train.lora_r, config.train.lora_alpha, config.train.lora_dropout)
         lost = [] if config.train.merge_lora else unsaved_parts(model)
         if lost:  # before training, not after it
-            raise ValueError(f"--lora saves an adapter that loads on top of pretrained towers named by id, but "
-                             f"{len(lost)} weights ({lost[0]}, ...) come from neither: a tower built from "
-                             "--vision-config / --text-config, or copied by --init-encoders-from. Add --merge-lora "
+            raise ValueError(f"--lora saves an adapter (what trains) that loads on top of pretrained towers named by "
+                             f"id, but {len(lost)} weights ({lost[0]}, ...) are neither: a frozen tower built from "
+                             "--vision-config / --text-config, or one copied by --init-encoders-from. Add --merge-lora "
                              "to save the merged model.")
         counts = parameter_counts(model)
         logger.info("LoRA: %s of %s parameters train (%.2f %%).", f"{counts['trainable_parameters']:,}",
