@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover
 
 from ._files import read_regular
 from .cards import build_model_card, hub_id
+from .model.adapter_mm_hub import ADAPTER_CONFIG_NAME as ADAPTER_CONFIG
+from .model.adapter_mm_hub import ADAPTER_WEIGHTS_NAME as ADAPTER_WEIGHTS
 
 # Never uploaded: Trainer checkpoints and logs, caches, hidden files, and any README (the card is generated).
 IGNORE_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "*.pyc", ".*", "README.md", "optimizer.pt", "scheduler.pt",
@@ -35,8 +37,7 @@ PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt", "*.j
 # Stale remote files of these kinds are deleted when a push no longer contains them (e.g. a different sharding, or
 # an adapter's config, which loading would otherwise take over the new weights).
 ONNX_FOLDER = "onnx"  # where a pushed repo keeps its ONNX export (mm_hub.onnx_serving reads it there)
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "adapter_config.json")
-ADAPTER_CONFIG = "adapter_config.json"  # a LoRA adapter folder (`mm_hub.lora.save_adapter`)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", ADAPTER_CONFIG)
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def check_model_folder(folder: str | Path) -> tuple[dict[str, Any], list[Path], 
     missing = sorted(f"{module}.py" for module in modules if f"{module}.py" not in names)
     require(not missing, f"remote-code files {missing} named by config.json's auto_map", save)
     if ADAPTER_CONFIG in names:
-        require("adapter_model.safetensors" in names, f"adapter_model.safetensors beside its {ADAPTER_CONFIG}",
+        require(ADAPTER_WEIGHTS in names, f"{ADAPTER_WEIGHTS} beside its {ADAPTER_CONFIG}",
                 "save the adapter with `mm_hub.lora.save_adapter` (training with --lora does)")
     saved = f"call `processor.save_pretrained({str(folder)!r})` too"
     require(bool(names & {"processor_config.json", "preprocessor_config.json"}), "processor_config.json", saved)

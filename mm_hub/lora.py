@@ -16,11 +16,13 @@ from typing import Any
 
 from torch import nn
 
+from .model.adapter_mm_hub import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+
 ATTENTION_PROJECTIONS = {"query", "key", "value", "q_proj", "k_proj", "v_proj"}  # BERT's and ViT's names
 TOWERS = {"vision": "mm_hub.vision_encoder", "text": "mm_hub.text_encoder"}
 # Parameters no module holds: the retrieval head's temperature, frozen under LoRA at its constant initial value.
 CONSTANT_PARAMETERS = ("logit_scale",)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # peft's names, what an adapter save writes
+ADAPTER_FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME)  # what an adapter save writes
 
 
 def _trainable(module: nn.Module) -> bool:
@@ -149,7 +151,7 @@ def save_adapter(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
     model.get_base_model().save_pretrained(folder, state_dict={})  # config, code, generation config: no weights
     model.peft_config["default"].base_model_name_or_path = None  # the base is this folder's config (a push names the repo)
     model.save_pretrained(folder)
-    _drop_tied_copies(folder / ADAPTER_FILES[1], model.get_base_model())
+    _drop_tied_copies(folder / ADAPTER_WEIGHTS_NAME, model.get_base_model())
     (folder / "README.md").unlink(missing_ok=True)  # peft's stub card: a push writes the model card
     processor.save_pretrained(folder)
     return folder

@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers.utils import cached_file, find_adapter_config_file
 
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"  # peft's names
 HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "subfolder")
 TOWER_MODULES = {"vision": "vision_encoder", "text": "text_encoder"}  # side -> encoder of `MMHubModel`
 
@@ -165,4 +165,4 @@ def load_adapter_model(cls: type, name_or_path: str | os.PathLike, **kwargs: Any
     return model.eval()
 
 
-__all__ = ["adapter_config_file", "load_adapter_model", "rebuild_base"]
+__all__ = ["ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME", "adapter_config_file", "load_adapter_model", "rebuild_base"]
