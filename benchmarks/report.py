@@ -487,20 +487,34 @@ def lora_accuracy_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {row} | " + " | ".join(f"{100 * table[task]['rows'][row]['mean'][split]:.1f} %"
                                               for task, split in columns)
                      + f" | {next(iter(table.values()))['rows'][row]['trained_parameters'] / 1e6:.1f} M |")
-    gaps = [table[task]["lora_minus_full_points"][split] for task, split in columns]
+    learned = [task for task, part in table.items() if _learned(part)]
+    gaps = [table[task]["lora_minus_full_points"][split] for task, split in columns if task in learned]
+    unlearned = [task for task in table if task not in learned]
     return [
         "## Big towers: LoRA against full fine-tuning",
         "",
         f"Accuracy (%, seeds {', '.join(map(str, results['seeds']))}) of a concat classifier on a ResNet-18 (random "
         f"init: no pretrained vision weights can be fetched here) + the pretrained all-MiniLM-L6-v2, the same "
-        f"{results['steps']} steps, learning rates and data for both rows, on the fusion table's two tasks. "
+        f"{results['steps']} steps, learning rates and data for both rows, on the fusion table's two tasks. LoRA: "
+        "rank 8 on MiniLM's attention projections; the new ResNet, projections, fusion and head train fully in both "
+        "rows (`--lora` trains a tower built from a config in full). "
         + _conditions(results) + " Raw numbers: `results_lora_accuracy.json`.",
         "",
         *lines,
         "",
-        f"LoRA minus full fine-tuning: {', '.join(f'{gap:+.1f}' for gap in gaps)} points (target: within 1 point, "
-        + ("met)." if all(gap >= -1 for gap in gaps) else f"missed by up to {-min(gaps) - 1:.1f} points)."),
+        f"LoRA minus full fine-tuning on {', '.join(learned) or 'no task'}: "
+        f"{', '.join(f'{gap:+.1f}' for gap in gaps)} points (target: within 1 point, "
+        + ("met)." if all(gap >= -1 for gap in gaps) else f"missed by up to {-min(gaps) - 1:.1f} points).")
+        + (f" On {', '.join(unlearned)} full fine-tuning itself stays at chance (50 %) with this recipe and budget, "
+           "so the rows compare nothing there: that task needs the demo's two-stage recipe (the fusion table)."
+           if unlearned else ""),
     ]
+
+
+def _learned(part: dict[str, Any]) -> bool:
+    """Whether full fine-tuning learned a task of `results_lora_accuracy.json`: above 60 % on its second split (both
+    tasks are yes/no questions: 50 % is chance)."""
+    return part["rows"]["full fine-tuning"]["mean"][part["splits"][1]] > 0.6
 
 
 SPLIT_NAMES = {"eval": "eval", "heldout": "held-out pairs", "test": "unseen digits"}
@@ -703,8 +717,8 @@ def big_towers_block() -> str:
                     else f"{share * full_mb:.1f} MB adapter ({100 * share:.1f} %)") for name in cases}
     gap = "not measured"
     if accuracy:  # checkpointing recomputes the same numbers: its rows score as the rows without it
-        gap = ", ".join(f"{task} {part['lora_minus_full_points'][part['splits'][1]]:+.1f}"
-                        for task, part in accuracy["table"].items()) + " points"
+        gap = ", ".join(f"{task} {part['lora_minus_full_points'][part['splits'][1]]:+.1f} points" if _learned(part)
+                        else f"{task}: neither learns" for task, part in accuracy["table"].items())
     scores = {name: gap if "LoRA" in name else "(the reference)" for name in cases}
     lines = [f"| ViT-B/16 + BERT-base classifier, {memory['shape']['batch']} pairs | trained parameters | memory of a "
              "step above the weights | saved | held-out accuracy vs full (ResNet-18 + MiniLM, same steps) |",

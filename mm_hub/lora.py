@@ -91,12 +91,11 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """``{"trainable_parameters", "total_parameters"}`` of a model (a peft model counts its adapters too)."""
-    if hasattr(model, "get_nb_trainable_parameters"):  # peft: the copies of modules_to_save counted once
-        trainable, total = model.get_nb_trainable_parameters()
-        return {"trainable_parameters": int(trainable), "total_parameters": int(total)}
-    return {"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "total_parameters": sum(p.numel() for p in model.parameters())}
+    """``{"trainable_parameters", "total_parameters"}`` of a model; a LoRA model's total is the plain model's plus
+    its adapters (peft's trained copy of each fully trained part stands in for the original, not beside it)."""
+    named = list(model.named_parameters())  # shared (tied) parameters once
+    return {"trainable_parameters": sum(p.numel() for _, p in named if p.requires_grad),
+            "total_parameters": sum(p.numel() for name, p in named if ".modules_to_save." not in name)}
 
 
 def merge_lora(model: Any) -> nn.Module:

@@ -30,12 +30,15 @@ def test_lora_adapts_the_towers_and_merges_to_the_same_outputs(head, text_encode
     assert ("mm_hub.text_encoder" in saved) == (text_encoder_type == "lstm")  # a BiLSTM trains fully
     assert ({"decoder.embed_tokens", "decoder.layers.0"} <= set(saved)) == (head == "generation")
     assert "lm_head" not in saved  # tied to the decoder's token table: peft ties its copy to the table's
+    plain = parameter_counts(model)["total_parameters"]
     wrapped = apply_lora(model, r=4, alpha=8, dropout=0.0, towers=towers)
     if head == "generation":
         inner = wrapped.get_base_model()
         assert inner.get_output_embeddings().weight is inner.get_input_embeddings().weight  # the copies, tied
     counts = parameter_counts(wrapped)
     assert 0 < counts["trainable_parameters"] < counts["total_parameters"]
+    adapters = sum(p.numel() for name, p in wrapped.named_parameters() if "lora_" in name)
+    assert counts["total_parameters"] == plain + adapters  # the trained copies stand in for their originals
     torch.manual_seed(1)
     for name, parameter in wrapped.named_parameters():
         if "lora_B" in name:  # B starts at zero (the adapter adds nothing): give it weights to merge
