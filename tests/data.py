@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -25,6 +26,29 @@ SCENES = [
     ([("green", "triangle", "center")], "a green triangle", "angular", ["green", "angular"], 0.5),
     ([("red", "square", "center")], "a red square", "angular", ["red", "angular"], 0.7),
 ]
+
+
+# Runs in a fresh interpreter where `import mm_hub` fails: everything must come from the repo's remote code.
+PULL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["mm_hub"] = None
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+    repo, image_dir, out = sys.argv[1:4]
+    texts = json.loads(sys.argv[4])
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    images = [Image.open(f"{image_dir}/{i}.png") for i in range(len(texts))]
+    with torch.no_grad():
+        logits = model(**processor(images=images, text=texts, return_tensors="pt")).logits
+    classifier = pipeline(model=repo, trust_remote_code=True)
+    predictions = classifier([{"image": image, "text": text} for image, text in zip(images, texts)], top_k=3)
+    json.dump({"logits": logits.tolist(), "model_module": type(model).__module__, "model_class": type(model).__name__,
+               "processor_module": type(processor).__module__, "predictions": predictions}, open(out, "w"))
+    """
+)
 
 
 def tiny_flags(output_dir: Path, *extra: str, text: str = "transformer") -> list[str]:

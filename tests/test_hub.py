@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from mm_hub.hub import HubAuthError, check_model_folder, model_files, push_to_hu
 from mm_hub.loading import load_model
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
 from tests.conftest import random_images, save_tiny_model, tiny_config, tiny_processor
+from tests.data import PULL_SCRIPT
 from training import push as push_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,29 +31,6 @@ TEXTS = ["a red circle above a blue square", "two green triangles"]
 EVAL_RESULTS = {"eval_accuracy": 0.75, "eval_macro_f1": 0.5, "eval_loss": 0.61, "eval_runtime": 0.2, "epoch": 1.0,
                 "heldout_accuracy": 0.6, "heldout_macro_f1": 0.4}
 REMOTE_CODE = ("configuration_mm_hub.py", "modeling_mm_hub.py", "processing_mm_hub.py", "pipeline_mm_hub.py")
-
-# Runs in a fresh interpreter where `import mm_hub` fails: everything must come from the repo's remote code.
-PULL_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["mm_hub"] = None
-    import torch
-    from PIL import Image
-    from transformers import AutoModel, AutoProcessor, pipeline
-    repo, image_dir, out = sys.argv[1:4]
-    texts = json.loads(sys.argv[4])
-    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
-    images = [Image.open(f"{image_dir}/{i}.png") for i in range(len(texts))]
-    with torch.no_grad():
-        logits = model(**processor(images=images, text=texts, return_tensors="pt")).logits
-    classifier = pipeline(model=repo, trust_remote_code=True)
-    predictions = classifier([{"image": image, "text": text} for image, text in zip(images, texts)], top_k=3)
-    json.dump({"logits": logits.tolist(), "model_module": type(model).__module__, "model_class": type(model).__name__,
-               "processor_module": type(processor).__module__, "predictions": predictions}, open(out, "w"))
-    """
-)
-
 
 def _train(model: torch.nn.Module, processor, steps: int = 3, seed: int = 0) -> None:
     """A few Adam steps on random pairs: enough to move every weight away from its initialisation."""

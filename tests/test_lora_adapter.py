@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -21,32 +20,12 @@ from mm_hub.loading import load_model
 from mm_hub.model.adapter_mm_hub import _tower_record
 from mm_hub.paths import MINILM_HUB_ID, minilm_path
 from tests.conftest import random_images, tokenizer
-from tests.data import TINY_TEXT, TINY_VISION, tiny_flags, without_random_towers
+from tests.data import PULL_SCRIPT, TINY_TEXT, TINY_VISION, tiny_flags, without_random_towers
 from training.export import main as export_main
 from training.train import main as train_main
 
 TEXTS = ["a red circle", "two green triangles", "a blue square", "one yellow star"]
 SHAPES = ["--dataset", "shapes", "--dataset-config", "num_train=16,num_eval=8,num_heldout=0,image_size=32"]
-
-# A fresh interpreter where `import mm_hub` fails: the adapter loads through the repo's remote code and peft.
-LOAD_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    sys.modules["mm_hub"] = None
-    import torch
-    from PIL import Image
-    from transformers import AutoModel, AutoProcessor
-    repo, image_dir, out = sys.argv[1:4]
-    texts = json.loads(sys.argv[4])
-    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
-    images = [Image.open(f"{image_dir}/{i}.png") for i in range(len(texts))]
-    with torch.no_grad():
-        logits = model(**processor(images=images, text=texts, return_tensors="pt")).logits
-    json.dump({"logits": logits.tolist(), "module": type(model).__module__}, open(out, "w"))
-    """
-)
-
 
 @pytest.fixture(scope="module")
 def towers(hub_server, tmp_path_factory):
@@ -126,11 +105,12 @@ def test_adapter_pushed_and_loaded_by_id_in_a_fresh_process(adapter_runs, hub_re
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] is None  # untouched
     assert "## LoRA adapters" in files["README.md"].decode()
     out = tmp_path / "loaded.json"
-    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, hub_repo_id, str(adapter_runs["images"]), str(out),
+    result = subprocess.run([sys.executable, "-c", PULL_SCRIPT, hub_repo_id, str(adapter_runs["images"]), str(out),
                              json.dumps(TEXTS)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(out.read_text())
-    assert loaded["module"].startswith("transformers_modules.")  # no mm_hub there: the repo's code and peft
+    assert loaded["model_module"].startswith("transformers_modules.")  # no mm_hub there: the repo's code and peft
+    assert [p["label"] for p in loaded["predictions"][0]]  # its pipeline too
     torch.testing.assert_close(torch.tensor(loaded["logits"]), expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(_logits(hub_repo_id, adapter_runs), expected, rtol=0, atol=1e-5)  # with mm_hub: its own classes
     # The merged model pushed over it replaces the adapter: no adapter file is left to take precedence.
