@@ -15,6 +15,7 @@ trained again (a killed benchmark resumes).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -27,20 +28,18 @@ from typing import Any
 
 from benchmarks._run import conditions, finish
 from benchmarks.fusion_table import QUICK_TASKS, TASKS, _end_with_parent, _quiet, make_task_data
+from mm_hub.model.configuration_mm_hub import RESNET18_KWARGS
 
-RESNET18 = {"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512], "embedding_size": 64}
 ROWS = {"full fine-tuning": {}, "LoRA": {"lora": True, "merge_lora": True}}
 STEPS, QUICK_STEPS = 600, 2
 CHANGES = {"eval_strategy": "no", "logging_steps": 1000, "max_length": 16, "augment": False,
-           "early_stopping_patience": None, "fusion_type": "concat", "vision_config": RESNET18}
+           "early_stopping_patience": None, "fusion_type": "concat", "vision_config": RESNET18_KWARGS}
 QUICK_CHANGES = {"vision_config": {"layer_type": "basic", "depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8},
                  "fusion_hidden_size": 16, "fusion_num_heads": 2, "batch_size": 4, "eval_batch_size": 16}
 
 
 def train_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train one (task, row, seed) in this process; returns its accuracies, trained parameters and training time."""
-    import json
-
     from training.config import read_preset
     from training.train import run_training
 
