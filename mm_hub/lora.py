@@ -119,12 +119,22 @@ def unsaved_parts(model: Any) -> list[str]:
     saved = tuple(f"{name}." for name in model.peft_config["default"].modules_to_save or ())
     lost = []
     for name, _ in inner.named_parameters():
-        name = name.replace(".base_layer.", ".").replace(".original_module.", ".")
-        if "lora_" in name or ".modules_to_save." in name or name.startswith(rebuilt + saved):
+        if "lora_" in name or ".modules_to_save." in name:  # saved in the adapter file
             continue
-        if name not in CONSTANT_PARAMETERS:
+        name = plain_name(name)
+        if not name.startswith(rebuilt + saved) and name not in CONSTANT_PARAMETERS:
             lost.append(name)
     return lost
+
+
+def plain_name(name: str) -> str:
+    """A LoRA model's parameter name as the plain model names it: without peft's ``base_model.model.`` prefix and
+    its ``base_layer`` / ``original_module`` / ``modules_to_save.default`` wrappers (an adapter's own ``lora_``
+    parameters keep their names)."""
+    name = name.removeprefix("base_model.model.")
+    for wrapper in (".base_layer.", ".original_module.", ".modules_to_save.default."):
+        name = name.replace(wrapper, ".")
+    return name
 
 
 def save_adapter(model: Any, processor: Any, folder: str | os.PathLike) -> Path:
@@ -175,5 +185,5 @@ def remove_adapter_files(folder: str | os.PathLike) -> None:
         (Path(folder) / name).unlink(missing_ok=True)
 
 
-__all__ = ["apply_lora", "lora_targets", "merge_lora", "modules_to_save", "parameter_counts", "remove_adapter_files",
-           "save_adapter", "unsaved_parts"]
+__all__ = ["apply_lora", "lora_targets", "merge_lora", "modules_to_save", "parameter_counts", "plain_name",
+           "remove_adapter_files", "save_adapter", "unsaved_parts"]

@@ -8,8 +8,9 @@ checked against torch on the spot (max abs difference <= 1e-4). DIR gets the gra
 inputs, outputs, opset, versions), the config, the processor's files and ``ort_mm_hub.py``, the runtime that runs
 them with onnxruntime alone. ``--quantize int8`` adds ONNX Runtime's dynamic int8 graphs (``*.int8.onnx``), which
 the runtime then prefers; ``--calibration-images`` (a folder of images like the model will see, up to 64 read) also
-quantizes the image encoder's convolutions, measured on them, which roughly halves a ResNet's time. Serve it with ``python app.py --model MODEL --runtime onnx --onnx DIR``; push it beside the
-model with ``python -m training.push ... --onnx DIR``.
+quantizes the image encoder's convolutions, measured on them, which roughly halves a ResNet's time. Push it beside the
+model with ``python -m training.push ... --onnx DIR``; ``python app.py --model MODEL --runtime onnx`` then serves it
+(without one, the app exports the model once into its cache).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
                             [--commit-message M] [--create-pr] [--onnx DIR]
 
 ``--onnx DIR`` adds an export of the model (``python -m training.export``) as the repo's ``onnx/`` folder, and a card
-section on running it without torch. Needs a write token (`hf auth login` or HF_TOKEN). Prints the repo URL and the commit id.
+section on running it without torch. Needs a write token (`hf auth login` or HF_TOKEN). Prints the repo URL and the
+commit id.
 """
 
 from __future__ import annotations

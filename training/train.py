@@ -32,7 +32,8 @@ from mm_hub import MMHubProcessor
 from mm_hub._files import write_json
 from mm_hub.cli import run
 from mm_hub.hub import push_to_hub
-from mm_hub.lora import apply_lora, merge_lora, parameter_counts, remove_adapter_files, save_adapter, unsaved_parts
+from mm_hub.lora import (apply_lora, merge_lora, parameter_counts, plain_name, remove_adapter_files, save_adapter,
+                         unsaved_parts)
 from mm_hub.paths import minilm_path
 from mm_hub.tasks import Scoring, SplitEvaluation, task_named
 
@@ -249,8 +250,8 @@ class MMHubTrainer(Trainer):
         decay = set(self.get_decay_parameter_names(model))
         groups: dict[tuple[bool, bool], list] = {}
         for name, param in model.named_parameters():
-            if param.requires_grad:  # a LoRA model's names: "base_model.model." first, ".modules_to_save.default."
-                own = name.removeprefix("base_model.model.").replace(".modules_to_save.default.", ".")  # inside
+            if param.requires_grad:  # a LoRA model's adapters are new weights, whatever tower holds them
+                own = plain_name(name)
                 key = (any(own.startswith(p) for p in prefixes) and "lora_" not in own, name in decay)
                 groups.setdefault(key, []).append(param)
         self.optimizer = torch.optim.AdamW(

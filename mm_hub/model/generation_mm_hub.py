@@ -417,13 +417,13 @@ class MMHubForConditionalGeneration(MMHubPreTrainedModel, GenerationMixin):
             cache if use_cache or cache is not None else None, output_attentions,
         )
         vocab = self._written_ids(states.device)
-        embeddings = self.lm_head.weight  # (vocab, D): the token embeddings, tied
         scores = self.written_scores(states)  # (B, L, written tokens)
         loss = None
         if labels is not None:
             labels = labels.to(scores.device)
             if vocab is not None:  # token ids -> rows of the written vocabulary (ids it cannot write are ignored)
-                rows = torch.full((embeddings.shape[0],), IGNORE_INDEX, dtype=torch.long, device=scores.device)
+                rows = torch.full((self.lm_head.weight.shape[0],), IGNORE_INDEX, dtype=torch.long,
+                                  device=scores.device)
                 rows[vocab] = torch.arange(len(vocab), device=scores.device)
                 labels = torch.where(labels == IGNORE_INDEX, labels, rows[labels.clamp(min=0)])
             loss = F.cross_entropy(scores.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
