@@ -70,7 +70,7 @@ def rebuild_base(cls: type, config: Any, adapter: str, hub_kwargs: dict[str, Any
         OSError: a tower cannot be loaded (missing, unreachable), naming the adapter and the tower.
         ValueError: a tower loads but holds other weights than the adapter was trained on (a different base).
     """
-    from .modeling_mm_hub import _load_tower, _pretrained_tower, tower_sha256
+    from .towers_mm_hub import _load_tower, _pretrained_tower, tower_sha256
 
     towers = config.pretrained_towers or {}
     if not isinstance(towers, dict) or set(towers) - set(TOWER_MODULES):
